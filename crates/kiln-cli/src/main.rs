@@ -1,0 +1,154 @@
+//! `kiln`: train, sample, reconstruct and interpolate generative image models.
+//!
+//! Every command is generic over the burn backend; `--device` picks one at run time from those
+//! compiled in (see `device.rs`, the only place a backend is named).
+
+mod checkpoint;
+mod device;
+mod experiment;
+mod generate;
+mod train;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+/// Generative image models on burn: VAEs today; VQ-VAEs, GANs, DRAW and a small DALL·E to come.
+#[derive(Parser, Debug)]
+#[command(name = "kiln", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Train a model from an experiment file (TOML under experiments/).
+    Train {
+        /// The experiment file, e.g. experiments/vae-mnist.toml.
+        experiment: PathBuf,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+        /// Run directory (default: runs/<name>/<UTC time>).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Override the experiment's step budget.
+        #[arg(long)]
+        steps: Option<usize>,
+        /// Override the experiment's seed.
+        #[arg(long)]
+        seed: Option<u64>,
+        /// No progress bar.
+        #[arg(long)]
+        quiet: bool,
+    },
+    /// Draw samples from a trained model's prior.
+    Sample {
+        /// A run directory written by `kiln train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// How many samples.
+        #[arg(long, default_value_t = 64)]
+        n: usize,
+        /// A .png file (one grid), a directory (one PNG per sample), or a .npy file.
+        #[arg(long)]
+        out: PathBuf,
+        /// Output format; `npy` writes one float32 array [N, C, H, W] in [0, 1].
+        #[arg(long, value_enum, default_value_t = Format::Png)]
+        format: Format,
+        /// Seed of the latent noise (the same seed gives the same samples on every backend).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Reconstruct held-out images: a grid of originals with their reconstructions underneath.
+    Reconstruct {
+        /// A run directory written by `kiln train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Data directory (default: the one the run trained on, from its experiment.toml).
+        #[arg(long)]
+        data: Option<PathBuf>,
+        /// How many test images (a multiple of 8 reads best).
+        #[arg(long, default_value_t = 32)]
+        n: usize,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+    /// Walk between pairs of prior latents and write the decoded strips as one PNG (a row per pair).
+    Interpolate {
+        /// A run directory written by `kiln train`.
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Images per strip, endpoints included.
+        #[arg(long, default_value_t = 10)]
+        steps: usize,
+        /// Strips (pairs of latents).
+        #[arg(long, default_value_t = 4)]
+        rows: usize,
+        /// lerp (straight line) or slerp (great circle: stays where the prior has its mass).
+        #[arg(long, value_enum, default_value_t = Walk::Slerp)]
+        path: Walk,
+        /// The PNG to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Seed of the endpoint latents.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
+}
+
+/// Output formats of `kiln sample`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// PNG: a grid for a .png path, one file per sample for a directory.
+    Png,
+    /// NumPy .npy, float32 [N, C, H, W].
+    Npy,
+}
+
+/// Interpolation paths.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Linear interpolation.
+    Lerp,
+    /// Spherical linear interpolation.
+    Slerp,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train { experiment, device, out, steps, seed, quiet } => {
+            train::run(train::TrainArgs { experiment, out, steps, seed, quiet }, &device)
+        }
+        Command::Sample { checkpoint, n, out, format, seed, device } => {
+            device::run_on(&device, generate::Sample { checkpoint, n, out, format, seed })
+        }
+        Command::Reconstruct { checkpoint, data, n, out, device } => {
+            device::run_on(&device, generate::Reconstruct { checkpoint, data, n, out })
+        }
+        Command::Interpolate { checkpoint, steps, rows, path, out, seed, device } => {
+            device::run_on(&device, generate::Interpolate { checkpoint, steps, rows, path, out, seed })
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, the whole cause chain, no backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

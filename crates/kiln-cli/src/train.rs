@@ -1,0 +1,182 @@
+//! `kiln train`: experiment file → run directory with metrics, grids, checkpoint and evaluation.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use burn::module::AutodiffModule;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use kiln_data::{Batcher, ImageSet, Mnist, Range, Split, gather};
+use kiln_train::{LoopConfig, fit};
+use kiln_vae::{Vae, VaeTask, VaeTaskConfig};
+
+use crate::device::{self, Job};
+use crate::experiment::{DataFormat, Experiment, ModelSpec};
+
+/// Arguments of `kiln train` other than the device.
+pub struct TrainArgs {
+    pub experiment: PathBuf,
+    pub out: Option<PathBuf>,
+    pub steps: Option<usize>,
+    pub seed: Option<u64>,
+    pub quiet: bool,
+}
+
+/// Images in the fixed reconstruction preview.
+const PREVIEW_RECON: usize = 32;
+
+pub fn run(args: TrainArgs, device: &str) -> Result<()> {
+    let mut exp = Experiment::load(&args.experiment)?;
+    if let Some(steps) = args.steps {
+        anyhow::ensure!(steps > 0, "--steps 0: must be at least 1");
+        exp.train.steps = steps;
+    }
+    if let Some(seed) = args.seed {
+        exp.seed = seed;
+    }
+    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.name).join(utc_stamp()));
+    // Load the data before choosing a device, so a bad path fails fast and without a GPU.
+    let (train, test) = load_data(&exp).with_context(|| args.experiment.display().to_string())?;
+    device::run_on(device, TrainJob { exp, out, quiet: args.quiet, train, test })
+}
+
+fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
+    match exp.data.format {
+        DataFormat::Mnist => {
+            let load = |split| Mnist::load(&exp.data.path, split).context("data.path");
+            Ok((Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?)))
+        }
+    }
+}
+
+struct TrainJob {
+    exp: Experiment,
+    out: PathBuf,
+    quiet: bool,
+    train: Arc<ImageSet>,
+    test: Arc<ImageSet>,
+}
+
+impl Job for TrainJob {
+    fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
+        let TrainJob { exp, out, quiet, train, test } = self;
+        let ModelSpec::Vae(spec) = &exp.model;
+        let config = spec.config()?;
+        let (c, s) = (config.channels, config.image_size);
+        anyhow::ensure!(
+            (train.channels, train.height, train.width) == (c, s, s),
+            "{}: images are {}×{}×{} but the model expects {c}×{s}×{s} (model.preset / image size)",
+            exp.data.path.display(),
+            train.channels,
+            train.height,
+            train.width
+        );
+        let batch_size = exp.train.batch_size;
+        anyhow::ensure!(
+            batch_size <= train.len,
+            "train.batch_size = {batch_size}: larger than the {} training images",
+            train.len
+        );
+        std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
+        write_run_info(&exp, &out, device_name)?;
+
+        B::seed(&device, exp.seed);
+        let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+        let fixed_n = PREVIEW_RECON.min(test.len) / 8 * 8;
+        let fixed =
+            gather::<B::InnerBackend>(&test, &(0..fixed_n.max(1)).collect::<Vec<_>>(), Range::ZeroOne, &inner).images;
+        let task_config = VaeTaskConfig::new().with_lr(exp.train.lr);
+        let mut task = VaeTask::<B>::new(config, &task_config, fixed, &device);
+        let mut batches = Batcher::new(train.clone(), batch_size, Range::ZeroOne, exp.seed)?;
+
+        eprintln!(
+            "kiln: training {} on {device_name}: {} steps of {batch_size} images ({} train / {} test) → {}",
+            exp.name,
+            exp.train.steps,
+            train.len,
+            test.len,
+            out.display()
+        );
+        let loop_config = LoopConfig {
+            steps: exp.train.steps,
+            time_budget: exp.train.time_budget_s.map(Duration::from_secs_f64),
+            log_every: exp.train.log_every,
+            preview_every: exp.train.preview_every,
+            out_dir: out.clone(),
+            progress: !quiet,
+        };
+        let summary = fit(&mut task, || batches.next_batch(&device), &loop_config)?;
+
+        let model = task.model().valid();
+        let nelbo = test_nelbo(&model, &test, batch_size, &inner);
+        let eval =
+            serde_json::json!({ "split": "test", "images": test.len, "neg_elbo_nats": nelbo, "samples_per_image": 1 });
+        kiln_core::atomic_write(&out.join("eval.json"), serde_json::to_string_pretty(&eval)?.as_bytes())?;
+        eprintln!(
+            "kiln: {} steps in {:.1} s ({:.0} img/s); test negative ELBO {nelbo:.2} nats/image\n\
+             kiln: samples: {}  reconstructions: {}",
+            summary.steps,
+            summary.wall_s,
+            summary.examples_per_s,
+            out.join("samples.png").display(),
+            out.join("reconstructions.png").display()
+        );
+        Ok(())
+    }
+}
+
+/// The negative ELBO (β = 1, one posterior sample per image) averaged over the whole test split.
+fn test_nelbo<B: Backend>(model: &Vae<B>, test: &ImageSet, batch_size: usize, device: &B::Device) -> f64 {
+    let mut total = 0.0;
+    let indices: Vec<usize> = (0..test.len).collect();
+    for chunk in indices.chunks(batch_size) {
+        let x = gather::<B>(test, chunk, Range::ZeroOne, device).images;
+        let l = model.loss(x);
+        let per_image = l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>();
+        total += per_image * chunk.len() as f64;
+    }
+    total / test.len.max(1) as f64
+}
+
+use burn::tensor::ElementConversion;
+
+/// Writes the resolved experiment and the facts needed to reproduce the run.
+fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str) -> Result<()> {
+    let resolved = toml::to_string_pretty(exp).context("serialising the resolved experiment")?;
+    kiln_core::atomic_write(&out.join("experiment.toml"), resolved.as_bytes())?;
+    let git = std::process::Command::new("git")
+        .args(["rev-parse", "HEAD"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    let info = serde_json::json!({
+        "experiment": exp.name,
+        "seed": exp.seed,
+        "git_revision": git,
+        "device": device_name,
+        "kiln_version": env!("CARGO_PKG_VERSION"),
+        "command": std::env::args().collect::<Vec<_>>(),
+        "started_utc": utc_stamp(),
+    });
+    kiln_core::atomic_write(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    Ok(())
+}
+
+/// `YYYYMMDD-HHMMSS` in UTC, from the system clock (civil-from-days, no date crate needed).
+fn utc_stamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+}

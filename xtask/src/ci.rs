@@ -1,0 +1,31 @@
+//! `cargo xtask ci`: everything CI checks, in the order that fails fastest.
+
+use anyhow::{Result, bail};
+
+use crate::run as sh;
+
+/// The README's test command; `.ci/run` runs it too.
+pub const TEST_COMMAND: [&str; 3] = ["test", "--workspace", "--release"];
+
+pub fn run_ci(no_tests: bool) -> Result<()> {
+    sh("cargo", &["fmt", "--all", "--", "--check"])?;
+    sh("cargo", &["clippy", "--workspace", "--release", "--all-targets", "--", "-D", "warnings"])?;
+    if !no_tests {
+        sh("cargo", &TEST_COMMAND)?;
+    }
+    // The backend-agnostic claim, tested: the VAE's tests again on burn-ndarray.
+    sh("cargo", &["test", "--release", "-p", "kiln-vae", "--features", "test-ndarray"])?;
+    // The other backends must compile (no GPU here: checking is enough).
+    for feature in ["ndarray", "cuda", "wgpu"] {
+        sh("cargo", &["check", "--release", "-p", "kiln-cli", "--features", feature])?;
+    }
+    Ok(())
+}
+
+pub fn run(args: &[&str]) -> Result<()> {
+    match args {
+        [] => run_ci(false),
+        ["--no-tests"] => run_ci(true),
+        other => bail!("ci: unknown arguments {other:?} (only --no-tests)"),
+    }
+}
