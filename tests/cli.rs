@@ -226,3 +226,17 @@ fn bad_device_and_bad_experiment_files_are_one_clear_line() {
     fails_with(&kiln(&["train", "experiments/nope.toml"]), "experiments/nope.toml: cannot read experiment file");
     assert!(!dir.join("never").exists());
 }
+
+#[test]
+fn resize_shrinks_a_png_and_names_a_bad_file() {
+    let run = trained();
+    let out = scratch("resize");
+    let small = out.join("small.png");
+    let input = run.join("samples.png");
+    let o = kiln(&["resize", s(&input), "--out", s(&small), "--size", "61x61", "--filter", "bicubic", "--antialias"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image::open(&small).unwrap().width(), 61);
+    let bogus = out.join("bogus.png");
+    std::fs::write(&bogus, b"not a png").unwrap();
+    fails_with(&kiln(&["resize", s(&bogus), "--out", s(&out.join("b.png")), "--scale", "0.5"]), "bogus.png");
+}

@@ -5,6 +5,7 @@
 
 mod ci;
 mod data;
+mod emoji;
 
 use std::path::PathBuf;
 
@@ -16,6 +17,7 @@ fn main() -> Result<()> {
     match args.as_slice() {
         ["ci", rest @ ..] => ci::run(rest),
         ["data", "mnist-sample", rest @ ..] => data::mnist_sample(rest),
+        ["data", "emoji", rest @ ..] => emoji::run_emoji(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\

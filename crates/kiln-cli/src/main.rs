@@ -7,6 +7,7 @@ mod checkpoint;
 mod device;
 mod experiment;
 mod generate;
+mod resize;
 mod train;
 
 use std::path::PathBuf;
@@ -107,6 +108,14 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Resize PNG/JPEG images with kiln's filters (nearest, bilinear, bicubic, area; antialias).
+    Resize {
+        #[command(flatten)]
+        args: resize::ResizeArgs,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
 }
 
 /// Output formats of `kiln sample`.
@@ -127,6 +136,15 @@ pub enum Walk {
     Slerp,
 }
 
+/// `kiln resize` on the chosen backend (inference only: the inner, non-autodiff backend).
+struct ResizeJob(resize::ResizeArgs);
+
+impl device::Job for ResizeJob {
+    fn run<B: burn::tensor::backend::AutodiffBackend>(self, device: B::Device, _name: &str) -> anyhow::Result<()> {
+        resize::run::<B::InnerBackend>(&self.0, &device)
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -142,6 +160,7 @@ fn main() -> ExitCode {
         Command::Interpolate { checkpoint, steps, rows, path, out, seed, device } => {
             device::run_on(&device, generate::Interpolate { checkpoint, steps, rows, path, out, seed })
         }
+        Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use crate::{DataError, ImageSet, SplitMix64};
+use crate::{Augment, DataError, ImageSet, SplitMix64};
 
 /// The value range pixels are mapped to. Explicit, because models disagree: a Bernoulli decoder
 /// wants `[0, 1]`, a `tanh` GAN generator `[-1, 1]`.
@@ -47,6 +47,8 @@ pub struct Batcher {
     order: Vec<usize>,
     cursor: usize,
     epoch: usize,
+    augment: Augment,
+    augment_rng: SplitMix64,
 }
 
 impl Batcher {
@@ -60,7 +62,15 @@ impl Batcher {
         let mut rng = SplitMix64::new(seed);
         let mut order: Vec<usize> = (0..set.len).collect();
         rng.shuffle(&mut order);
-        Ok(Self { set, batch_size, range, rng, order, cursor: 0, epoch: 0 })
+        // Augmentations draw from their own stream, so turning them on leaves the order alone.
+        let augment_rng = SplitMix64::new(seed ^ 0xA5A5_5A5A_D00D_F00D);
+        Ok(Self { set, batch_size, range, rng, order, cursor: 0, epoch: 0, augment: Augment::default(), augment_rng })
+    }
+
+    /// Applies `augment` to every image of every batch (seeded from the batcher's seed).
+    pub fn with_augment(mut self, augment: Augment) -> Self {
+        self.augment = augment;
+        self
     }
 
     /// Completed passes over the data.
@@ -77,7 +87,15 @@ impl Batcher {
         }
         let idx = &self.order[self.cursor..self.cursor + self.batch_size];
         self.cursor += self.batch_size;
-        gather(&self.set, idx, self.range, device)
+        if self.augment.is_identity() {
+            return gather(&self.set, idx, self.range, device);
+        }
+        let set = &self.set;
+        let mut pixels = Vec::with_capacity(idx.len() * set.image_len());
+        for &i in idx {
+            self.augment.apply(set.image(i), [set.channels, set.height, set.width], &mut self.augment_rng, &mut pixels);
+        }
+        to_batch(set, &pixels, idx, self.range, device)
     }
 }
 
@@ -86,11 +104,22 @@ impl Batcher {
 /// # Panics
 /// If an index is out of range: indices come from code, not from user files.
 pub fn gather<B: Backend>(set: &ImageSet, indices: &[usize], range: Range, device: &B::Device) -> ImageBatch<B> {
-    let n = set.image_len();
-    let mut pixels = Vec::with_capacity(indices.len() * n);
+    let mut pixels = Vec::with_capacity(indices.len() * set.image_len());
     for &i in indices {
-        pixels.extend(set.image(i).iter().map(|&p| range.map(p)));
+        pixels.extend_from_slice(set.image(i));
     }
+    to_batch(set, &pixels, indices, range, device)
+}
+
+/// `u8` pixels of the images at `indices` (already gathered, maybe augmented) as a batch.
+fn to_batch<B: Backend>(
+    set: &ImageSet,
+    pixels: &[u8],
+    indices: &[usize],
+    range: Range,
+    device: &B::Device,
+) -> ImageBatch<B> {
+    let pixels: Vec<f32> = pixels.iter().map(|&p| range.map(p)).collect();
     let labels: Vec<i64> = if set.labels.is_empty() {
         vec![0; indices.len()]
     } else {
@@ -107,6 +136,33 @@ pub fn gather<B: Backend>(set: &ImageSet, indices: &[usize], range: Range, devic
 mod tests {
     use super::*;
     type B = burn::backend::Flex;
+
+    #[test]
+    fn augmented_batches_are_seeded_and_keep_the_order() {
+        let set = Arc::new(ImageSet {
+            pixels: (0..4 * 2 * 3).map(|i| i as u8).collect(),
+            labels: vec![0, 1, 2, 3],
+            len: 4,
+            channels: 1,
+            height: 2,
+            width: 3,
+        });
+        let dev = Default::default();
+        let aug = Augment { flip: true, crop_padding: 1 };
+        let mut plain = Batcher::new(set.clone(), 2, Range::ZeroOne, 4).unwrap();
+        let mut a = Batcher::new(set.clone(), 2, Range::ZeroOne, 4).unwrap().with_augment(aug);
+        let mut b = Batcher::new(set, 2, Range::ZeroOne, 4).unwrap().with_augment(aug);
+        let mut differs = false;
+        for _ in 0..6 {
+            let (p, x, y) = (plain.next_batch::<B>(&dev), a.next_batch::<B>(&dev), b.next_batch::<B>(&dev));
+            assert_eq!(p.labels.into_data(), x.labels.clone().into_data());
+            assert_eq!(x.images.dims(), [2, 1, 2, 3]);
+            let (xi, yi) = (x.images.into_data(), y.images.into_data());
+            differs |= xi != p.images.into_data();
+            assert_eq!(xi, yi);
+        }
+        assert!(differs);
+    }
 
     fn set(len: usize) -> Arc<ImageSet> {
         Arc::new(ImageSet {

@@ -1,6 +1,6 @@
 use std::path::PathBuf;
 
-/// Everything that can be wrong with a data set on disk.
+/// Everything that can be wrong with a data set on disk or on its way there.
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
@@ -43,4 +43,47 @@ pub enum DataError {
         /// What was expected there.
         message: String,
     },
+    /// A download failed (after its retries).
+    #[error("{url}: {message}")]
+    Download {
+        /// The address.
+        url: String,
+        /// What went wrong, in words.
+        message: String,
+    },
+    /// A file's sha256 is not the one its manifest pins.
+    #[error("{path}: sha256 is {found}, expected {expected}")]
+    Checksum {
+        /// The file (or the download it came from).
+        path: PathBuf,
+        /// The pinned digest.
+        expected: String,
+        /// The digest of the bytes received.
+        found: String,
+    },
+    /// An archive entry that would escape the target directory, or is too large.
+    #[error("{archive}: refusing entry {entry:?}: {reason}")]
+    UnsafeArchive {
+        /// The archive.
+        archive: PathBuf,
+        /// The entry's name as stored.
+        entry: String,
+        /// Why it was refused.
+        reason: String,
+    },
+    /// A size or filter that the resampler refuses.
+    #[error("resize: {0}")]
+    Resize(#[from] kiln_kernels::KernelError),
+}
+
+impl DataError {
+    /// An [`DataError::Io`] for `path`.
+    pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
+        move |source| DataError::Io { path: path.to_path_buf(), source }
+    }
+
+    /// A [`DataError::Format`] for `path`.
+    pub(crate) fn format(path: &std::path::Path, message: impl Into<String>) -> DataError {
+        DataError::Format { path: path.to_path_buf(), message: message.into() }
+    }
 }

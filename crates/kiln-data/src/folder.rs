@@ -1,0 +1,389 @@
+//! Folders of PNG/JPEG pictures, optionally sorted into class sub-folders, and captioned sets.
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+
+use kiln_kernels::resize::ResizeOptions;
+
+use crate::transform::{Fit, default_filter, fit_u8, flatten_rgba};
+use crate::{DataError, ImageSet};
+
+/// How pictures of any size and colour type become one [`ImageSet`] of RGB images.
+#[derive(Debug, Clone, Copy)]
+pub struct FolderOptions {
+    /// Resize every picture to `[height, width]`; `None` keeps sizes, which must then agree.
+    pub size: Option<[usize; 2]>,
+    /// How to keep the aspect ratio when resizing.
+    pub fit: Fit,
+    /// What transparency is composited over, and what padding is filled with.
+    pub background: [u8; 3],
+    /// The resampler (default: antialiased PIL bicubic).
+    pub filter: ResizeOptions,
+}
+
+impl Default for FolderOptions {
+    fn default() -> Self {
+        Self { size: None, fit: Fit::CenterCrop, background: [255, 255, 255], filter: default_filter() }
+    }
+}
+
+impl FolderOptions {
+    /// Options that resize every picture to `height × width` (center-crop, white background).
+    pub fn sized(height: usize, width: usize) -> Self {
+        Self { size: Some([height, width]), ..Self::default() }
+    }
+}
+
+/// A decoded picture: channel-first RGB.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Picture {
+    /// `[3, height, width]`.
+    pub pixels: Vec<u8>,
+    /// Rows.
+    pub height: usize,
+    /// Columns.
+    pub width: usize,
+}
+
+/// Decodes a PNG or JPEG (detected from its bytes) to RGB on `options.background`, resized as
+/// `options` says.
+pub fn load_picture(path: &Path, options: &FolderOptions) -> Result<Picture, DataError> {
+    let bytes = std::fs::read(path).map_err(DataError::io(path))?;
+    decode_picture(&bytes, path, options)
+}
+
+/// [`load_picture`] on bytes already read; `path` is only used in messages.
+pub fn decode_picture(bytes: &[u8], path: &Path, options: &FolderOptions) -> Result<Picture, DataError> {
+    let reader = image::ImageReader::new(Cursor::new(bytes))
+        .with_guessed_format()
+        .map_err(|e| DataError::format(path, format!("cannot read image: {e}")))?;
+    if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
+        return Err(DataError::format(path, "not a PNG or JPEG file"));
+    }
+    let img = reader.decode().map_err(|e| DataError::format(path, format!("corrupt image: {e}")))?;
+    let (w, h) = (img.width() as usize, img.height() as usize);
+    let rgb = flatten_rgba(img.to_rgba8().as_raw(), options.background);
+    let pixels = match options.size {
+        Some(size) if size != [h, w] => {
+            fit_u8(&rgb, 3, [h, w], size, options.fit, options.background, &options.filter)?
+        }
+        _ => rgb,
+    };
+    let [height, width] = options.size.unwrap_or([h, w]);
+    Ok(Picture { pixels, height, width })
+}
+
+fn is_picture(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "png" | "jpg" | "jpeg"))
+}
+
+fn sorted_entries(dir: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let mut entries = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(DataError::io(dir))? {
+        let entry = entry.map_err(DataError::io(dir))?;
+        let name = entry.file_name();
+        if !name.to_string_lossy().starts_with('.') {
+            entries.push(entry.path());
+        }
+    }
+    entries.sort();
+    Ok(entries)
+}
+
+/// A folder of pictures loaded as one [`ImageSet`].
+#[derive(Debug, Clone)]
+pub struct ImageFolder {
+    /// `[N, 3, H, W]`; labels index [`ImageFolder::classes`] (empty without class folders).
+    pub set: ImageSet,
+    /// Class names (the sub-folder names, sorted), or empty for a flat folder.
+    pub classes: Vec<String>,
+    /// The file of each image, in order.
+    pub files: Vec<PathBuf>,
+}
+
+impl ImageFolder {
+    /// Loads `dir`: either PNG/JPEG files directly in it (unlabelled), or one sub-folder per class
+    /// (`dir/cat/*.png`, `dir/dog/*.jpg`; labels follow the sorted folder names). Hidden files are
+    /// skipped, as are files that are not `.png`/`.jpg`/`.jpeg`.
+    pub fn load(dir: &Path, options: &FolderOptions) -> Result<Self, DataError> {
+        if !dir.is_dir() {
+            return Err(DataError::Missing { path: dir.to_path_buf(), message: "no such directory".into() });
+        }
+        let entries = sorted_entries(dir)?;
+        let subdirs: Vec<&PathBuf> = entries.iter().filter(|p| p.is_dir()).collect();
+        let (mut files, mut labels, mut classes) = (Vec::new(), Vec::new(), Vec::new());
+        if subdirs.is_empty() {
+            files.extend(entries.iter().filter(|p| is_picture(p)).cloned());
+        } else {
+            for (label, sub) in subdirs.iter().enumerate() {
+                classes.push(sub.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+                for file in sorted_entries(sub)?.into_iter().filter(|p| is_picture(p)) {
+                    files.push(file);
+                    labels.push(label as u32);
+                }
+            }
+        }
+        if files.is_empty() {
+            return Err(DataError::Missing {
+                path: dir.to_path_buf(),
+                message: "empty: no .png, .jpg or .jpeg files here or in its sub-folders".into(),
+            });
+        }
+        let set = load_pictures(&files, labels, options)?;
+        Ok(Self { set, classes, files })
+    }
+}
+
+/// Loads `files` into one RGB [`ImageSet`]; without a target size they must all have the size of
+/// the first.
+pub fn load_pictures(files: &[PathBuf], labels: Vec<u32>, options: &FolderOptions) -> Result<ImageSet, DataError> {
+    let mut pixels = Vec::new();
+    let mut first: Option<(usize, usize)> = None;
+    for file in files {
+        let p = load_picture(file, options)?;
+        match first {
+            None => first = Some((p.height, p.width)),
+            Some((h, w)) if (h, w) != (p.height, p.width) => {
+                return Err(DataError::Mismatch {
+                    message: format!(
+                        "mixed sizes: {} is {h}×{w} but {} is {}×{} (give a target size to resize them)",
+                        files[0].display(),
+                        file.display(),
+                        p.height,
+                        p.width
+                    ),
+                });
+            }
+            Some(_) => {}
+        }
+        pixels.extend_from_slice(&p.pixels);
+    }
+    let (height, width) = first.unwrap_or((0, 0));
+    Ok(ImageSet { pixels, labels, len: files.len(), channels: 3, height, width })
+}
+
+/// One line of a `captions.jsonl`.
+#[derive(Debug, Clone, serde::Deserialize)]
+struct CaptionLine {
+    file: String,
+    text: String,
+    #[serde(default)]
+    label: Option<u32>,
+}
+
+/// Images with a text caption each, for text-to-image models.
+#[derive(Debug, Clone)]
+pub struct CaptionedSet {
+    /// The images; labels as given in the captions file, or empty.
+    pub images: ImageSet,
+    /// One caption per image.
+    pub captions: Vec<String>,
+}
+
+impl CaptionedSet {
+    /// Loads `dir/captions.jsonl`, one JSON object a line, `{"file": "a.png", "text": "a red
+    /// apple"}` with an optional integer `"label"`; `file` is relative to `dir`.
+    pub fn load(dir: &Path, options: &FolderOptions) -> Result<Self, DataError> {
+        let index = dir.join("captions.jsonl");
+        let text = std::fs::read_to_string(&index).map_err(DataError::io(&index))?;
+        let (mut files, mut captions, mut labels) = (Vec::new(), Vec::new(), Vec::new());
+        for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let entry: CaptionLine =
+                serde_json::from_str(line).map_err(|e| DataError::format(&index, format!("line {}: {e}", n + 1)))?;
+            let rel = Path::new(&entry.file);
+            if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
+                return Err(DataError::format(
+                    &index,
+                    format!("line {}: file {:?} leaves the folder", n + 1, entry.file),
+                ));
+            }
+            files.push(dir.join(rel));
+            captions.push(entry.text);
+            labels.extend(entry.label);
+        }
+        if files.is_empty() {
+            return Err(DataError::Missing { path: index, message: "empty: no captioned images listed".into() });
+        }
+        if !labels.is_empty() && labels.len() != files.len() {
+            return Err(DataError::format(&index, "some lines have a \"label\" and some do not"));
+        }
+        let images = load_pictures(&files, labels, options)?;
+        Ok(Self { images, captions })
+    }
+}
+
+/// Cuts a sheet of equally sized tiles (row-major, `columns` per row) into `count` images.
+pub fn split_sheet(sheet: &Picture, tile: [usize; 2], columns: usize, count: usize) -> Result<ImageSet, DataError> {
+    let [th, tw] = tile;
+    let rows = count.div_ceil(columns.max(1));
+    if th == 0 || tw == 0 || columns == 0 || sheet.width < columns * tw || sheet.height < rows * th {
+        return Err(DataError::Mismatch {
+            message: format!(
+                "a {}×{} sheet cannot hold {count} tiles of {th}×{tw} in {columns} columns",
+                sheet.height, sheet.width
+            ),
+        });
+    }
+    let plane = sheet.height * sheet.width;
+    let mut pixels = Vec::with_capacity(count * 3 * th * tw);
+    for i in 0..count {
+        let (y0, x0) = ((i / columns) * th, (i % columns) * tw);
+        for c in 0..3 {
+            for y in 0..th {
+                let s = c * plane + (y0 + y) * sheet.width + x0;
+                pixels.extend_from_slice(&sheet.pixels[s..s + tw]);
+            }
+        }
+    }
+    Ok(ImageSet { pixels, labels: Vec::new(), len: count, channels: 3, height: th, width: tw })
+}
+
+/// Lays `set`'s images out as one RGB sheet, `columns` per row, unused tiles `background`
+/// (the inverse of [`split_sheet`]); greyscale sets are repeated into three channels.
+pub fn make_sheet(set: &ImageSet, columns: usize, background: [u8; 3]) -> Picture {
+    let (th, tw) = (set.height, set.width);
+    let rows = set.len.div_ceil(columns.max(1));
+    let (height, width) = (rows * th, columns * tw);
+    let plane = height * width;
+    let mut pixels = vec![0u8; 3 * plane];
+    for c in 0..3 {
+        pixels[c * plane..(c + 1) * plane].fill(background[c]);
+    }
+    for i in 0..set.len {
+        let img = set.image(i);
+        let (y0, x0) = ((i / columns) * th, (i % columns) * tw);
+        for c in 0..3 {
+            let src_c = c.min(set.channels - 1);
+            for y in 0..th {
+                let s = src_c * th * tw + y * tw;
+                let d = c * plane + (y0 + y) * width + x0;
+                pixels[d..d + tw].copy_from_slice(&img[s..s + tw]);
+            }
+        }
+    }
+    Picture { pixels, height, width }
+}
+
+/// Encodes channel-first RGB as a PNG (deterministic: same pixels, same bytes).
+pub fn encode_png(picture: &Picture) -> Result<Vec<u8>, DataError> {
+    let plane = picture.height * picture.width;
+    let mut hwc = Vec::with_capacity(3 * plane);
+    for i in 0..plane {
+        hwc.extend([picture.pixels[i], picture.pixels[plane + i], picture.pixels[2 * plane + i]]);
+    }
+    let mut out = Vec::new();
+    let encoder = image::codecs::png::PngEncoder::new_with_quality(
+        &mut out,
+        image::codecs::png::CompressionType::Best,
+        image::codecs::png::FilterType::Adaptive,
+    );
+    image::ImageEncoder::write_image(
+        encoder,
+        &hwc,
+        picture.width as u32,
+        picture.height as u32,
+        image::ExtendedColorType::Rgb8,
+    )
+    .map_err(|e| DataError::Mismatch { message: format!("encoding PNG: {e}") })?;
+    Ok(out)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn tmp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("kiln-data-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&d);
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    pub(crate) fn png(w: u32, h: u32, rgba: [u8; 4]) -> Vec<u8> {
+        let img = image::RgbaImage::from_pixel(w, h, image::Rgba(rgba));
+        let mut out = Vec::new();
+        img.write_to(&mut Cursor::new(&mut out), image::ImageFormat::Png).unwrap();
+        out
+    }
+
+    #[test]
+    fn class_folders_become_labels_and_pictures_are_resized() {
+        let d = tmp("folder");
+        for (class, colour) in [("b_dog", [0, 0, 255, 255]), ("a_cat", [255, 0, 0, 128])] {
+            std::fs::create_dir_all(d.join(class)).unwrap();
+            std::fs::write(d.join(class).join("1.png"), png(8, 6, colour)).unwrap();
+            std::fs::write(d.join(class).join("notes.txt"), "skip me").unwrap();
+        }
+        let grey = image::GrayImage::from_pixel(5, 5, image::Luma([40]));
+        grey.save(d.join("b_dog").join("2.jpg")).unwrap();
+        let f = ImageFolder::load(&d, &FolderOptions::sized(4, 4)).unwrap();
+        assert_eq!(f.classes, vec!["a_cat", "b_dog"]);
+        assert_eq!(f.set.labels, vec![0, 1, 1]);
+        assert_eq!((f.set.len, f.set.channels, f.set.height, f.set.width), (3, 3, 4, 4));
+        // Half-transparent red on white: (255, 127, 127).
+        assert_eq!(&f.set.image(0)[..1], &[255]);
+        assert_eq!(&f.set.image(0)[16..17], &[127]);
+        // Greyscale JPEG becomes three equal channels.
+        let g = f.set.image(2);
+        assert!((i32::from(g[0]) - 40).abs() <= 2 && g[0] == g[16] && g[16] == g[32], "{:?}", &g[..3]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn folder_errors_name_the_file() {
+        let d = tmp("folder-err");
+        let err = ImageFolder::load(&d, &FolderOptions::default()).unwrap_err().to_string();
+        assert_eq!(err, format!("{}: empty: no .png, .jpg or .jpeg files here or in its sub-folders", d.display()));
+
+        std::fs::write(d.join("a.png"), png(4, 4, [1, 2, 3, 255])).unwrap();
+        std::fs::write(d.join("b.png"), png(4, 5, [1, 2, 3, 255])).unwrap();
+        let err = ImageFolder::load(&d, &FolderOptions::default()).unwrap_err().to_string();
+        assert!(
+            err.starts_with("mixed sizes: ") && err.contains("a.png is 4×4 but") && err.contains("b.png is 5×4"),
+            "{err}"
+        );
+        // With a target size the same folder loads.
+        assert_eq!(ImageFolder::load(&d, &FolderOptions::sized(3, 3)).unwrap().set.len, 2);
+
+        let mut bad = png(4, 4, [1, 2, 3, 255]);
+        bad.truncate(bad.len() - 20);
+        bad[40] ^= 0xff;
+        std::fs::write(d.join("c.png"), &bad).unwrap();
+        let err = ImageFolder::load(&d, &FolderOptions::sized(3, 3)).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: corrupt image: ", d.join("c.png").display())), "{err}");
+
+        let missing = d.join("nope.png");
+        let err = load_picture(&missing, &FolderOptions::default()).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("{}: ", missing.display())) && err.contains("No such file"), "{err}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn captions_and_sheets_round_trip() {
+        let d = tmp("captions");
+        std::fs::write(d.join("x.png"), png(2, 2, [9, 9, 9, 255])).unwrap();
+        std::fs::write(d.join("y.png"), png(2, 2, [200, 9, 9, 255])).unwrap();
+        std::fs::write(
+            d.join("captions.jsonl"),
+            "{\"file\": \"x.png\", \"text\": \"grey\"}\n{\"file\": \"y.png\", \"text\": \"red\"}\n",
+        )
+        .unwrap();
+        let c = CaptionedSet::load(&d, &FolderOptions::default()).unwrap();
+        assert_eq!(c.captions, vec!["grey", "red"]);
+        assert_eq!(c.images.image(1)[0], 200);
+        std::fs::write(d.join("captions.jsonl"), "{\"file\": \"../x.png\", \"text\": \"a\"}\n").unwrap();
+        let err = CaptionedSet::load(&d, &FolderOptions::default()).unwrap_err().to_string();
+        assert!(err.contains("captions.jsonl: line 1: file \"../x.png\" leaves the folder"), "{err}");
+
+        let sheet = make_sheet(&c.images, 3, [255; 3]);
+        assert_eq!((sheet.height, sheet.width), (2, 6));
+        let back = split_sheet(&sheet, [2, 2], 3, 2).unwrap();
+        assert_eq!(back.pixels, c.images.pixels);
+        let png = encode_png(&sheet).unwrap();
+        assert_eq!(decode_picture(&png, Path::new("s.png"), &FolderOptions::default()).unwrap(), sheet);
+        assert!(split_sheet(&sheet, [2, 2], 3, 4).is_err());
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+}

@@ -1,0 +1,126 @@
+//! Data set manifests (`datasets/*.toml`): where each file comes from, its sha256, the licence
+//! and the citation. The manifests in the repository are compiled in, so `kiln data fetch` works
+//! from any directory.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// How the fetched files are read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataFormat {
+    /// MNIST-style IDX files: load with [`crate::Mnist`].
+    Idx,
+    /// CIFAR-10 binary batches: load with [`crate::Cifar10`].
+    Cifar10,
+}
+
+/// One downloadable file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ManifestFile {
+    /// File name under the data set's folder.
+    pub name: String,
+    /// Canonical download address.
+    pub url: String,
+    /// Lower-case hex sha256 of the file as downloaded.
+    pub sha256: String,
+    /// Size in bytes, if known (shown by `kiln data ls`; the checksum is what is trusted).
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Unpack this archive into the data set's folder after verifying it.
+    #[serde(default)]
+    pub extract: bool,
+}
+
+/// A data set's manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Short name, also the folder name under the data directory.
+    pub name: String,
+    /// One line on what it is.
+    pub description: String,
+    /// Home page.
+    pub homepage: String,
+    /// Licence of the data.
+    pub licence: String,
+    /// How to cite it.
+    pub citation: String,
+    /// How to read the files.
+    pub format: DataFormat,
+    /// The files.
+    pub files: Vec<ManifestFile>,
+}
+
+const BUILTIN: [(&str, &str); 3] = [
+    ("datasets/mnist.toml", include_str!("../../../datasets/mnist.toml")),
+    ("datasets/fashion-mnist.toml", include_str!("../../../datasets/fashion-mnist.toml")),
+    ("datasets/cifar-10.toml", include_str!("../../../datasets/cifar-10.toml")),
+];
+
+impl Manifest {
+    /// Parses a manifest; `path` names it in errors.
+    pub fn parse(text: &str, path: &Path) -> Result<Self, DataError> {
+        let m: Manifest = toml::from_str(text).map_err(|e| DataError::format(path, e.to_string()))?;
+        for f in &m.files {
+            if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+                return Err(DataError::format(path, format!("{}: sha256 must be 64 lower-case hex digits", f.name)));
+            }
+            let p = Path::new(&f.name);
+            if f.name.is_empty() || p.components().count() != 1 || f.name.starts_with('.') {
+                return Err(DataError::format(path, format!("file name {:?} must be a plain file name", f.name)));
+            }
+        }
+        Ok(m)
+    }
+
+    /// Reads a manifest file.
+    pub fn load(path: &Path) -> Result<Self, DataError> {
+        let text = std::fs::read_to_string(path).map_err(DataError::io(path))?;
+        Self::parse(&text, path)
+    }
+
+    /// The manifests shipped in `datasets/`, compiled in.
+    pub fn builtin() -> Vec<Self> {
+        BUILTIN
+            .iter()
+            .map(|(path, text)| {
+                Self::parse(text, Path::new(path)).unwrap_or_else(|e| panic!("built-in manifest is invalid: {e}"))
+            })
+            .collect()
+    }
+
+    /// The built-in manifest called `name`.
+    pub fn find(name: &str) -> Result<Self, DataError> {
+        let all = Self::builtin();
+        let known: Vec<String> = all.iter().map(|m| m.name.clone()).collect();
+        all.into_iter().find(|m| m.name == name).ok_or_else(|| DataError::Missing {
+            path: "datasets".into(),
+            message: format!("no data set called {name:?}; known: {}", known.join(", ")),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtin_manifests_parse_and_bad_ones_are_named() {
+        let names: Vec<String> = Manifest::builtin().into_iter().map(|m| m.name).collect();
+        assert_eq!(names, vec!["mnist", "fashion-mnist", "cifar-10"]);
+        assert!(Manifest::find("cifar-10").unwrap().files[0].extract);
+        let err = Manifest::find("imagenet").unwrap_err().to_string();
+        assert_eq!(err, "datasets: no data set called \"imagenet\"; known: mnist, fashion-mnist, cifar-10");
+
+        let bad = BUILTIN[0].1.replacen("440fcabf", "440FCABF", 1);
+        let err = Manifest::parse(&bad, Path::new("m.toml")).unwrap_err().to_string();
+        assert_eq!(err, "m.toml: train-images-idx3-ubyte.gz: sha256 must be 64 lower-case hex digits");
+        let bad = BUILTIN[0].1.replacen("name = \"train-images-idx3-ubyte.gz\"", "name = \"../x\"", 1);
+        assert!(Manifest::parse(&bad, Path::new("m.toml")).unwrap_err().to_string().contains("plain file name"));
+    }
+}
