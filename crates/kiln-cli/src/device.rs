@@ -90,6 +90,7 @@ impl DeviceSpec {
 pub fn run_on(device: &str, job: impl Job) -> Result<()> {
     let spec = DeviceSpec::parse(device)?;
     let name = spec.name();
+    #[allow(unused_variables)] // every arm uses it only when its backend is not compiled in
     let missing = |feature: &str| {
         anyhow::anyhow!(
             "--device {device}: this kiln was built without the `{feature}` feature (it has: {}); rebuild with `--features {feature}`",

@@ -128,8 +128,8 @@ impl Experiment {
     /// Parses and checks experiment TOML.
     pub fn parse(text: &str) -> Result<Self> {
         // toml's message names the field and the line; keep it on one line.
-        let exp: Self = toml::from_str(text)
-            .map_err(|e| anyhow::anyhow!("{}", e.to_string().replace('\n', " ").trim().to_string()))?;
+        let exp: Self =
+            toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().replace('\n', " ").trim()))?;
         exp.check()?;
         Ok(exp)
     }

@@ -4,6 +4,7 @@
 //! compiled in (see `device.rs`, the only place a backend is named).
 
 mod checkpoint;
+mod data_cmd;
 mod device;
 mod experiment;
 mod generate;
@@ -108,6 +109,11 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Download, verify and list data sets (`kiln data fetch NAME`, `kiln data ls`).
+    Data {
+        #[command(subcommand)]
+        command: data_cmd::DataCommand,
+    },
     /// Resize PNG/JPEG images with kiln's filters (nearest, bilinear, bicubic, area; antialias).
     Resize {
         #[command(flatten)]
@@ -160,6 +166,7 @@ fn main() -> ExitCode {
         Command::Interpolate { checkpoint, steps, rows, path, out, seed, device } => {
             device::run_on(&device, generate::Interpolate { checkpoint, steps, rows, path, out, seed })
         }
+        Command::Data { command } => data_cmd::run(command),
         Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),
     };
     match result {

@@ -251,7 +251,10 @@ mod tests {
 
     /// A tar.gz whose entries are written with raw header names, bypassing the tar crate's own
     /// checks (it refuses to *build* `..` paths, so an attacker's archive is made by hand).
-    fn raw_tar_gz(entries: &[(&str, tar::EntryType, &str, &[u8])]) -> Vec<u8> {
+    /// `(name, kind, link target, data)` of one raw tar entry.
+    type RawEntry<'a> = (&'a str, tar::EntryType, &'a str, &'a [u8]);
+
+    fn raw_tar_gz(entries: &[RawEntry]) -> Vec<u8> {
         let mut builder = tar::Builder::new(Vec::new());
         for &(name, kind, link, data) in entries {
             let mut h = tar::Header::new_gnu();
@@ -298,7 +301,7 @@ mod tests {
     fn tar_rejects_absolute_dotdot_symlink_out_and_large() {
         let d = tmp("tar-bad");
         let arc = d.join("x.tar.gz");
-        let cases: [(&[(&str, tar::EntryType, &str, &[u8])], String); 4] = [
+        let cases: [(&[RawEntry], String); 4] = [
             (
                 &[("/etc/evil", FILE, "", b"x")],
                 format!("{}: refusing entry \"/etc/evil\": absolute path", arc.display()),

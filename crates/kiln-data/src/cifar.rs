@@ -45,7 +45,7 @@ impl Cifar10 {
 }
 
 fn parse_into(bytes: &[u8], path: &Path, set: &mut ImageSet) -> Result<(), DataError> {
-    if bytes.is_empty() || bytes.len() % RECORD != 0 {
+    if bytes.is_empty() || !bytes.len().is_multiple_of(RECORD) {
         return Err(DataError::format(
             path,
             format!("{} bytes is not a whole number of {RECORD}-byte CIFAR-10 records", bytes.len()),
@@ -73,7 +73,7 @@ mod tests {
         bytes[0] = 3;
         bytes[1] = 200; // first red pixel of image 0
         bytes[RECORD] = 9;
-        bytes[RECORD + 1024 + 1] = 7; // second green pixel of image 1
+        bytes[RECORD + 1 + 1025] = 7; // second green pixel of image 1
         let set = Cifar10::parse(&bytes, Path::new("b.bin")).unwrap();
         assert_eq!((set.len, set.labels.clone()), (2, vec![3, 9]));
         assert_eq!(set.image(0)[0], 200);

@@ -126,8 +126,38 @@ mod tests {
         let grinning = set.entries.iter().find(|e| e.unified == "1F600").unwrap();
         assert_eq!(grinning.text, "grinning face");
         assert_eq!(set.categories[grinning.label as usize], "Smileys & Emotion");
-        // Composited on white: every corner pixel of every emoji is near white... most are.
+        // Composited on white: the top-left pixel is white for all but edge-to-edge images
+        // (flags, keycaps, some symbols).
         let white_corners = (0..set.images.len).filter(|&i| set.images.image(i)[0] > 240).count();
         assert!(white_corners > 1500, "{white_corners}");
+        // And it batches like any other set.
+        let mut batcher =
+            crate::Batcher::new(std::sync::Arc::new(set.images), 16, crate::Range::MinusOneOne, 0).unwrap();
+        let batch = batcher.next_batch::<burn::backend::Flex>(&Default::default());
+        assert_eq!(batch.images.dims(), [16, 3, 32, 32]);
+    }
+
+    /// A preview of 64 emoji (every 30th), 8 a row, enlarged 4× with nearest neighbours, with
+    /// their captions printed: `KILN_EMOJI_GRID=/tmp/emoji-grid.png cargo test --release -p
+    /// kiln-data -- --ignored emoji_grid --nocapture`.
+    #[test]
+    #[ignore]
+    fn emoji_grid() {
+        use kiln_kernels::resize::{Filter, ResizeOptions};
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/emoji-32");
+        let set = EmojiSet::load(&dir).unwrap();
+        let picks: Vec<usize> = (0..64).map(|i| i * 30).collect();
+        let sheet = crate::make_sheet(&set.images.subset(&picks), 8, [255; 3]);
+        let [h, w] = [sheet.height, sheet.width];
+        let big =
+            crate::resize_u8(&sheet.pixels, 3, [h, w], [4 * h, 4 * w], &ResizeOptions::new(Filter::Nearest)).unwrap();
+        let big = crate::Picture { pixels: big, height: 4 * h, width: 4 * w };
+        let out = std::env::var("KILN_EMOJI_GRID").unwrap_or_else(|_| "/tmp/emoji-grid.png".into());
+        std::fs::write(&out, crate::encode_png(&big).unwrap()).unwrap();
+        for (row, chunk) in picks.chunks(8).enumerate() {
+            let names: Vec<&str> = chunk.iter().map(|&i| set.entries[i].text.as_str()).collect();
+            println!("row {row}: {}", names.join(" | "));
+        }
+        println!("wrote {out}");
     }
 }

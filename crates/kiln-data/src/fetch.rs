@@ -78,9 +78,10 @@ impl Default for FetchOptions {
 pub enum Fetched {
     /// The file was already present and verified: no network used.
     Cached,
-    /// Downloaded (`bytes` received in this call, after any resume).
+    /// Downloaded and verified.
     Downloaded {
-        /// Bytes transferred.
+        /// Bytes transferred by the request that completed the file (after a resume, only the
+        /// rest).
         bytes: u64,
     },
 }
@@ -102,14 +103,18 @@ pub fn fetch_file(url: &str, dest: &Path, sha256: &str, options: &FetchOptions) 
     let mut total = 0;
     let mut attempt = 0;
     loop {
-        let result = download_once(&agent, url, &part, options.progress).and_then(|bytes| {
-            total += bytes;
+        let result = download_once(&agent, url, &part, options.progress).and_then(|(bytes, resumed)| {
+            total = bytes;
             let found = sha256_file(&part)?;
             if found == sha256 {
-                Ok(())
+                return Ok(());
+            }
+            // Never keep bytes that do not verify. A resumed file may have a stale start (the
+            // file changed on the server): that is worth one fresh try; a fresh one is not.
+            std::fs::remove_file(&part).map_err(DataError::io(&part))?;
+            if resumed {
+                Err(Attempt::Retry(format!("resumed download has sha256 {found}, starting again")))
             } else {
-                // Never keep bytes that do not verify: the next attempt starts from scratch.
-                let _ = std::fs::remove_file(&part);
                 Err(Attempt::Fatal(DataError::Checksum { path: dest.to_path_buf(), expected: sha256.into(), found }))
             }
         });
@@ -126,13 +131,13 @@ pub fn fetch_file(url: &str, dest: &Path, sha256: &str, options: &FetchOptions) 
                 }
             }
             Err(Attempt::Retry(message)) => {
+                let kept = match std::fs::metadata(&part) {
+                    Ok(m) if m.len() > 0 => format!("; {} kept for resuming", part.display()),
+                    _ => String::new(),
+                };
                 return Err(DataError::Download {
                     url: url.into(),
-                    message: format!(
-                        "{message} (gave up after {} attempts; {} kept for resuming)",
-                        attempt + 1,
-                        part.display()
-                    ),
+                    message: format!("{message} (gave up after {} attempts{kept})", attempt + 1),
                 });
             }
             Err(Attempt::Fatal(e)) => return Err(e),
@@ -153,8 +158,9 @@ impl From<DataError> for Attempt {
     }
 }
 
-/// One request: resumes `part` if it has bytes, appends what arrives, returns bytes received.
-fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) -> Result<u64, Attempt> {
+/// One request: resumes `part` if it has bytes, appends what arrives; returns the bytes received
+/// and whether they were appended to earlier ones.
+fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) -> Result<(u64, bool), Attempt> {
     let have = std::fs::metadata(part).map(|m| m.len()).unwrap_or(0);
     let mut request = agent.get(url);
     if have > 0 {
@@ -176,7 +182,11 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) ->
                 message: format!("HTTP {code} {}", r.status_text()),
             }));
         }
-        Err(ureq::Error::Transport(t)) => return Err(Attempt::Retry(t.to_string())),
+        Err(ureq::Error::Transport(t)) => {
+            // ureq puts the address in front; the error names it already.
+            let message = t.to_string();
+            return Err(Attempt::Retry(message.strip_prefix(&format!("{url}: ")).unwrap_or(&message).to_string()));
+        }
     };
     let resumed = have > 0 && response.status() == 206;
     let expected: Option<u64> = response.header("Content-Length").and_then(|v| v.trim().parse().ok());
@@ -223,7 +233,7 @@ fn download_once(agent: &ureq::Agent, url: &str, part: &Path, progress: bool) ->
     {
         return Err(Attempt::Retry(format!("truncated: received {received} of {expected} bytes")));
     }
-    Ok(received)
+    Ok((received, resumed))
 }
 
 /// The state of one manifest file in the cache.
@@ -426,9 +436,22 @@ mod tests {
         let (base, log, _) = serve(vec![("/f", vec![cut, Reply::Ok(full.clone())])]);
         let dest = d.join("f.bin");
         let got = fetch_file(&format!("{base}/f"), &dest, &sha(&full), &quick()).unwrap();
-        assert_eq!(got, Fetched::Downloaded { bytes: 5000 });
+        assert_eq!(got, Fetched::Downloaded { bytes: 5000 - 1234 });
         assert_eq!(std::fs::read(&dest).unwrap(), full);
         assert_eq!(*log.lock().unwrap(), vec!["/f -", "/f 1234"]);
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn stale_part_is_thrown_away_and_fetched_again() {
+        let d = tmp("fetch-stale");
+        let (base, log, _) = serve(vec![("/f", vec![Reply::Ok(data())])]);
+        let dest = d.join("f.bin");
+        std::fs::write(part_path(&dest), [0xEE; 100]).unwrap();
+        let got = fetch_file(&format!("{base}/f"), &dest, &sha(&data()), &quick()).unwrap();
+        assert_eq!(got, Fetched::Downloaded { bytes: 5000 });
+        assert_eq!(*log.lock().unwrap(), vec!["/f 100", "/f -"]);
+        assert_eq!(std::fs::read(&dest).unwrap(), data());
         std::fs::remove_dir_all(&d).unwrap();
     }
 

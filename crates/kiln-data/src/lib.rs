@@ -12,6 +12,8 @@
 //! its size on disk in memory, not four times that. Every parser returns a [`DataError`] that names
 //! the file and what was wrong with it; none panics on bad input.
 #![warn(missing_docs)]
+// Tests may unwrap: a panic is how a test fails. (Library code may not: see the workspace lints.)
+#![cfg_attr(test, allow(clippy::unwrap_used))]
 
 mod archive;
 mod augment;
@@ -48,3 +50,61 @@ pub use manifest::{DataFormat, Manifest, ManifestFile};
 pub use mnist::{Mnist, Split};
 pub use rng::SplitMix64;
 pub use transform::{Fit, default_filter, fit_u8, flatten_rgba, resize_u8};
+
+/// A deterministic mini-fuzzer: thousands of corrupted inputs (bytes flipped, truncated,
+/// extended) through every parser that reads user files. Each must return `Ok` or a
+/// [`DataError`], never panic. (Not a substitute for hours of `cargo fuzz`; it runs in the test
+/// suite in a second.)
+#[cfg(test)]
+mod robustness {
+    use std::path::Path;
+
+    use crate::*;
+
+    fn mutate(base: &[u8], rng: &mut SplitMix64) -> Vec<u8> {
+        let mut v = base.to_vec();
+        match rng.below(4) {
+            0 => v.truncate(rng.below(base.len() + 1)),
+            1 => v.extend((0..rng.below(64)).map(|_| rng.next_u64() as u8)),
+            _ => {}
+        }
+        for _ in 0..1 + rng.below(8) {
+            if !v.is_empty() {
+                let i = rng.below(v.len());
+                v[i] = rng.next_u64() as u8;
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn corrupted_inputs_never_panic() {
+        let dir = crate::folder::tests::tmp("robust");
+        let mut rng = SplitMix64::new(2024);
+        let idx = encode_idx(&[3, 4, 4], &[5; 48]);
+        let idx_path = dir.join("x.idx");
+        let cifar = vec![1u8; 2 * 3073];
+        let png = crate::folder::tests::png(6, 5, [10, 200, 30, 128]);
+        let opts = FolderOptions::sized(4, 4);
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut h = tar::Header::new_gnu();
+        h.set_size(4);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, "d/f.bin", &b"abcd"[..]).unwrap();
+        let tar = tar.into_inner().unwrap();
+        let arc = dir.join("a.tar");
+        for _ in 0..1500 {
+            std::fs::write(&idx_path, mutate(&idx, &mut rng)).unwrap();
+            let _ = read_idx(&idx_path);
+            let _ = Cifar10::parse(&mutate(&cifar, &mut rng), Path::new("c.bin"));
+            let _ = decode_picture(&mutate(&png, &mut rng), Path::new("p.png"), &opts);
+        }
+        for _ in 0..300 {
+            std::fs::write(&arc, mutate(&tar, &mut rng)).unwrap();
+            let _ =
+                extract(&arc, &dir.join("out"), &ExtractLimits { max_entry_bytes: 1 << 16, max_total_bytes: 1 << 20 });
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -132,11 +132,11 @@ where
         examples += output.examples;
         steps_done = step + 1;
 
-        if let Some(&(metric, value)) = output.metrics.first() {
-            if !value.is_finite() {
-                bar.abandon();
-                return Err(TrainError::Diverged { step, metric, value });
-            }
+        if let Some(&(metric, value)) = output.metrics.first()
+            && !value.is_finite()
+        {
+            bar.abandon();
+            return Err(TrainError::Diverged { step, metric, value });
         }
         window.add(&output.metrics);
         let rate = examples as f64 / step_time.as_secs_f64().max(1e-9);

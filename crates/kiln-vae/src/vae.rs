@@ -144,7 +144,7 @@ impl VaeConfig {
             return bad("widths", format!("{:?}", self.widths), "needs at least one stage, none of width 0");
         }
         let factor = 1usize.checked_shl(self.widths.len() as u32).unwrap_or(0);
-        if factor == 0 || self.image_size == 0 || self.image_size % factor != 0 {
+        if factor == 0 || self.image_size == 0 || !self.image_size.is_multiple_of(factor) {
             return bad(
                 "image_size",
                 self.image_size.to_string(),
@@ -154,10 +154,10 @@ impl VaeConfig {
         if !(self.beta.is_finite() && self.beta >= 0.0) {
             return bad("beta", self.beta.to_string(), "must be finite and ≥ 0");
         }
-        if let Likelihood::Gaussian { sigma } = self.likelihood {
-            if !(sigma.is_finite() && sigma > 0.0) {
-                return bad("likelihood.sigma", sigma.to_string(), "must be finite and > 0");
-            }
+        if let Likelihood::Gaussian { sigma } = self.likelihood
+            && !(sigma.is_finite() && sigma > 0.0)
+        {
+            return bad("likelihood.sigma", sigma.to_string(), "must be finite and > 0");
         }
         Ok(())
     }
