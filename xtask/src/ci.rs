@@ -14,9 +14,20 @@ pub fn run_ci(no_tests: bool) -> Result<()> {
         sh("cargo", &TEST_COMMAND)?;
     }
     // The backend-agnostic claim, tested: model and kernel tests again on burn-ndarray.
-    for krate in ["kiln-vae", "kiln-kernels"] {
-        sh("cargo", &["test", "--release", "-p", krate, "--features", "test-ndarray"])?;
-    }
+    // One invocation, so burn is built once with this feature set.
+    sh(
+        "cargo",
+        &[
+            "test",
+            "--release",
+            "-p",
+            "kiln-vae",
+            "-p",
+            "kiln-kernels",
+            "--features",
+            "kiln-vae/test-ndarray,kiln-kernels/test-ndarray",
+        ],
+    )?;
     // The other backends must compile (no GPU here: checking is enough). One check with all of
     // them builds the shared dependencies once; each backend's code is behind its own cfg.
     sh("cargo", &["check", "--release", "-p", "kiln-cli", "--features", "ndarray,cuda,wgpu"])?;

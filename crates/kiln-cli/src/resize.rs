@@ -16,7 +16,7 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use image::{ColorType, DynamicImage, ImageFormat};
+use image::{ColorType, DynamicImage, ImageEncoder};
 use kiln_kernels::{Filter, ResizeOptions, ResizeTarget, resize};
 
 /// Arguments of `kiln resize`.
@@ -220,29 +220,19 @@ fn divide_alpha<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 
 /// Writes `values` (interleaved, `[0, 1]`) as an 8- or 16-bit PNG, atomically.
 fn write_png(path: &Path, values: &[f32], width: u32, height: u32, channels: usize, deep: bool) -> Result<()> {
-    let file_name = path.file_name().with_context(|| format!("{}: no file name", path.display()))?;
-    let mut tmp_name = std::ffi::OsString::from(".");
-    tmp_name.push(file_name);
-    tmp_name.push(format!(".{}.tmp", std::process::id()));
-    let tmp = path.with_file_name(tmp_name);
-    let result = if deep {
+    let (color, bytes): (ColorType, Vec<u8>) = if deep {
         let color = [ColorType::L16, ColorType::La16, ColorType::Rgb16, ColorType::Rgba16][channels - 1];
-        let data: Vec<u16> = values.iter().map(|v| (v * 65535.0).round() as u16).collect();
-        let bytes: Vec<u8> = data.iter().flat_map(|v| v.to_ne_bytes()).collect();
-        image::save_buffer_with_format(&tmp, &bytes, width, height, color, ImageFormat::Png)
+        // The encoder takes 16-bit samples in native byte order.
+        (color, values.iter().flat_map(|v| ((v * 65535.0).round() as u16).to_ne_bytes()).collect())
     } else {
         let color = [ColorType::L8, ColorType::La8, ColorType::Rgb8, ColorType::Rgba8][channels - 1];
-        let bytes: Vec<u8> = values.iter().map(|v| (v * 255.0).round() as u8).collect();
-        image::save_buffer_with_format(&tmp, &bytes, width, height, color, ImageFormat::Png)
+        (color, values.iter().map(|v| (v * 255.0).round() as u8).collect())
     };
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot write PNG", path.display()));
-    }
-    if let Err(e) = std::fs::rename(&tmp, path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("{}: cannot move {} into place", path.display(), tmp.display()));
-    }
+    let mut png = Vec::new();
+    image::codecs::png::PngEncoder::new(&mut png)
+        .write_image(&bytes, width, height, color.into())
+        .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+    kiln_core::atomic_write(path, &png)?;
     Ok(())
 }
 
