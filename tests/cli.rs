@@ -6,8 +6,11 @@
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+use kiln_optim::TensorFile;
 
 fn kiln(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))
@@ -47,9 +50,10 @@ latent = 4
 [train]
 steps = 40
 batch_size = 32
-lr = 3e-3
 log_every = 10
 preview_every = 20
+[train.optim]
+lr = 3e-3
 "#;
 
 /// One tiny training run shared by the tests that need a checkpoint.
@@ -252,4 +256,193 @@ fn data_ls_lists_the_known_sets_and_fetch_rejects_an_unknown_one() {
         assert!(out.contains(name), "{out}");
     }
     fails_with(&kiln(&["data", "fetch", "no-such-set", "--data-dir", s(&dir)]), "no-such-set");
+}
+
+/// The run the resume tests compare against: 48 steps with a checkpoint every 4, uninterrupted.
+const RESUMABLE: &str = r#"
+name = "resumable"
+seed = 3
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "vae"
+widths = [8, 16]
+hidden = 32
+latent = 4
+[train]
+steps = 48
+batch_size = 16
+log_every = 4
+checkpoint_every = 4
+keep_checkpoints = 2
+ema_decay = 0.9
+[train.optim]
+lr = 2e-3
+clip_norm = 50.0
+"#;
+
+fn resumable_experiment(dir: &Path) -> PathBuf {
+    let exp = dir.join("resumable.toml");
+    std::fs::write(&exp, RESUMABLE).unwrap();
+    exp
+}
+
+fn uninterrupted() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = scratch("whole");
+        let out = dir.join("run");
+        let o = kiln(&["train", s(&resumable_experiment(&dir)), "--out", s(&out), "--quiet"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        out
+    })
+}
+
+/// The final model, live weights, EMA and optimizer of two runs hold the same tensors, bit for bit,
+/// and their metrics logs agree on every window that does not straddle `stopped_at` (a run stopped
+/// mid-window logs the part-window it did).
+fn assert_same_final_state(a: &Path, b: &Path, stopped_at: u64) {
+    let same = |x: PathBuf, y: PathBuf| {
+        let (x, y) = (TensorFile::read(&x).unwrap(), TensorFile::read(&y).unwrap());
+        // Name the first tensor that differs rather than printing megabytes of floats.
+        let names: Vec<&str> = x.names().collect();
+        assert_eq!(names, y.names().collect::<Vec<_>>());
+        for name in names {
+            let (tx, ty) = (x.values(name).unwrap(), y.values(name).unwrap());
+            let diff = tx.iter().zip(ty).map(|(p, q)| (p - q).abs()).fold(0.0f32, f32::max);
+            assert!(tx.iter().zip(ty).all(|(p, q)| p.to_bits() == q.to_bits()), "{name} differs (max |Δ| {diff:e})");
+        }
+        assert!(x == y, "metadata differs");
+    };
+    same(a.join("vae.safetensors"), b.join("vae.safetensors"));
+    let last = a.join("checkpoints/step-00000048");
+    let other = b.join("checkpoints/step-00000048");
+    for f in ["live.safetensors", "ema.safetensors", "optim.safetensors"] {
+        same(last.join(f), other.join(f));
+    }
+    let log = |p: &Path| std::fs::read_to_string(p.join("metrics.jsonl")).unwrap();
+    let losses = |text: String| -> Vec<(u64, f64)> {
+        text.lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+            .filter(|&(step, _)| step % 4 == 0 && !(step - 4 < stopped_at && stopped_at < step))
+            .collect()
+    };
+    assert_eq!(losses(log(a)), losses(log(b)), "the metrics log reads as one run");
+}
+
+/// Spawns `kiln train`, waits until it has written a checkpoint at step ≥ `after`, then signals it.
+fn train_and_interrupt(exp: &Path, out: &Path, after: usize, signal: &str) -> std::process::ExitStatus {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", s(exp), "--out", s(out), "--quiet"])
+        .current_dir(root())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let newest = kiln_train::latest_checkpoint(out).map(|(step, _)| step).unwrap_or(0);
+        if newest >= after || Instant::now() > deadline {
+            break;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A moment that is not a checkpoint boundary, varying from run to run.
+    std::thread::sleep(Duration::from_millis(u64::from(std::process::id() % 40)));
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args([signal, &pid]).status().unwrap().success());
+    child.wait().unwrap()
+}
+
+#[test]
+fn a_run_stopped_and_resumed_ends_bit_identical_to_an_uninterrupted_one() {
+    let whole = uninterrupted();
+    let dir = scratch("halves");
+    let out = dir.join("run");
+    let exp = resumable_experiment(&dir);
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--steps", "20", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(kiln_train::latest_checkpoint(&out).unwrap().0, 20);
+    let o = kiln(&["train", "--resume", s(&out), "--steps", "48", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("resuming resumable"));
+    assert_same_final_state(whole, &out, 20);
+    let kept: Vec<usize> = kiln_train::list_checkpoints(&out).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(kept, vec![44, 48], "keep_checkpoints = 2");
+}
+
+#[test]
+fn a_run_killed_with_sigkill_resumes_from_its_last_checkpoint_and_ends_identical() {
+    let whole = uninterrupted();
+    let dir = scratch("sigkill");
+    let out = dir.join("run");
+    let exp = resumable_experiment(&dir);
+    let status = train_and_interrupt(&exp, &out, 12, "-KILL");
+    assert!(!status.success(), "the process was killed before finishing (status {status})");
+    // Whatever the moment, every checkpoint directory under its final name is complete.
+    let kept = kiln_train::list_checkpoints(&out);
+    assert!(!kept.is_empty());
+    for (_, ckpt) in &kept {
+        for f in
+            ["trainer.json", "vae.json", "vae.safetensors", "live.safetensors", "ema.safetensors", "optim.safetensors"]
+        {
+            assert!(ckpt.join(f).is_file(), "{} lacks {f}", ckpt.display());
+        }
+    }
+    let resumed_from = kiln_train::latest_checkpoint(&out).unwrap().0 as u64;
+    let o = kiln(&["train", "--resume", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_final_state(whole, &out, resumed_from);
+}
+
+#[test]
+fn ctrl_c_saves_a_checkpoint_and_exits_zero() {
+    let whole = uninterrupted();
+    let dir = scratch("sigint");
+    let out = dir.join("run");
+    let exp = resumable_experiment(&dir);
+    let status = train_and_interrupt(&exp, &out, 8, "-INT");
+    assert!(status.success(), "Ctrl-C exits 0, got {status}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!(summary["stopped_by"], "signal");
+    let stopped_at = summary["steps"].as_u64().unwrap();
+    assert!((8..48).contains(&stopped_at), "stopped at {stopped_at}");
+    assert_eq!(kiln_train::latest_checkpoint(&out).unwrap().0 as u64, stopped_at, "checkpoint at the stop");
+    let o = kiln(&["train", "--resume", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_same_final_state(whole, &out, stopped_at);
+}
+
+#[test]
+fn resume_mistakes_are_one_clear_line() {
+    let dir = scratch("badresume");
+    fails_with(&kiln(&["train", "--resume", s(&dir.join("nothing"))]), "nothing/experiment.toml: cannot read");
+    let empty = dir.join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    std::fs::write(empty.join("experiment.toml"), RESUMABLE).unwrap();
+    fails_with(&kiln(&["train", "--resume", s(&empty)]), "no checkpoint to resume from");
+    let out = dir.join("run");
+    let exp = resumable_experiment(&dir);
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--steps", "4", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fails_with(&kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]), "already holds a checkpoint at step 4");
+    // clap's own format for a bad flag value: an error line plus a hint to try --help.
+    let o = kiln(&["train", s(&exp), "--time-budget", "ten minutes"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        !o.status.success() && err.starts_with("error: ") && err.contains("expected a duration such as 90s"),
+        "{err}"
+    );
+    std::fs::write(out.join("checkpoints/step-00000004/optim.safetensors"), b"garbage").unwrap();
+    // Found only once the checkpoint is read, after the banner line.
+    let o = kiln(&["train", "--resume", s(&out), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    let last = err.lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: ") && last.contains("optim.safetensors: not a safetensors file"), "{err}");
 }

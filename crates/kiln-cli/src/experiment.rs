@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use kiln_optim::OptimConfig;
 use kiln_vae::{Likelihood, VaeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -85,36 +86,48 @@ pub enum LikelihoodName {
     Gaussian,
 }
 
-/// Training budget and optimiser.
+/// Training budget, optimiser and bookkeeping.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainSpec {
-    /// Optimisation steps.
+    /// Optimisation steps (one batch each; with `optim.accumulate = k`, k steps make one update).
     pub steps: usize,
     /// Images per step.
     #[serde(default = "default_batch")]
     pub batch_size: usize,
-    /// Adam learning rate.
-    #[serde(default = "default_lr")]
-    pub lr: f64,
     /// Metrics line every N steps.
     #[serde(default = "default_log_every")]
     pub log_every: usize,
     /// Preview grids every N steps (0: at the end only).
     #[serde(default)]
     pub preview_every: usize,
-    /// Stop after this many seconds even if steps remain.
+    /// Checkpoint every N steps (0: only at the end or when stopped).
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: usize,
+    /// Checkpoints kept (older ones are deleted).
+    #[serde(default = "default_keep")]
+    pub keep_checkpoints: usize,
+    /// Stop after this many seconds even if steps remain (resumable).
     pub time_budget_s: Option<f64>,
+    /// Keep an exponential moving average of the weights with this decay, for sampling.
+    pub ema_decay: Option<f64>,
+    /// Optimiser: `[train.optim]` with kind, lr, beta1, beta2, eps, weight_decay, warmup, decay,
+    /// min_lr_factor, clip_norm, accumulate.
+    #[serde(default)]
+    pub optim: OptimConfig,
 }
 
 fn default_batch() -> usize {
     64
 }
-fn default_lr() -> f64 {
-    1e-3
-}
 fn default_log_every() -> usize {
     25
+}
+fn default_checkpoint_every() -> usize {
+    500
+}
+fn default_keep() -> usize {
+    3
 }
 
 impl Experiment {
@@ -138,7 +151,11 @@ impl Experiment {
         let t = &self.train;
         anyhow::ensure!(t.steps > 0, "train.steps = 0: must be at least 1");
         anyhow::ensure!(t.batch_size > 0, "train.batch_size = 0: must be at least 1");
-        anyhow::ensure!(t.lr.is_finite() && t.lr > 0.0, "train.lr = {}: must be positive", t.lr);
+        anyhow::ensure!(t.keep_checkpoints > 0, "train.keep_checkpoints = 0: must be at least 1");
+        t.optim.validate().map_err(|e| anyhow::anyhow!("train.{e}"))?;
+        if let Some(d) = t.ema_decay {
+            anyhow::ensure!((0.0..1.0).contains(&d), "train.ema_decay = {d}: must be in [0, 1)");
+        }
         anyhow::ensure!(
             self.name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) && !self.name.is_empty(),
             "name = {:?}: use letters, digits, '-', '_' and '.' (it names a directory)",
@@ -226,6 +243,17 @@ steps = 10
         let err = Experiment::parse(&GOOD.replace("steps = 10", "steps = \"ten\"")).unwrap_err().to_string();
         assert!(err.contains("steps") && err.contains("invalid type"), "{err}");
         assert!(!err.contains('\n'));
+    }
+
+    #[test]
+    fn optimizer_table_is_strict() {
+        let with = |extra: &str| GOOD.replace("steps = 10", &format!("steps = 10\n[train.optim]\n{extra}"));
+        let e = Experiment::parse(&with("kind = \"adamw\"\nlr = 3e-4\nwarmup = 5\ndecay = \"cosine\"")).unwrap();
+        assert_eq!((e.train.optim.lr, e.train.optim.warmup), (3e-4, 5));
+        let err = Experiment::parse(&with("beta2 = 1.5")).unwrap_err().to_string();
+        assert!(err.contains("train.optim.beta2 = 1.5: must be in [0, 1)"), "{err}");
+        let err = Experiment::parse(&with("decay = \"exponential\"")).unwrap_err().to_string();
+        assert!(err.contains("unknown variant `exponential`"), "{err}");
     }
 
     #[test]

@@ -27,18 +27,30 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Train a model from an experiment file (TOML under experiments/).
+    ///
+    /// Ctrl-C (or SIGTERM) stops after the current step with a checkpoint; `--resume` continues.
     Train {
-        /// The experiment file, e.g. experiments/vae-mnist.toml.
-        experiment: PathBuf,
+        /// The experiment file, e.g. experiments/vae-mnist.toml (with --resume: the run's own).
+        #[arg(required_unless_present = "resume")]
+        experiment: Option<PathBuf>,
+        /// Continue the run in this directory from its newest checkpoint, bit for bit.
+        #[arg(long, conflicts_with_all = ["out", "seed"])]
+        resume: Option<PathBuf>,
         /// Device: cpu, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Run directory (default: runs/<name>/<UTC time>).
         #[arg(long)]
         out: Option<PathBuf>,
-        /// Override the experiment's step budget.
-        #[arg(long)]
+        /// Override the experiment's step budget (the run's total, counting resumed steps).
+        #[arg(long, conflicts_with = "epochs")]
         steps: Option<usize>,
+        /// Train for this many passes over the training set instead of a step count.
+        #[arg(long)]
+        epochs: Option<usize>,
+        /// Stop after this much wall time, with a checkpoint: 90s, 10m, 1h30m.
+        #[arg(long, value_parser = train::parse_duration)]
+        time_budget: Option<std::time::Duration>,
         /// Override the experiment's seed.
         #[arg(long)]
         seed: Option<u64>,
@@ -154,8 +166,8 @@ impl device::Job for ResizeJob {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Train { experiment, device, out, steps, seed, quiet } => {
-            train::run(train::TrainArgs { experiment, out, steps, seed, quiet }, &device)
+        Command::Train { experiment, resume, device, out, steps, epochs, time_budget, seed, quiet } => {
+            train::run(train::TrainArgs { experiment, resume, out, steps, epochs, time_budget, seed, quiet }, &device)
         }
         Command::Sample { checkpoint, n, out, format, seed, device } => {
             device::run_on(&device, generate::Sample { checkpoint, n, out, format, seed })

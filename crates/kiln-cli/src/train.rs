@@ -2,13 +2,13 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_data::{Batcher, ImageSet, Mnist, Range, Split, gather};
-use kiln_train::{LoopConfig, fit};
+use kiln_train::{LoopConfig, StopReason, fit};
 use kiln_vae::{Vae, VaeTask, VaeTaskConfig};
 
 use crate::device::{self, Job};
@@ -16,29 +16,97 @@ use crate::experiment::{DataFormat, Experiment, ModelSpec};
 
 /// Arguments of `kiln train` other than the device.
 pub struct TrainArgs {
-    pub experiment: PathBuf,
+    pub experiment: Option<PathBuf>,
+    pub resume: Option<PathBuf>,
     pub out: Option<PathBuf>,
     pub steps: Option<usize>,
+    pub epochs: Option<usize>,
+    pub time_budget: Option<Duration>,
     pub seed: Option<u64>,
     pub quiet: bool,
+}
+
+/// Parses `90`, `90s`, `10m`, `1h30m`, `2h` into a duration.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || format!("{text:?}: expected a duration such as 90s, 10m or 1h30m");
+    if let Ok(secs) = text.parse::<f64>() {
+        return if secs.is_finite() && secs > 0.0 { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
+    }
+    let (mut total, mut number) = (0.0, String::new());
+    for c in text.chars() {
+        if c.is_ascii_digit() || c == '.' {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1.0,
+            'm' => 60.0,
+            'h' => 3600.0,
+            _ => return Err(bad()),
+        };
+        total += number.parse::<f64>().map_err(|_| bad())? * unit;
+        number.clear();
+    }
+    if !number.is_empty() || total <= 0.0 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(total))
 }
 
 /// Images in the fixed reconstruction preview.
 const PREVIEW_RECON: usize = 32;
 
 pub fn run(args: TrainArgs, device: &str) -> Result<()> {
-    let mut exp = Experiment::load(&args.experiment)?;
+    let experiment = match (&args.experiment, &args.resume) {
+        (Some(file), _) => file.clone(),
+        (None, Some(run)) => run.join("experiment.toml"),
+        (None, None) => anyhow::bail!("give an experiment file or --resume RUN_DIR"),
+    };
+    let mut exp = Experiment::load(&experiment)?;
+    if let Some(seed) = args.seed {
+        exp.seed = seed;
+    }
+    if let Some(budget) = args.time_budget {
+        exp.train.time_budget_s = Some(budget.as_secs_f64());
+    }
+    let out = match (&args.resume, args.out) {
+        (Some(run), _) => run.clone(),
+        (None, Some(out)) => out,
+        (None, None) => PathBuf::from("runs").join(&exp.name).join(utc_stamp()),
+    };
+    // Fail fast, before loading data or a device, on a run directory that cannot be used.
+    match (args.resume.is_some(), kiln_train::latest_checkpoint(&out)) {
+        (true, None) => anyhow::bail!("{}: no checkpoint to resume from (checkpoints/ is empty)", out.display()),
+        (false, Some((step, _))) => anyhow::bail!(
+            "{}: already holds a checkpoint at step {step}; resume it (--resume) or choose another --out",
+            out.display()
+        ),
+        _ => {}
+    }
+    // Load the data before choosing a device, so a bad path fails fast and without a GPU.
+    let (train, test) = load_data(&exp).with_context(|| experiment.display().to_string())?;
     if let Some(steps) = args.steps {
         anyhow::ensure!(steps > 0, "--steps 0: must be at least 1");
         exp.train.steps = steps;
     }
-    if let Some(seed) = args.seed {
-        exp.seed = seed;
+    if let Some(epochs) = args.epochs {
+        let per_epoch = train.len / exp.train.batch_size.max(1);
+        anyhow::ensure!(epochs > 0 && per_epoch > 0, "--epochs {epochs}: must be at least 1");
+        exp.train.steps = epochs * per_epoch;
     }
-    let out = args.out.unwrap_or_else(|| PathBuf::from("runs").join(&exp.name).join(utc_stamp()));
-    // Load the data before choosing a device, so a bad path fails fast and without a GPU.
-    let (train, test) = load_data(&exp).with_context(|| args.experiment.display().to_string())?;
-    device::run_on(device, TrainJob { exp, out, quiet: args.quiet, train, test })
+    // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nkiln: aborted");
+            std::process::exit(130);
+        }
+        eprintln!("\nkiln: stopping after this step with a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    let resume = args.resume.is_some();
+    device::run_on(device, TrainJob { exp, out, resume, stop, quiet: args.quiet, train, test })
 }
 
 fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
@@ -53,6 +121,8 @@ fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
 struct TrainJob {
     exp: Experiment,
     out: PathBuf,
+    resume: bool,
+    stop: Arc<AtomicBool>,
     quiet: bool,
     train: Arc<ImageSet>,
     test: Arc<ImageSet>,
@@ -60,7 +130,7 @@ struct TrainJob {
 
 impl Job for TrainJob {
     fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
-        let TrainJob { exp, out, quiet, train, test } = self;
+        let TrainJob { exp, out, resume, stop, quiet, train, test } = self;
         let ModelSpec::Vae(spec) = &exp.model;
         let config = spec.config()?;
         let (c, s) = (config.channels, config.image_size);
@@ -79,19 +149,21 @@ impl Job for TrainJob {
             train.len
         );
         std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
-        write_run_info(&exp, &out, device_name)?;
+        write_run_info(&exp, &out, device_name, resume)?;
 
         B::seed(&device, exp.seed);
         let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
         let fixed_n = PREVIEW_RECON.min(test.len) / 8 * 8;
         let fixed =
             gather::<B::InnerBackend>(&test, &(0..fixed_n.max(1)).collect::<Vec<_>>(), Range::ZeroOne, &inner).images;
-        let task_config = VaeTaskConfig::new().with_lr(exp.train.lr);
-        let mut task = VaeTask::<B>::new(config, &task_config, fixed, &device);
-        let mut batches = Batcher::new(train.clone(), batch_size, Range::ZeroOne, exp.seed)?;
+        let task_config =
+            VaeTaskConfig { optim: exp.train.optim.clone(), ema_decay: exp.train.ema_decay, ..Default::default() };
+        let mut task = VaeTask::<B>::new(config, &task_config, exp.train.steps, fixed, &device)?;
+        let mut batches = Batcher::new(train.clone(), batch_size, Range::ZeroOne, exp.seed)?.on::<B>(&device);
 
         eprintln!(
-            "kiln: training {} on {device_name}: {} steps of {batch_size} images ({} train / {} test) → {}",
+            "kiln: {} {} on {device_name}: {} steps of {batch_size} images ({} train / {} test) → {}",
+            if resume { "resuming" } else { "training" },
             exp.name,
             exp.train.steps,
             train.len,
@@ -103,22 +175,35 @@ impl Job for TrainJob {
             time_budget: exp.train.time_budget_s.map(Duration::from_secs_f64),
             log_every: exp.train.log_every,
             preview_every: exp.train.preview_every,
+            checkpoint_every: exp.train.checkpoint_every,
+            keep_checkpoints: exp.train.keep_checkpoints,
+            seed: exp.seed,
+            resume,
+            stop: Some(stop),
             out_dir: out.clone(),
             progress: !quiet,
         };
-        let summary = fit(&mut task, || batches.next_batch(&device), &loop_config)?;
+        let summary = fit(&mut task, &mut batches, &loop_config)?;
 
-        let model = task.model().valid();
+        let model = task.sampling_model();
         let nelbo = test_nelbo(&model, &test, batch_size, &inner);
         let eval =
             serde_json::json!({ "split": "test", "images": test.len, "neg_elbo_nats": nelbo, "samples_per_image": 1 });
         kiln_core::atomic_write(&out.join("eval.json"), serde_json::to_string_pretty(&eval)?.as_bytes())?;
+        let why = match summary.stopped_by {
+            StopReason::Steps => String::new(),
+            StopReason::Time => " (time budget reached; --resume continues)".into(),
+            StopReason::Signal => " (stopped; --resume continues)".into(),
+        };
         eprintln!(
-            "kiln: {} steps in {:.1} s ({:.0} img/s); test negative ELBO {nelbo:.2} nats/image\n\
+            "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s); test negative ELBO {nelbo:.2} nats/image\n\
+             kiln: checkpoint: {}\n\
              kiln: samples: {}  reconstructions: {}",
             summary.steps,
+            exp.train.steps,
             summary.wall_s,
             summary.examples_per_s,
+            summary.checkpoint.display(),
             out.join("samples.png").display(),
             out.join("reconstructions.png").display()
         );
@@ -142,7 +227,9 @@ fn test_nelbo<B: Backend>(model: &Vae<B>, test: &ImageSet, batch_size: usize, de
 use burn::tensor::ElementConversion;
 
 /// Writes the resolved experiment and the facts needed to reproduce the run.
-fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str) -> Result<()> {
+///
+/// A resumed run keeps its `run.json` and records the resume in `resumes.jsonl`.
+fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str, resume: bool) -> Result<()> {
     let resolved = toml::to_string_pretty(exp).context("serialising the resolved experiment")?;
     kiln_core::atomic_write(&out.join("experiment.toml"), resolved.as_bytes())?;
     let git = std::process::Command::new("git")
@@ -161,7 +248,18 @@ fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str) ->
         "command": std::env::args().collect::<Vec<_>>(),
         "started_utc": utc_stamp(),
     });
-    kiln_core::atomic_write(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    if resume {
+        use std::io::Write;
+        let path = out.join("resumes.jsonl");
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .with_context(|| path.display().to_string())?;
+        writeln!(f, "{}", serde_json::to_string(&info)?).with_context(|| path.display().to_string())?;
+    } else {
+        kiln_core::atomic_write(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
+    }
     Ok(())
 }
 

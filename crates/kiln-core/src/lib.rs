@@ -7,14 +7,17 @@
 //!
 //! The step owns its optimizers: a VAE has one, a GAN two (D then G, each with its own learning
 //! rate), an autoregressive prior one more. Owning them keeps the trainer ignorant of how many
-//! there are and in which order they run.
+//! there are and in which order they run. For the same reason a task saves and restores its own
+//! training state ([`Task::save_state`], [`Task::load_state`]); the trainer decides *when* and
+//! *where* (checkpoint directories written atomically), and keeps the step counter, the seed and
+//! the data position ([`Loader`]) itself.
 #![warn(missing_docs)]
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Device, Tensor};
 
 /// What one training step reports: named scalars, the first of which is the headline loss.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -50,8 +53,59 @@ pub trait Task<B: AutodiffBackend> {
     /// batch), so successive grids are comparable.
     fn previews(&self) -> Vec<Preview<B::InnerBackend>>;
 
-    /// Writes the model's weights and whatever is needed to rebuild it into `dir`.
+    /// Writes the model's weights and whatever is needed to rebuild it into `dir` (the files
+    /// `kiln sample` reads).
     fn save(&self, dir: &Path) -> Result<(), SaveError>;
+
+    /// Writes everything a resumed run needs into `dir` — weights, optimizer moments, EMA weights,
+    /// counters — so that continuing from it is bit-identical to never having stopped. `dir` is a
+    /// fresh temporary directory the trainer renames into place once this returns.
+    fn save_state(&self, dir: &Path) -> Result<(), SaveError>;
+
+    /// Restores what [`Task::save_state`] wrote, into a task built from the same settings.
+    fn load_state(&mut self, dir: &Path) -> Result<(), LoadError>;
+
+    /// The device the task trains on (the trainer seeds its random generator per step).
+    fn device(&self) -> Device<B>;
+}
+
+/// Where a [`Loader`] stands: enough to continue the same sequence of batches in a new process.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LoaderPosition {
+    /// Completed passes over the data.
+    pub epoch: u64,
+    /// Batches already taken in the current epoch.
+    pub batch: u64,
+    /// State of the loader's augmentation random generator.
+    pub rng: u64,
+}
+
+/// An endless, seeded, resumable stream of batches.
+pub trait Loader {
+    /// What one call yields.
+    type Batch;
+
+    /// The next batch.
+    fn next_batch(&mut self) -> Self::Batch;
+
+    /// Batches in one pass over the data (for `--epochs`).
+    fn batches_per_epoch(&self) -> usize;
+
+    /// The current position.
+    fn position(&self) -> LoaderPosition;
+
+    /// Continues from `position`, as if every earlier batch had been taken.
+    fn seek(&mut self, position: LoaderPosition);
+}
+
+/// Reading saved state failed, or it does not fit the model; names the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct LoadError {
+    /// The file (or directory) that could not be used.
+    pub path: PathBuf,
+    /// What is wrong with it.
+    pub message: String,
 }
 
 /// Writing a file failed.

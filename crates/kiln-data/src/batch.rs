@@ -5,6 +5,8 @@ use std::sync::Arc;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor, TensorData};
 
+use kiln_core::{Loader, LoaderPosition};
+
 use crate::{Augment, DataError, ImageSet, SplitMix64};
 
 /// The value range pixels are mapped to. Explicit, because models disagree: a Bernoulli decoder
@@ -38,12 +40,15 @@ pub struct ImageBatch<B: Backend> {
 /// Endless batches of a data set: each epoch visits every image once in a fresh order drawn from a
 /// seeded generator, and the last incomplete batch of an epoch is dropped (so every step sees the
 /// same batch size).
+///
+/// Epoch `e`'s order depends only on the seed and `e`, so a [`LoaderPosition`] of three numbers
+/// (epoch, batch, augmentation generator) is enough to continue the stream in another process.
 #[derive(Debug, Clone)]
 pub struct Batcher {
     set: Arc<ImageSet>,
     batch_size: usize,
     range: Range,
-    rng: SplitMix64,
+    seed: u64,
     order: Vec<usize>,
     cursor: usize,
     epoch: usize,
@@ -59,12 +64,38 @@ impl Batcher {
                 message: format!("batch size {batch_size} must be between 1 and the data set's {} images", set.len),
             });
         }
-        let mut rng = SplitMix64::new(seed);
-        let mut order: Vec<usize> = (0..set.len).collect();
-        rng.shuffle(&mut order);
+        let order = epoch_order(set.len, seed, 0);
         // Augmentations draw from their own stream, so turning them on leaves the order alone.
         let augment_rng = SplitMix64::new(seed ^ 0xA5A5_5A5A_D00D_F00D);
-        Ok(Self { set, batch_size, range, rng, order, cursor: 0, epoch: 0, augment: Augment::default(), augment_rng })
+        Ok(Self { set, batch_size, range, seed, order, cursor: 0, epoch: 0, augment: Augment::default(), augment_rng })
+    }
+
+    /// Batches in one epoch (the incomplete last one is dropped).
+    pub fn batches_per_epoch(&self) -> usize {
+        self.set.len / self.batch_size
+    }
+
+    /// Where the stream stands.
+    pub fn position(&self) -> LoaderPosition {
+        LoaderPosition {
+            epoch: self.epoch as u64,
+            batch: (self.cursor / self.batch_size) as u64,
+            rng: self.augment_rng.state(),
+        }
+    }
+
+    /// Continues from `position` as if every earlier batch had been taken. A batch index past the
+    /// end of an epoch moves to the start of the next one, as taking another batch would.
+    pub fn seek(&mut self, position: LoaderPosition) {
+        self.epoch = position.epoch as usize;
+        self.order = epoch_order(self.set.len, self.seed, self.epoch);
+        self.cursor = (position.batch as usize).saturating_mul(self.batch_size).min(self.order.len());
+        self.augment_rng = SplitMix64::new(position.rng);
+    }
+
+    /// This batcher as a [`Loader`] of tensors on `device`.
+    pub fn on<B: Backend>(self, device: &B::Device) -> DeviceBatcher<B> {
+        DeviceBatcher { batcher: self, device: device.clone() }
     }
 
     /// Applies `augment` to every image of every batch (seeded from the batcher's seed).
@@ -81,9 +112,9 @@ impl Batcher {
     /// The next batch, reshuffling at each epoch boundary.
     pub fn next_batch<B: Backend>(&mut self, device: &B::Device) -> ImageBatch<B> {
         if self.cursor + self.batch_size > self.order.len() {
-            self.rng.shuffle(&mut self.order);
-            self.cursor = 0;
             self.epoch += 1;
+            self.order = epoch_order(self.set.len, self.seed, self.epoch);
+            self.cursor = 0;
         }
         let idx = &self.order[self.cursor..self.cursor + self.batch_size];
         self.cursor += self.batch_size;
@@ -96,6 +127,43 @@ impl Batcher {
             self.augment.apply(set.image(i), [set.channels, set.height, set.width], &mut self.augment_rng, &mut pixels);
         }
         to_batch(set, &pixels, idx, self.range, device)
+    }
+}
+
+/// The visiting order of epoch `epoch`: a Fisher–Yates shuffle from a generator seeded by both.
+fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut mix = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = SplitMix64::new(mix.next_u64());
+    rng.shuffle(&mut order);
+    order
+}
+
+/// A [`Batcher`] bound to a device: the [`Loader`] the trainer pulls from.
+#[derive(Debug, Clone)]
+pub struct DeviceBatcher<B: Backend> {
+    /// The stream of indices and augmentations.
+    pub batcher: Batcher,
+    device: B::Device,
+}
+
+impl<B: Backend> Loader for DeviceBatcher<B> {
+    type Batch = ImageBatch<B>;
+
+    fn next_batch(&mut self) -> ImageBatch<B> {
+        self.batcher.next_batch(&self.device)
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        self.batcher.batches_per_epoch()
+    }
+
+    fn position(&self) -> LoaderPosition {
+        self.batcher.position()
+    }
+
+    fn seek(&mut self, position: LoaderPosition) {
+        self.batcher.seek(position);
     }
 }
 
@@ -173,6 +241,27 @@ mod tests {
             height: 1,
             width: 1,
         })
+    }
+
+    #[test]
+    fn a_seeked_batcher_continues_the_same_stream_across_epochs() {
+        let dev = Default::default();
+        let aug = Augment { flip: true, crop_padding: 0 };
+        let make = || Batcher::new(set(10), 3, Range::ZeroOne, 9).unwrap().with_augment(aug).on::<B>(&dev);
+        let mut whole = make();
+        let all: Vec<_> = (0..8).map(|_| whole.next_batch().images.into_data()).collect();
+        let mut first = make();
+        for _ in 0..4 {
+            first.next_batch();
+        }
+        let position = first.position();
+        assert_eq!(position.epoch, 1, "3 batches per epoch: the 4th starts epoch 1");
+        let mut resumed = make();
+        resumed.seek(position);
+        for expected in &all[4..] {
+            assert_eq!(&resumed.next_batch().images.into_data(), expected);
+        }
+        assert_eq!(resumed.batches_per_epoch(), 3);
     }
 
     #[test]

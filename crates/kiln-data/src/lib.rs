@@ -32,7 +32,7 @@ mod transform;
 
 pub use archive::{ArchiveKind, ExtractLimits, extract};
 pub use augment::Augment;
-pub use batch::{Batcher, ImageBatch, Range, gather};
+pub use batch::{Batcher, DeviceBatcher, ImageBatch, Range, gather};
 pub use cifar::Cifar10;
 pub use emoji::{EmojiEntry, EmojiSet, SheetMeta};
 pub use error::DataError;

@@ -1,45 +1,96 @@
-use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use burn::tensor::backend::AutodiffBackend;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use kiln_core::{SaveError, Task};
+use kiln_core::{LoadError, Loader, SaveError, Task};
 use serde::Serialize;
 
+use crate::checkpoint::{TrainerState, latest_checkpoint, read_trainer_state, write_checkpoint};
 use crate::write_grid;
 
-/// How long and how loudly to train.
+/// How long and how loudly to train, and where to keep the results.
 #[derive(Debug, Clone)]
 pub struct LoopConfig {
-    /// Optimisation steps to run.
+    /// Total optimisation steps of the run (a resumed run counts the steps already done).
     pub steps: usize,
-    /// Stop early once this much wall time has passed (checked after each step).
+    /// Stop early once this much wall time has passed in this process (checked after each step);
+    /// the run can be resumed later.
     pub time_budget: Option<Duration>,
     /// Write a metrics line (window means) every this many steps.
     pub log_every: usize,
     /// Write preview grids every this many steps (0: only at the end).
     pub preview_every: usize,
-    /// Run directory: `metrics.jsonl`, `samples/`, the latest grids, the checkpoint, `summary.json`.
+    /// Write a checkpoint every this many steps (0: only at the end or when stopped).
+    pub checkpoint_every: usize,
+    /// Checkpoints to keep; older ones are deleted once a newer one is complete.
+    pub keep_checkpoints: usize,
+    /// Seeds the backend's random generator before every step, from `(seed, step)`, so the noise a
+    /// step draws does not depend on how many processes the run took.
+    pub seed: u64,
+    /// Continue from the newest checkpoint in `out_dir` instead of starting afresh.
+    pub resume: bool,
+    /// Set from elsewhere (a Ctrl-C handler) to stop after the current step with a checkpoint.
+    pub stop: Option<Arc<AtomicBool>>,
+    /// Run directory: `metrics.jsonl`, `samples/`, the latest grids, `checkpoints/`, the final
+    /// model and `summary.json`.
     pub out_dir: PathBuf,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
 }
 
+impl LoopConfig {
+    /// A quiet loop of `steps` steps into `out_dir`: logs every 25 steps, previews and a
+    /// checkpoint at the end only, seed 0.
+    pub fn new(steps: usize, out_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            steps,
+            time_budget: None,
+            log_every: 25,
+            preview_every: 0,
+            checkpoint_every: 0,
+            keep_checkpoints: 3,
+            seed: 0,
+            resume: false,
+            stop: None,
+            out_dir: out_dir.into(),
+            progress: false,
+        }
+    }
+}
+
+/// Why the loop ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StopReason {
+    /// All steps done.
+    Steps,
+    /// The time budget ran out.
+    Time,
+    /// The stop flag was raised (Ctrl-C).
+    Signal,
+}
+
 /// What a finished run reports (also written as `summary.json`).
 #[derive(Debug, Clone, Serialize)]
 pub struct Summary {
-    /// Steps run.
+    /// Steps completed in total.
     pub steps: usize,
-    /// Wall time of the whole loop, previews and checkpoint included, in seconds.
+    /// The step this process started from (0 unless resumed).
+    pub start_step: usize,
+    /// Wall time of this process's loop, previews and checkpoints included, in seconds.
     pub wall_s: f64,
     /// Training throughput: examples per second of time spent in `step`.
     pub examples_per_s: f64,
     /// Mean of each metric over the last logging window.
     pub final_metrics: Vec<(String, f64)>,
-    /// Whether the time budget ended the run before the step budget.
-    pub stopped_by_time: bool,
+    /// Why the loop ended.
+    pub stopped_by: StopReason,
+    /// The last checkpoint written.
+    pub checkpoint: PathBuf,
 }
 
 /// Why a run stopped without finishing.
@@ -55,6 +106,18 @@ pub enum TrainError {
         /// Its value.
         value: f64,
     },
+    /// `resume` was asked for but there is nothing to resume, or the run directory already holds
+    /// checkpoints and `resume` was not asked for.
+    #[error("{dir}: {message}")]
+    RunDir {
+        /// The run directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A checkpoint could not be read back.
+    #[error(transparent)]
+    Load(#[from] LoadError),
     /// A file could not be written.
     #[error(transparent)]
     Save(#[from] SaveError),
@@ -88,25 +151,73 @@ impl Window {
     }
 }
 
-/// Trains `task` on batches from `next_batch` as `config` says, writing everything into
+/// The seed of step `step`'s random draws: a SplitMix64 finaliser of the run seed and the step.
+pub fn step_seed(seed: u64, step: usize) -> u64 {
+    let mut z = seed ^ (step as u64).wrapping_add(1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// Trains `task` on batches from `loader` as `config` says, writing everything into
 /// `config.out_dir`, and returns the run's [`Summary`].
-pub fn fit<B, T>(
-    task: &mut T,
-    mut next_batch: impl FnMut() -> T::Batch,
-    config: &LoopConfig,
-) -> Result<Summary, TrainError>
+///
+/// With `config.resume`, the task, the loader and the step counter are restored from the newest
+/// checkpoint first, and `metrics.jsonl` is cut back to that step: the run then continues exactly
+/// as if it had never stopped.
+pub fn fit<B, T, L>(task: &mut T, loader: &mut L, config: &LoopConfig) -> Result<Summary, TrainError>
 where
     B: AutodiffBackend,
     T: Task<B>,
+    L: Loader<Batch = T::Batch>,
 {
     let out = &config.out_dir;
     let io = |path: &Path| {
         let path = path.to_path_buf();
         move |source| SaveError::Io { path: path.clone(), source }
     };
+    let run_dir_err = |message: String| TrainError::RunDir { dir: out.clone(), message };
     std::fs::create_dir_all(out.join("samples")).map_err(io(out))?;
     let log_path = out.join("metrics.jsonl");
-    let mut log = BufWriter::new(File::create(&log_path).map_err(io(&log_path))?);
+
+    let mut state = TrainerState {
+        step: 0,
+        seed: config.seed,
+        loader_epoch: 0,
+        loader_batch: 0,
+        loader_rng: loader.position().rng,
+        examples: 0,
+        train_s: 0.0,
+    };
+    let latest = latest_checkpoint(out);
+    if config.resume {
+        let (_, dir) =
+            latest.ok_or_else(|| run_dir_err("no checkpoint to resume from (checkpoints/ is empty)".into()))?;
+        state = read_trainer_state(&dir)?;
+        if state.seed != config.seed {
+            return Err(run_dir_err(format!(
+                "checkpoint {} was made with seed {}, this run has seed {}",
+                dir.display(),
+                state.seed,
+                config.seed
+            )));
+        }
+        task.load_state(&dir)?;
+        loader.seek(state.position());
+        truncate_metrics(&log_path, state.step)?;
+    } else if let Some((step, dir)) = latest {
+        return Err(run_dir_err(format!(
+            "already holds a checkpoint at step {step} ({}); resume it or choose another output directory",
+            dir.display()
+        )));
+    }
+    let start_step = state.step;
+    let log_file = if config.resume {
+        std::fs::OpenOptions::new().create(true).append(true).open(&log_path)
+    } else {
+        std::fs::File::create(&log_path)
+    };
+    let mut log = BufWriter::new(log_file.map_err(io(&log_path))?);
 
     let bar = if config.progress { ProgressBar::new(config.steps as u64) } else { ProgressBar::hidden() };
     if config.progress {
@@ -115,22 +226,29 @@ where
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
                 .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
+        bar.set_position(start_step as u64);
+        bar.reset_eta();
     }
 
+    let device = task.device();
     let start = Instant::now();
     let mut step_time = Duration::ZERO;
     let mut examples = 0usize;
     let mut window = Window::default();
     let mut last_means = Vec::new();
-    let mut stopped_by_time = false;
-    let mut steps_done = 0;
-    for step in 0..config.steps {
-        let batch = next_batch();
+    let mut stopped_by = StopReason::Steps;
+    let checkpoint = |task: &T, state: &TrainerState| {
+        write_checkpoint(out, state, config.keep_checkpoints, |dir| task.save_state(dir))
+    };
+    for step in start_step..config.steps {
+        let batch = loader.next_batch();
+        B::seed(&device, step_seed(config.seed, step));
         let t = Instant::now();
         let output = task.step(batch, step);
-        step_time += t.elapsed();
+        let dt = t.elapsed();
+        step_time += dt;
         examples += output.examples;
-        steps_done = step + 1;
+        let steps_done = step + 1;
 
         if let Some(&(metric, value)) = output.metrics.first()
             && !value.is_finite()
@@ -138,16 +256,23 @@ where
             bar.abandon();
             return Err(TrainError::Diverged { step, metric, value });
         }
+        state.step = steps_done;
+        state.examples += output.examples as u64;
+        state.train_s += dt.as_secs_f64();
+        let position = loader.position();
+        (state.loader_epoch, state.loader_batch, state.loader_rng) = (position.epoch, position.batch, position.rng);
+
         window.add(&output.metrics);
         let rate = examples as f64 / step_time.as_secs_f64().max(1e-9);
         let last = steps_done == config.steps;
         let out_of_time = config.time_budget.is_some_and(|b| start.elapsed() >= b);
-        if steps_done % config.log_every.max(1) == 0 || last || out_of_time {
+        let stop_asked = config.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        if steps_done % config.log_every.max(1) == 0 || last || out_of_time || stop_asked {
             last_means = window.means();
             let mut line = serde_json::json!({
                 "step": steps_done,
-                "examples": examples,
-                "elapsed_s": start.elapsed().as_secs_f64(),
+                "examples": state.examples,
+                "elapsed_s": state.train_s,
                 "examples_per_s": rate,
             });
             for (k, v) in &last_means {
@@ -158,28 +283,38 @@ where
             writeln!(log, "{json}").map_err(io(&log_path))?;
             log.flush().map_err(io(&log_path))?;
             if let Some((name, value)) = last_means.first() {
-                bar.set_message(format!("{name} {value:.2} | {rate:.0} img/s"));
+                bar.set_message(format!("{name} {value:.3} | {rate:.0} img/s"));
             }
             window.reset();
         }
         bar.set_position(steps_done as u64);
         if config.preview_every > 0 && steps_done % config.preview_every == 0 && !last {
-            write_previews(task, out, Some(steps_done))?;
+            write_previews(task, out, steps_done)?;
+        }
+        if stop_asked && !last {
+            stopped_by = StopReason::Signal;
+            break;
         }
         if out_of_time && !last {
-            stopped_by_time = true;
+            stopped_by = StopReason::Time;
             break;
+        }
+        if config.checkpoint_every > 0 && steps_done % config.checkpoint_every == 0 && !last {
+            checkpoint(task, &state)?;
         }
     }
     bar.finish();
-    write_previews(task, out, Some(steps_done))?;
+    write_previews(task, out, state.step)?;
+    let final_checkpoint = checkpoint(task, &state)?;
     task.save(out)?;
     let summary = Summary {
-        steps: steps_done,
+        steps: state.step,
+        start_step,
         wall_s: start.elapsed().as_secs_f64(),
         examples_per_s: examples as f64 / step_time.as_secs_f64().max(1e-9),
         final_metrics: last_means,
-        stopped_by_time,
+        stopped_by,
+        checkpoint: final_checkpoint,
     };
     let json = serde_json::to_string_pretty(&summary)
         .map_err(|e| SaveError::Encode { path: out.join("summary.json"), message: e.to_string() })?;
@@ -187,15 +322,30 @@ where
     Ok(summary)
 }
 
+/// Keeps the lines of `metrics.jsonl` up to `step`, dropping those a killed process wrote after its
+/// last checkpoint (they will be written again).
+fn truncate_metrics(path: &Path, step: usize) -> Result<(), SaveError> {
+    let Ok(text) = std::fs::read_to_string(path) else { return Ok(()) };
+    let kept: String = text
+        .lines()
+        .filter(|line| {
+            serde_json::from_str::<serde_json::Value>(line)
+                .ok()
+                .and_then(|v| v.get("step").and_then(serde_json::Value::as_u64))
+                .is_some_and(|s| s as usize <= step)
+        })
+        .flat_map(|line| [line, "\n"])
+        .collect();
+    kiln_core::atomic_write(path, kept.as_bytes())
+}
+
 /// Writes each preview as `samples/<name>-<step>.png` and as `<name>.png` (the latest).
-fn write_previews<B: AutodiffBackend, T: Task<B>>(task: &T, out: &Path, step: Option<usize>) -> Result<(), SaveError> {
+fn write_previews<B: AutodiffBackend, T: Task<B>>(task: &T, out: &Path, step: usize) -> Result<(), SaveError> {
     for preview in task.previews() {
         let latest = out.join(format!("{}.png", preview.name));
         write_grid(preview.images, preview.columns, &latest)?;
-        if let Some(step) = step {
-            let dated = out.join("samples").join(format!("{}-{step:06}.png", preview.name));
-            std::fs::copy(&latest, &dated).map_err(|source| SaveError::Io { path: dated.clone(), source })?;
-        }
+        let dated = out.join("samples").join(format!("{}-{step:06}.png", preview.name));
+        std::fs::copy(&latest, &dated).map_err(|source| SaveError::Io { path: dated.clone(), source })?;
     }
     Ok(())
 }

@@ -1,77 +1,113 @@
-//! Training a [`Vae`] under `kiln-train`: one Adam optimizer on the β-weighted negative ELBO.
+//! Training a [`Vae`] under `kiln-train`: one optimizer on the β-weighted negative ELBO, with an
+//! optional EMA of the weights for previews and the exported model.
 
 use std::path::Path;
 
-use burn::config::Config;
-use burn::module::AutodiffModule;
-use burn::optim::adaptor::OptimizerAdaptor;
-use burn::optim::{Adam, AdamConfig, GradientsParams, Optimizer};
+use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
-use burn::tensor::{Distribution, Tensor};
-use kiln_core::{Preview, SaveError, StepOutput, Task};
+use burn::tensor::{Device, Distribution, Tensor};
+use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
 use kiln_data::ImageBatch;
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
+use serde::{Deserialize, Serialize};
 
 use crate::{Vae, VaeConfig};
 
 /// Optimisation settings for a [`VaeTask`].
-#[derive(Config, Debug)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
 pub struct VaeTaskConfig {
-    /// Adam learning rate.
-    #[config(default = 1e-3)]
-    pub lr: f64,
-    /// Adam β₁.
-    #[config(default = 0.9)]
-    pub beta1: f32,
-    /// Adam β₂.
-    #[config(default = 0.999)]
-    pub beta2: f32,
+    /// The optimizer (Adam 1e-3 by default, the usual VAE choice).
+    pub optim: OptimConfig,
+    /// Keep an exponential moving average of the weights with this decay and use it for previews
+    /// and the exported model.
+    pub ema_decay: Option<f64>,
     /// Prior samples in the `samples` preview grid (drawn once, fixed for the run).
-    #[config(default = 64)]
     pub preview_samples: usize,
 }
 
-/// A [`Vae`] with its optimizer and the fixed inputs of its preview grids.
+impl Default for VaeTaskConfig {
+    fn default() -> Self {
+        Self { optim: OptimConfig::default(), ema_decay: None, preview_samples: 64 }
+    }
+}
+
+/// The optimizer's state file in a checkpoint.
+const OPTIM_FILE: &str = "optim.safetensors";
+/// The live (not averaged) weights in a checkpoint when EMA is on.
+const LIVE_FILE: &str = "live.safetensors";
+/// The averaged weights in a checkpoint.
+const EMA_FILE: &str = "ema.safetensors";
+
+/// A [`Vae`] with its optimizer, its EMA, and the fixed inputs of its preview grids.
 pub struct VaeTask<B: AutodiffBackend> {
     config: VaeConfig,
     model: Vae<B>,
-    optim: OptimizerAdaptor<Adam, Vae<B>, B>,
-    lr: f64,
+    optim: Optim<B>,
+    ema: Option<Ema<B::InnerBackend, Vae<B::InnerBackend>>>,
     /// Fixed prior samples, so successive `samples` grids show the same latents. `[n, latent]`.
     noise: Tensor<B::InnerBackend, 2>,
     /// A fixed batch of real images for the `reconstructions` grid. `[m, C, S, S]`.
     fixed: Tensor<B::InnerBackend, 4>,
+    device: Device<B>,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for VaeTask<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("VaeTask").field("config", &self.config).field("lr", &self.lr).finish_non_exhaustive()
+        f.debug_struct("VaeTask").field("config", &self.config).field("optim", &self.optim).finish_non_exhaustive()
     }
 }
 
 impl<B: AutodiffBackend> VaeTask<B> {
-    /// A fresh model from `config`, optimised as `task` says; `fixed` (images in `[0, 1]`,
-    /// `[m, C, S, S]`, m a multiple of 8) is reconstructed in every preview.
-    pub fn new(config: VaeConfig, task: &VaeTaskConfig, fixed: Tensor<B::InnerBackend, 4>, device: &B::Device) -> Self {
+    /// A fresh model from `config`, optimised as `task` says over a run of `total_steps` steps
+    /// (the schedule's length); `fixed` (images in `[0, 1]`, `[m, C, S, S]`, m a multiple of 8) is
+    /// reconstructed in every preview.
+    pub fn new(
+        config: VaeConfig,
+        task: &VaeTaskConfig,
+        total_steps: usize,
+        fixed: Tensor<B::InnerBackend, 4>,
+        device: &Device<B>,
+    ) -> Result<Self, OptimError> {
         let model = config.init::<B>(device);
-        Self::from_model(config, model, task, fixed)
+        Self::from_model(config, model, task, total_steps, fixed)
     }
 
-    /// Continues training `model` (e.g. loaded with [`Vae::load`]).
+    /// Continues training `model` (e.g. loaded with [`Vae::load`]) with a fresh optimizer.
     pub fn from_model(
         config: VaeConfig,
         model: Vae<B>,
         task: &VaeTaskConfig,
+        total_steps: usize,
         fixed: Tensor<B::InnerBackend, 4>,
-    ) -> Self {
-        let device = fixed.device();
-        let noise = Tensor::random([task.preview_samples, config.latent], Distribution::Normal(0.0, 1.0), &device);
-        let optim = AdamConfig::new().with_beta_1(task.beta1).with_beta_2(task.beta2).init();
-        Self { config, model, optim, lr: task.lr, noise, fixed }
+    ) -> Result<Self, OptimError> {
+        let inner_device = fixed.device();
+        let noise =
+            Tensor::random([task.preview_samples, config.latent], Distribution::Normal(0.0, 1.0), &inner_device);
+        let optim = Optim::new(task.optim.clone(), total_steps / task.optim.accumulate.max(1))?;
+        let ema = task.ema_decay.map(|d| Ema::new(model.valid(), d)).transpose()?;
+        let device = model.devices().first().cloned().unwrap_or_default();
+        Ok(Self { config, model, optim, ema, noise, fixed, device })
     }
 
     /// The model being trained.
     pub fn model(&self) -> &Vae<B> {
         &self.model
+    }
+
+    /// The weights to sample from: the EMA when there is one, else the live weights.
+    pub fn sampling_model(&self) -> Vae<B::InnerBackend> {
+        match &self.ema {
+            Some(ema) => ema.module().clone(),
+            None => self.model.valid(),
+        }
+    }
+}
+
+fn save_err(dir: &Path, e: OptimError) -> SaveError {
+    match e {
+        OptimError::Save(e) => e,
+        other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
     }
 }
 
@@ -81,8 +117,11 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
     fn step(&mut self, batch: ImageBatch<B>, _step: usize) -> StepOutput {
         let examples = batch.images.dims()[0];
         let out = self.model.loss(batch.images);
-        let grads = GradientsParams::from_grads(out.loss.backward(), &self.model);
-        self.model = self.optim.step(self.lr, self.model.clone(), grads);
+        let grads = out.loss.backward();
+        self.model = self.optim.step(self.model.clone(), &grads);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model.valid());
+        }
         // One device→host transfer for all three scalars.
         let values = Tensor::cat(vec![out.loss.inner(), out.recon.inner(), out.kl.inner()], 0)
             .into_data()
@@ -92,7 +131,7 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
     }
 
     fn previews(&self) -> Vec<Preview<B::InnerBackend>> {
-        let model = self.model.valid();
+        let model = self.sampling_model();
         let samples = model.decode(self.noise.clone());
         let [m, c, h, w] = self.fixed.dims();
         let cols = 8.min(m);
@@ -109,9 +148,37 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {
-        self.model.valid().save(&self.config, dir).map_err(|e| match e {
+        self.sampling_model().save(&self.config, dir).map_err(|e| match e {
             crate::VaeError::Save(e) => e,
             other => SaveError::Encode { path: dir.join(crate::WEIGHTS_FILE), message: other.to_string() },
         })
+    }
+
+    /// The exported model (`vae.json` + `vae.safetensors`, so a checkpoint directory is also
+    /// something `kiln sample` reads), the optimizer, and with EMA on, the live weights and the
+    /// EMA's counter.
+    fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
+        self.save(dir)?;
+        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| save_err(dir, e))?;
+        if let Some(ema) = &self.ema {
+            save_module(&self.model.valid(), &dir.join(LIVE_FILE), &[]).map_err(|e| save_err(dir, e))?;
+            ema.save(&dir.join(EMA_FILE)).map_err(|e| save_err(dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
+        let live = if self.ema.is_some() { dir.join(LIVE_FILE) } else { dir.join(crate::WEIGHTS_FILE) };
+        // Loaded into the training module itself, so the parameters keep requiring gradients.
+        self.model = load_module(self.model.clone(), &live)?;
+        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
+        if let Some(ema) = &mut self.ema {
+            ema.load(&dir.join(EMA_FILE))?;
+        }
+        Ok(())
+    }
+
+    fn device(&self) -> Device<B> {
+        self.device.clone()
     }
 }

@@ -108,8 +108,12 @@ fn it_learns_real_digits() {
     let set = mnist_sample();
     TestAutodiff::seed(&device(), 3);
     let fixed = gather::<TestBackend>(&set, &(0..8).collect::<Vec<_>>(), Range::ZeroOne, &device()).images;
-    let task_config = VaeTaskConfig::new().with_lr(2e-3).with_preview_samples(8);
-    let mut task = VaeTask::<TestAutodiff>::new(VaeConfig::mnist(), &task_config, fixed, &device());
+    let task_config = VaeTaskConfig {
+        optim: kiln_optim::OptimConfig { lr: 2e-3, ..Default::default() },
+        ema_decay: Some(0.9),
+        preview_samples: 8,
+    };
+    let mut task = VaeTask::<TestAutodiff>::new(VaeConfig::mnist(), &task_config, 80, fixed, &device()).unwrap();
     // 32 digits, seen again and again: an overfit run.
     let small = Arc::new(kiln_data::ImageSet {
         pixels: set.pixels[..32 * 784].to_vec(),

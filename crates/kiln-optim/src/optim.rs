@@ -1,0 +1,323 @@
+//! Adam and AdamW over any `AutodiffModule`, with schedules, global-norm clipping and gradient
+//! accumulation, and state keyed by parameter path.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Device, ElementConversion, Tensor};
+use serde::{Deserialize, Serialize};
+
+use crate::params::{PathStack, UpdateFloats, VisitGrads};
+use crate::state::state_err;
+use crate::{Decay, OptimError, Schedule, TensorFile};
+
+/// Which update rule.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptimKind {
+    /// Adam; `weight_decay` is an L2 term added to the gradient.
+    #[default]
+    Adam,
+    /// AdamW; `weight_decay` shrinks the weights directly, scaled by the learning rate.
+    Adamw,
+}
+
+/// Optimiser settings, as written under `[train.optim]` in an experiment file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// `adam` or `adamw`.
+    pub kind: OptimKind,
+    /// Base learning rate.
+    pub lr: f64,
+    /// First-moment decay β₁ (GANs often use 0.0 or 0.5).
+    pub beta1: f64,
+    /// Second-moment decay β₂.
+    pub beta2: f64,
+    /// Added to √v̂ in the denominator.
+    pub eps: f64,
+    /// Weight decay (see [`OptimKind`]).
+    pub weight_decay: f64,
+    /// Linear warm-up, in updates.
+    pub warmup: usize,
+    /// Decay after warm-up: `constant`, `cosine` or `linear`.
+    pub decay: Decay,
+    /// Final learning-rate factor of a cosine or linear decay.
+    pub min_lr_factor: f64,
+    /// Rescale the gradient so its global L2 norm is at most this.
+    pub clip_norm: Option<f64>,
+    /// Average the gradients of this many calls to [`Optim::step`] before one update.
+    pub accumulate: usize,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            kind: OptimKind::Adam,
+            lr: 1e-3,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+            warmup: 0,
+            decay: Decay::Constant,
+            min_lr_factor: 0.0,
+            clip_norm: None,
+            accumulate: 1,
+        }
+    }
+}
+
+impl OptimConfig {
+    /// Checks every field; the error names the first bad one.
+    pub fn validate(&self) -> Result<(), OptimError> {
+        let bad = |field, value: f64, reason| Err(OptimError::Config { field, value: value.to_string(), reason });
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return bad("optim.lr", self.lr, "must be a positive number");
+        }
+        for (field, v) in [("optim.beta1", self.beta1), ("optim.beta2", self.beta2)] {
+            if !(0.0..1.0).contains(&v) {
+                return bad(field, v, "must be in [0, 1)");
+            }
+        }
+        if !(self.eps.is_finite() && self.eps > 0.0) {
+            return bad("optim.eps", self.eps, "must be a positive number");
+        }
+        if !(self.weight_decay.is_finite() && self.weight_decay >= 0.0) {
+            return bad("optim.weight_decay", self.weight_decay, "must be zero or positive");
+        }
+        if !(0.0..=1.0).contains(&self.min_lr_factor) {
+            return bad("optim.min_lr_factor", self.min_lr_factor, "must be in [0, 1]");
+        }
+        if let Some(c) = self.clip_norm
+            && !(c.is_finite() && c > 0.0)
+        {
+            return bad("optim.clip_norm", c, "must be a positive number");
+        }
+        if self.accumulate == 0 {
+            return bad("optim.accumulate", 0.0, "must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The learning-rate schedule these settings describe.
+    pub fn schedule(&self) -> Schedule {
+        Schedule { warmup: self.warmup, decay: self.decay, min_factor: self.min_lr_factor }
+    }
+}
+
+/// Adam's running moments of one parameter, flattened.
+struct Moments<B: Backend> {
+    m: Tensor<B, 1>,
+    v: Tensor<B, 1>,
+}
+
+/// An Adam/AdamW optimiser for one module (a GAN has two: one per network).
+pub struct Optim<B: AutodiffBackend> {
+    config: OptimConfig,
+    schedule: Schedule,
+    /// Updates planned for the run, for the schedule's decay.
+    total_updates: usize,
+    /// Updates applied so far (Adam's `t`).
+    updates: usize,
+    /// Gradients summed over the calls since the last update, by path.
+    pending: BTreeMap<String, Tensor<B::InnerBackend, 1>>,
+    /// Calls folded into `pending`.
+    micro: usize,
+    moments: BTreeMap<String, Moments<B::InnerBackend>>,
+    last_grad_norm: Option<f64>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for Optim<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Optim")
+            .field("config", &self.config)
+            .field("total_updates", &self.total_updates)
+            .field("updates", &self.updates)
+            .field("micro", &self.micro)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B: AutodiffBackend> Optim<B> {
+    /// An optimiser with no state yet, for a run of `total_updates` updates (the schedule's
+    /// length; use the run's step count divided by `accumulate`).
+    pub fn new(config: OptimConfig, total_updates: usize) -> Result<Self, OptimError> {
+        config.validate()?;
+        Ok(Self {
+            schedule: config.schedule(),
+            config,
+            total_updates,
+            updates: 0,
+            pending: BTreeMap::new(),
+            micro: 0,
+            moments: BTreeMap::new(),
+            last_grad_norm: None,
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &OptimConfig {
+        &self.config
+    }
+
+    /// Updates applied so far.
+    pub fn updates(&self) -> usize {
+        self.updates
+    }
+
+    /// The learning rate the next update will use.
+    pub fn lr(&self) -> f64 {
+        self.config.lr * self.schedule.factor(self.updates, self.total_updates)
+    }
+
+    /// The global gradient norm before clipping at the last update (only measured when
+    /// `clip_norm` is set, since it costs a device→host transfer).
+    pub fn last_grad_norm(&self) -> Option<f64> {
+        self.last_grad_norm
+    }
+
+    /// Folds in the gradients `grads` of `model`'s parameters and, every `accumulate` calls,
+    /// updates the model with their mean. Parameters without a gradient (frozen ones, batch-norm
+    /// statistics) are left alone.
+    pub fn step<M: AutodiffModule<B>>(&mut self, model: M, grads: &B::Gradients) -> M {
+        let accumulate = self.config.accumulate;
+        let pending = &mut self.pending;
+        model.visit(&mut VisitGrads {
+            path: PathStack::default(),
+            grads,
+            f: |path: &str, grad: Tensor<B::InnerBackend, 1>| {
+                let sum = match pending.remove(path) {
+                    Some(sum) => sum + grad,
+                    None => grad,
+                };
+                pending.insert(path.to_string(), sum);
+            },
+        });
+        self.micro += 1;
+        if self.micro < accumulate {
+            return model;
+        }
+        self.micro = 0;
+        let mut grads = std::mem::take(&mut self.pending);
+
+        // Ordered maps: the global norm sums the parameters in path order, so it is the same float
+        // in every process (a hash map's order would change its last bits from run to run).
+        let mut scale = 1.0 / accumulate as f64;
+        self.last_grad_norm = None;
+        if let Some(max_norm) = self.config.clip_norm {
+            let squares: Vec<Tensor<B::InnerBackend, 1>> =
+                grads.values().map(|g| (g.clone() * g.clone()).sum()).collect();
+            let norm = if squares.is_empty() {
+                0.0
+            } else {
+                Tensor::cat(squares, 0).sum().into_scalar().elem::<f64>().sqrt() * scale
+            };
+            self.last_grad_norm = Some(norm);
+            if norm > max_norm {
+                scale *= max_norm / (norm + 1e-6);
+            }
+        }
+
+        let c = &self.config;
+        let t = (self.updates + 1) as i32;
+        let lr = self.lr();
+        let (b1, b2) = (c.beta1, c.beta2);
+        let step_size = lr / (1.0 - b1.powi(t));
+        let inv_sqrt_bc2 = 1.0 / (1.0 - b2.powi(t)).sqrt();
+        let (eps, wd, kind) = (c.eps, c.weight_decay, c.kind);
+        let moments = &mut self.moments;
+        let model = model.map(&mut UpdateFloats {
+            path: PathStack::default(),
+            f: |path: &str, mut w: Tensor<B::InnerBackend, 1>| {
+                let mut g = grads.remove(path)?;
+                if scale != 1.0 {
+                    g = g.mul_scalar(scale);
+                }
+                if kind == OptimKind::Adam && wd > 0.0 {
+                    g = g + w.clone().mul_scalar(wd);
+                }
+                let (m, v) = match moments.remove(path) {
+                    Some(Moments { m, v }) => (
+                        m.mul_scalar(b1) + g.clone().mul_scalar(1.0 - b1),
+                        v.mul_scalar(b2) + (g.clone() * g).mul_scalar(1.0 - b2),
+                    ),
+                    None => (g.clone().mul_scalar(1.0 - b1), (g.clone() * g).mul_scalar(1.0 - b2)),
+                };
+                // w ← w − lr·m̂/(√v̂ + ε), with the bias corrections folded into two scalars.
+                let denom = v.clone().sqrt().mul_scalar(inv_sqrt_bc2).add_scalar(eps);
+                if kind == OptimKind::Adamw && wd > 0.0 {
+                    w = w.mul_scalar(1.0 - lr * wd);
+                }
+                w = w - (m.clone() / denom).mul_scalar(step_size);
+                moments.insert(path.to_string(), Moments { m, v });
+                Some(w)
+            },
+        });
+        self.updates += 1;
+        model
+    }
+
+    /// Writes the optimiser's state (moments, pending gradients, counters) to `path`.
+    pub fn save(&self, path: &Path) -> Result<(), OptimError> {
+        let mut file = TensorFile::new();
+        file.set_meta("kiln.kind", "optim");
+        file.set_meta("updates", self.updates);
+        file.set_meta("micro", self.micro);
+        let mut paths: Vec<&String> = self.moments.keys().collect();
+        paths.sort();
+        for p in paths {
+            let Moments { m, v } = &self.moments[p];
+            file.push(format!("{p}.m"), m.clone());
+            file.push(format!("{p}.v"), v.clone());
+        }
+        let mut paths: Vec<&String> = self.pending.keys().collect();
+        paths.sort();
+        for p in paths {
+            file.push(format!("{p}.pending"), self.pending[p].clone());
+        }
+        file.write(path)
+    }
+
+    /// Restores state written by [`Optim::save`] for `model`, checking that every tensor names
+    /// one of its parameters with the same size.
+    pub fn load<M: Module<B>>(&mut self, path: &Path, model: &M, device: &Device<B>) -> Result<(), OptimError> {
+        let file = TensorFile::read(path)?;
+        if file.meta("kiln.kind") != Some("optim") {
+            return Err(state_err(path, "not a kiln optimiser state file (metadata kiln.kind ≠ optim)"));
+        }
+        let updates: usize = file.meta_parse("updates", path)?;
+        let micro: usize = file.meta_parse("micro", path)?;
+        let sizes: HashMap<String, usize> =
+            crate::param_paths(model).into_iter().map(|(p, dims)| (p, dims.iter().product())).collect();
+        let inner: Device<B::InnerBackend> = device.clone();
+        let mut moments = BTreeMap::new();
+        let mut pending = BTreeMap::new();
+        for name in file.names() {
+            let (param, suffix) =
+                name.rsplit_once('.').ok_or_else(|| state_err(path, format!("unexpected tensor `{name}`")))?;
+            let &n = sizes
+                .get(param)
+                .ok_or_else(|| state_err(path, format!("`{name}`: the model has no parameter `{param}`")))?;
+            let tensor = file.tensor::<B::InnerBackend>(name, n, &inner, path)?;
+            match suffix {
+                "m" => {
+                    let v = file.tensor::<B::InnerBackend>(&format!("{param}.v"), n, &inner, path)?;
+                    moments.insert(param.to_string(), Moments { m: tensor, v });
+                }
+                "v" => {}
+                "pending" => {
+                    pending.insert(param.to_string(), tensor);
+                }
+                _ => return Err(state_err(path, format!("unexpected tensor `{name}`"))),
+            }
+        }
+        self.updates = updates;
+        self.micro = micro;
+        self.moments = moments;
+        self.pending = pending;
+        Ok(())
+    }
+}

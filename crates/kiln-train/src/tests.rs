@@ -1,0 +1,221 @@
+//! The loop's promises, on a toy regression task small enough to run in milliseconds.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use burn::module::AutodiffModule;
+use burn::nn::{Linear, LinearConfig};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Device, Distribution, Tensor, TensorData};
+use kiln_core::{LoadError, Loader, LoaderPosition, Preview, SaveError, StepOutput, Task};
+use kiln_optim::{Optim, OptimConfig, TensorFile, load_module, save_module};
+
+use crate::{LoopConfig, StopReason, TrainError, fit, list_checkpoints};
+
+type B = burn::backend::Autodiff<burn::backend::Flex>;
+
+/// Fits y = x·w* with noise the step draws from the backend generator (so per-step seeding
+/// matters), and can be told to produce a NaN loss at one step.
+struct Toy {
+    model: Linear<B>,
+    optim: Optim<B>,
+    nan_at: Option<usize>,
+}
+
+impl Toy {
+    fn new(seed: u64) -> Self {
+        let device = Device::<B>::default();
+        <B as burn::tensor::backend::Backend>::seed(&device, seed);
+        let model = LinearConfig::new(4, 1).init(&device);
+        let optim = Optim::new(OptimConfig { lr: 0.05, ..OptimConfig::default() }, 100).unwrap();
+        Self { model, optim, nan_at: None }
+    }
+}
+
+impl Task<B> for Toy {
+    type Batch = (Tensor<B, 2>, Tensor<B, 2>);
+
+    fn step(&mut self, (x, y): Self::Batch, step: usize) -> StepOutput {
+        let noise = Tensor::random(x.dims(), Distribution::Normal(0.0, 0.1), &x.device());
+        let pred = self.model.forward(x + noise);
+        let mut loss = (pred - y).powf_scalar(2.0).mean();
+        if self.nan_at == Some(step) {
+            loss = loss.log().mul_scalar(f32::NAN);
+        }
+        let grads = loss.backward();
+        self.model = self.optim.step(self.model.clone(), &grads);
+        StepOutput { metrics: vec![("loss", loss.into_scalar().into())], examples: 8 }
+    }
+
+    fn previews(&self) -> Vec<Preview<<B as AutodiffBackend>::InnerBackend>> {
+        let w = burn::tensor::activation::sigmoid(self.model.valid().weight.val().reshape([1, 1, 2, 2]));
+        vec![Preview { name: "weights", images: w, columns: 1 }]
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), SaveError> {
+        save_module(&self.model.valid(), &dir.join("model.safetensors"), &[])
+            .map_err(|e| SaveError::Encode { path: dir.to_path_buf(), message: e.to_string() })
+    }
+
+    fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
+        self.save(dir)?;
+        self.optim
+            .save(&dir.join("optim.safetensors"))
+            .map_err(|e| SaveError::Encode { path: dir.to_path_buf(), message: e.to_string() })
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
+        self.model = load_module(self.model.clone(), &dir.join("model.safetensors"))?;
+        self.optim.load(&dir.join("optim.safetensors"), &self.model, &self.device())?;
+        Ok(())
+    }
+
+    fn device(&self) -> Device<B> {
+        Device::<B>::default()
+    }
+}
+
+/// Batch `n` is a pure function of `n`.
+struct Counting(u64);
+
+impl Loader for Counting {
+    type Batch = (Tensor<B, 2>, Tensor<B, 2>);
+
+    fn next_batch(&mut self) -> Self::Batch {
+        let n = self.0;
+        self.0 += 1;
+        let x: Vec<f32> = (0..32).map(|i| (((n * 32 + i) * 2_654_435_761) % 1000) as f32 / 500.0 - 1.0).collect();
+        let y: Vec<f32> = x.chunks(4).map(|r| r[0] - 2.0 * r[1] + 0.5 * r[2] + r[3]).collect();
+        let dev = Device::<B>::default();
+        (Tensor::from_data(TensorData::new(x, [8, 4]), &dev), Tensor::from_data(TensorData::new(y, [8, 1]), &dev))
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        10
+    }
+
+    fn position(&self) -> LoaderPosition {
+        LoaderPosition { epoch: 0, batch: self.0, rng: 0 }
+    }
+
+    fn seek(&mut self, position: LoaderPosition) {
+        self.0 = position.batch;
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("kiln-train-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+fn config(steps: usize, out: &Path) -> LoopConfig {
+    LoopConfig { checkpoint_every: 4, log_every: 2, seed: 11, ..LoopConfig::new(steps, out) }
+}
+
+#[test]
+fn resumed_run_ends_with_bit_identical_weights_and_optimizer_state() {
+    let (a, b) = (tmp("whole"), tmp("halves"));
+    fit(&mut Toy::new(1), &mut Counting(0), &config(20, &a)).unwrap();
+
+    let first = fit(&mut Toy::new(1), &mut Counting(0), &config(10, &b)).unwrap();
+    assert_eq!(first.steps, 10);
+    let resumed = fit(&mut Toy::new(1), &mut Counting(0), &LoopConfig { resume: true, ..config(20, &b) }).unwrap();
+    assert_eq!((resumed.start_step, resumed.steps), (10, 20));
+
+    // Tensors and metadata equal bit for bit (the header's key order may differ: it is a map).
+    let read = |path: PathBuf| TensorFile::read(&path).unwrap();
+    for f in ["model.safetensors", "optim.safetensors"] {
+        let ckpt = |dir: &Path| read(dir.join("checkpoints/step-00000020").join(f));
+        assert_eq!(ckpt(&a), ckpt(&b), "{f}");
+    }
+    assert_eq!(read(a.join("model.safetensors")), read(b.join("model.safetensors")));
+    // The metrics log reads as one run: the same steps and losses, in order.
+    let steps_and_loss = |dir: &Path| -> Vec<(u64, f64)> {
+        std::fs::read_to_string(dir.join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+            .map(|v| (v["step"].as_u64().unwrap(), v["loss"].as_f64().unwrap()))
+            .collect()
+    };
+    assert_eq!(steps_and_loss(&a), steps_and_loss(&b));
+    let losses = steps_and_loss(&a);
+    assert!(losses.last().unwrap().1 < losses[0].1 / 4.0, "the toy model learns: {losses:?}");
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn a_different_seed_gives_different_weights() {
+    // Guards the test above against passing because the noise is ignored.
+    let (a, b) = (tmp("seed-a"), tmp("seed-b"));
+    fit(&mut Toy::new(1), &mut Counting(0), &config(6, &a)).unwrap();
+    fit(&mut Toy::new(1), &mut Counting(0), &LoopConfig { seed: 12, ..config(6, &b) }).unwrap();
+    let read = |dir: &Path| TensorFile::read(&dir.join("model.safetensors")).unwrap();
+    assert_ne!(read(&a), read(&b));
+    for d in [a, b] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+#[test]
+fn checkpoints_are_pruned_to_keep_and_leave_no_temporaries() {
+    let dir = tmp("prune");
+    fit(&mut Toy::new(2), &mut Counting(0), &LoopConfig { keep_checkpoints: 2, ..config(18, &dir) }).unwrap();
+    let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![16, 18]);
+    let names: Vec<String> = std::fs::read_dir(dir.join("checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert!(names.iter().all(|n| n.starts_with("step-")), "{names:?}");
+    for f in ["trainer.json", "model.safetensors", "optim.safetensors"] {
+        assert!(dir.join("checkpoints/step-00000018").join(f).is_file(), "{f}");
+    }
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
+    let dir = tmp("nan");
+    let mut task = Toy::new(3);
+    task.nan_at = Some(9);
+    let err = fit(&mut task, &mut Counting(0), &config(20, &dir)).unwrap_err();
+    assert!(matches!(err, TrainError::Diverged { step: 9, metric: "loss", .. }), "{err}");
+    assert!(err.to_string().contains("diverged at step 9"), "{err}");
+    let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![4, 8]);
+    // The last good checkpoint loads and the run resumes from it.
+    let summary = fit(&mut Toy::new(3), &mut Counting(0), &LoopConfig { resume: true, ..config(12, &dir) }).unwrap();
+    assert_eq!((summary.start_step, summary.steps), (8, 12));
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn the_stop_flag_checkpoints_and_ends_cleanly() {
+    let dir = tmp("stop");
+    let stop = Arc::new(AtomicBool::new(true));
+    let summary =
+        fit(&mut Toy::new(4), &mut Counting(0), &LoopConfig { stop: Some(stop), ..config(50, &dir) }).unwrap();
+    assert_eq!((summary.steps, summary.stopped_by), (1, StopReason::Signal));
+    assert_eq!(list_checkpoints(&dir).last().unwrap().0, 1);
+    assert!(dir.join("summary.json").is_file() && dir.join("weights.png").is_file());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn run_directory_mistakes_are_errors_that_name_it() {
+    let dir = tmp("mistakes");
+    let err = fit(&mut Toy::new(5), &mut Counting(0), &LoopConfig { resume: true, ..config(4, &dir) }).unwrap_err();
+    assert!(err.to_string().contains("no checkpoint to resume from"), "{err}");
+    fit(&mut Toy::new(5), &mut Counting(0), &config(4, &dir)).unwrap();
+    let err = fit(&mut Toy::new(5), &mut Counting(0), &config(4, &dir)).unwrap_err();
+    assert!(err.to_string().contains("already holds a checkpoint at step 4"), "{err}");
+    let err =
+        fit(&mut Toy::new(5), &mut Counting(0), &LoopConfig { resume: true, seed: 99, ..config(8, &dir) }).unwrap_err();
+    assert!(err.to_string().contains("seed 11, this run has seed 99"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
