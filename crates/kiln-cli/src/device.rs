@@ -49,6 +49,12 @@ impl DeviceSpec {
     /// Parses `cpu`, `ndarray`, `cuda`, `cuda:N`, `wgpu` or `auto` (the best compiled-in backend:
     /// CUDA when built with it and an NVIDIA device node exists, else wgpu, else the CPU).
     pub fn parse(text: &str) -> Result<Self> {
+        if text.contains(',') {
+            bail!(
+                "--device {text:?}: kiln trains on one device; data-parallel training over several is not \
+                 available yet (burn 0.21 offers it only inside burn-train's Learner; see kiln-train's docs)"
+            );
+        }
         let spec = match text.trim().to_ascii_lowercase().as_str() {
             "cpu" | "flex" => Self::Cpu,
             "ndarray" => Self::NdArray,
@@ -136,6 +142,8 @@ mod tests {
         assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
         let err = DeviceSpec::parse("tpu").unwrap_err().to_string();
         assert!(err.starts_with("unknown --device \"tpu\"") && err.contains("this binary has"), "{err}");
+        let err = DeviceSpec::parse("cuda:0,cuda:1").unwrap_err().to_string();
+        assert!(err.contains("kiln trains on one device"), "{err}");
         assert!(DeviceSpec::parse("cuda:x").is_err());
     }
 }

@@ -282,9 +282,9 @@ where
                 .map_err(|e| SaveError::Encode { path: log_path.clone(), message: e.to_string() })?;
             writeln!(log, "{json}").map_err(io(&log_path))?;
             log.flush().map_err(io(&log_path))?;
-            if let Some((name, value)) = last_means.first() {
-                bar.set_message(format!("{name} {value:.3} | {rate:.0} img/s"));
-            }
+            // The first few metrics (a GAN has d_loss, g_loss, accuracies), then throughput.
+            let shown: Vec<String> = last_means.iter().take(4).map(|(k, v)| format!("{k} {v:.3}")).collect();
+            bar.set_message(format!("{} | {rate:.0} img/s", shown.join(" ")));
             window.reset();
         }
         bar.set_position(steps_done as u64);
