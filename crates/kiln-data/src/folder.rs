@@ -52,6 +52,11 @@ pub fn load_picture(path: &Path, options: &FolderOptions) -> Result<Picture, Dat
     decode_picture(&bytes, path, options)
 }
 
+/// The most pixels a picture may have (2²⁶, e.g. 8192 × 8192): checked against the size in its
+/// header before anything is decoded, so that a small file declaring a huge picture (JPEG
+/// decoders fill in truncated data; a PNG of zeros compresses 1000:1) costs no memory.
+const MAX_PIXELS: u64 = 1 << 26;
+
 /// [`load_picture`] on bytes already read; `path` is only used in messages.
 pub fn decode_picture(bytes: &[u8], path: &Path, options: &FolderOptions) -> Result<Picture, DataError> {
     let reader = image::ImageReader::new(Cursor::new(bytes))
@@ -60,13 +65,36 @@ pub fn decode_picture(bytes: &[u8], path: &Path, options: &FolderOptions) -> Res
     if !matches!(reader.format(), Some(image::ImageFormat::Png | image::ImageFormat::Jpeg)) {
         return Err(DataError::format(path, "not a PNG or JPEG file"));
     }
-    let img = reader.decode().map_err(|e| DataError::format(path, format!("corrupt image: {e}")))?;
+    let corrupt = |e: image::ImageError| DataError::format(path, format!("corrupt image: {e}"));
+    // The decoders are third-party code that has panicked on corrupt files (zune-jpeg 0.5's AVX2
+    // IDCT unwraps an out-of-range slice: found by `fuzz/`, zune-image issue 361); such a panic
+    // is caught here and reported as a corrupt file. (The panic hook still prints it.)
+    let decoded = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let decoder = reader.into_decoder().map_err(corrupt)?;
+        let (w, h) = image::ImageDecoder::dimensions(&decoder);
+        if u64::from(w) * u64::from(h) > MAX_PIXELS {
+            return Err(DataError::format(
+                path,
+                format!("picture is {h}×{w}: more than the {MAX_PIXELS} pixels a data-set picture may have"),
+            ));
+        }
+        image::DynamicImage::from_decoder(decoder).map_err(corrupt)
+    }));
+    let img = decoded.unwrap_or_else(|panic| {
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "no message".into());
+        Err(DataError::format(path, format!("corrupt image: the decoder panicked: {what}")))
+    })?;
     let (w, h) = (img.width() as usize, img.height() as usize);
     let rgb = flatten_rgba(img.to_rgba8().as_raw(), options.background);
     let pixels = match options.size {
-        Some(size) if size != [h, w] => {
-            fit_u8(&rgb, 3, [h, w], size, options.fit, options.background, &options.filter)?
-        }
+        Some(size) if size != [h, w] => fit_u8(&rgb, 3, [h, w], size, options.fit, options.background, &options.filter)
+            .map_err(|e| {
+                DataError::format(path, format!("cannot fit the {h}×{w} picture into {}×{}: {e}", size[0], size[1]))
+            })?,
         _ => rgb,
     };
     let [height, width] = options.size.unwrap_or([h, w]);
@@ -218,7 +246,10 @@ impl CaptionedSet {
 pub fn split_sheet(sheet: &Picture, tile: [usize; 2], columns: usize, count: usize) -> Result<ImageSet, DataError> {
     let [th, tw] = tile;
     let rows = count.div_ceil(columns.max(1));
-    if th == 0 || tw == 0 || columns == 0 || sheet.width < columns * tw || sheet.height < rows * th {
+    // Checked: the tile size, columns and count come from a user's `dataset.json`, and a product
+    // that wrapped around would pass the test and then index past the sheet.
+    let fits = |n: usize, side: usize, room: usize| n.checked_mul(side).is_some_and(|need| need <= room);
+    if th == 0 || tw == 0 || columns == 0 || !fits(columns, tw, sheet.width) || !fits(rows, th, sheet.height) {
         return Err(DataError::Mismatch {
             message: format!(
                 "a {}×{} sheet cannot hold {count} tiles of {th}×{tw} in {columns} columns",
@@ -385,5 +416,137 @@ pub(crate) mod tests {
         assert_eq!(decode_picture(&png, Path::new("s.png"), &FolderOptions::default()).unwrap(), sheet);
         assert!(split_sheet(&sheet, [2, 2], 3, 4).is_err());
         std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    /// Found by `fuzz/` (target `folder`, an out-of-memory at 690 MB): a 781-byte JPEG of a
+    /// 25 × 16417 strip, center-cropped to 8 × 8, was first resampled to 8 × 5253, whose dense
+    /// weight matrix is 5253 × 16417 `f64`s. The same strip as a PNG, and the same crop.
+    #[test]
+    fn elongated_picture_is_refused_not_resampled_into_gigabytes() {
+        let strip = png(16417, 25, [40, 80, 120, 255]);
+        let err = decode_picture(&strip, Path::new("strip.png"), &FolderOptions::sized(8, 8)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "strip.png: cannot fit the 25×16417 picture into 8×8: resize: resizing must be at most 2^25 \
+             (33554432) elements in each resampling matrix and plane, got 25×16417 to 8×5253, 86238501 elements"
+        );
+        // Stretching it, or keeping its size, is cheap and still works.
+        let opts = FolderOptions { fit: crate::Fit::Stretch, ..FolderOptions::sized(8, 8) };
+        assert_eq!(
+            decode_picture(&strip, Path::new("strip.png"), &opts).unwrap().pixels,
+            [40u8; 64].into_iter().chain([80; 64]).chain([120; 64]).collect::<Vec<_>>()
+        );
+        assert_eq!(decode_picture(&strip, Path::new("strip.png"), &FolderOptions::default()).unwrap().width, 16417);
+    }
+
+    /// The fuzzer's input itself (less its 4 option bytes, which asked for 8 × 8, center-crop,
+    /// the default filter): a 777-byte JPEG whose frame header declares 25 × 16417.
+    #[test]
+    fn fuzz_found_elongated_jpeg_is_refused() {
+        let hex = concat!(
+            "ffd8ffe000104a46494600010200000100010000ffc00011080019402103011100021101031101ffdb00430008060607060508070707",
+            "0909080a0c140decf4f4f3e6edecf0141d1a1f1e1d1a1c1c20242e2720222c231c1c283729ac30313434341f27393d38323c2e333432",
+            "ffdb0043010909090c0b0c180d0d1832215c213232323232323232323232323232323232323232323232323232323232323232323232",
+            "323232323232323232323232323232ffc4001f0000010501010101010100000000000000000102030405060708090a0bffc400b51000",
+            "02010303020403050504040000017d01020300041105122131410613516107227114328191a1082342b1c11552d1f02433627282090a",
+            "161718191a25262728292a3435363738393a434445464748494a535455565758595a636465666768696a737475767778797a83848586",
+            "8788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5d6292726251e1d1c22e5",
+            "e6e7e8e9100ef2f3f4f5f6f7f8f9faffc4001f0100030101010101010101010000000000000102030405060708090a0bffc400b51100",
+            "020102040403040705040400010277000102031104052131b7ffffff0000000000000000ffffffffffffffffffffffffffffffffffff",
+            "ffffffffff18191a262728292a35363738393a434445464748494a535455565758595a636465666768696a737475767778797a828384",
+            "85868788898a92939495969798999aa2a3a4a5a6a7a8a9aab5b3b4b5b6b7b8b9bab3b4b5b6b7b8b9bac2c3c4c5c6c7c8c9cad2d3d4d5",
+            "d6d7dad9dae2e3e4e5e6e7e8e9eaf2f3f4f5f6f7f8f9faffda000c03010002110311003f00f308748e9f2d7d44b127050c59a10e91d3",
+            "e5ae69624f66862cd18748e9f2d73cb127b1431668c3a47482090a161718191a25262728292a3435363738393a434445464748494a53",
+            "5455565758595a636465666768696a737475767778797a838485868788898a92939495969798999aa2a3a4a5a6a7a8a9aab2b3b4b5b6",
+            "b7b8b9bac2c3d03321ed5cf23d9a05aac8ee3fffd9",
+        );
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        let err = decode_picture(&bytes, Path::new("fuzz.jpg"), &FolderOptions::sized(8, 8)).unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("fuzz.jpg: cannot fit the 25×16417 picture into 8×8: resize: resizing must be at most"),
+            "{err}"
+        );
+    }
+
+    /// Found by `fuzz/` (target `folder`): a 611-byte 17 × 33 JPEG whose third component claims
+    /// 4 × 1 sampling, on which zune-jpeg 0.5.15's AVX2 IDCT panics. Where that code runs, the
+    /// panic must come back as an error naming the file; elsewhere the file may decode.
+    #[cfg(any(target_arch = "x86", target_arch = "x86_64"))]
+    fn avx2() -> bool {
+        std::arch::is_x86_feature_detected!("avx2")
+    }
+
+    #[cfg(not(any(target_arch = "x86", target_arch = "x86_64")))]
+    fn avx2() -> bool {
+        false
+    }
+
+    #[test]
+    fn decoder_panic_is_a_corrupt_image_error() {
+        let hex = concat!(
+            "ffd8ffe000104a46494600010200000100010000ffc00011080011002103011100021101034101ffdb00430008060607060508070707",
+            "0909080a0c140d0c0b0b0c1912130f141d1a1f1e1d1a1c1c20242e2720222c231c1c2836292c30313434341f27393d38323c2e333432",
+            "ffdb0043010909090cfcf3180d0d183221241c2132310707ffff3232323232323232323232310707ffffd8ffe000104a464946000102",
+            "00000100010000ffc0000b080007000501011100ffdb0043008686868686868686868686868686868686868686868686868686868686",
+            "86868686868686868686868686868678868686868686868686868686868686868686868686868686868686868634313c2e333432ffc4",
+            "001f0000010501010101010100000000000000000102030405060708090a0bffc400b5100002010303020403050504040000017d0102",
+            "070004112d3f008089504e470d0a1a0a00000d0a1a0a0000000d4948445200000003020000030804191a25262728292a343536373838",
+            "3a434445464748494a535455565758595a636465666768696a7374757b7778797a838485868789504e4788898a92939495969798999a",
+            "a2a3a4a5a6a7a8a9aab2b3b4b5b6b7b8b9bac2c3c4c5c2c7c8c9cad2d3d4d5d6d7d8d9dae1e2e3e4e5e6e7e8e9eaf1f2f3f4f5f6f7f8",
+            "f9faffda0008010100003f00c2f04588fec41d3b57ffd9ffffffffffffffffffffffffffffffffffffffffffffffff18191a2627f2f3",
+            "f4f5f6f7f8f9d8ffe000104a46494600010200000100010000ffc00011080011002103011100021101031101ffdb0043000806060706",
+            "05080707070909faffda000c030108000a",
+        );
+        let bytes: Vec<u8> =
+            (0..hex.len()).step_by(2).map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap()).collect();
+        match decode_picture(&bytes, Path::new("fuzz.jpg"), &FolderOptions::sized(8, 8)) {
+            Err(e) => assert!(e.to_string().starts_with("fuzz.jpg: corrupt image: "), "{e}"),
+            Ok(p) => assert!(!avx2(), "decoded to {}×{}", p.height, p.width),
+        }
+    }
+
+    /// A PNG header declaring 100000 × 1000 one-bit pixels (with 64 bytes of data): refused from
+    /// the header, before a 100-megapixel buffer (400 MB as RGBA) is allocated.
+    #[test]
+    fn huge_declared_picture_is_refused_from_its_header() {
+        fn chunk(out: &mut Vec<u8>, kind: &[u8; 4], data: &[u8]) {
+            out.extend_from_slice(&(data.len() as u32).to_be_bytes());
+            out.extend_from_slice(kind);
+            out.extend_from_slice(data);
+            let mut crc = flate2::Crc::new();
+            crc.update(kind);
+            crc.update(data);
+            out.extend_from_slice(&crc.sum().to_be_bytes());
+        }
+        let mut bytes = b"\x89PNG\r\n\x1a\n".to_vec();
+        let mut ihdr = 100_000u32.to_be_bytes().to_vec();
+        ihdr.extend_from_slice(&1000u32.to_be_bytes());
+        ihdr.extend_from_slice(&[1, 0, 0, 0, 0]); // 1-bit greyscale, no interlace
+        chunk(&mut bytes, b"IHDR", &ihdr);
+        // The start of the first row, so that the decoder finds its first IDAT chunk.
+        let mut z = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(&mut z, &[0; 64]).unwrap();
+        chunk(&mut bytes, b"IDAT", &z.finish().unwrap());
+        chunk(&mut bytes, b"IEND", &[]);
+        let err = decode_picture(&bytes, Path::new("huge.png"), &FolderOptions::sized(8, 8)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "huge.png: picture is 1000×100000: more than the 67108864 pixels a data-set picture may have"
+        );
+    }
+
+    /// Found by `fuzz/` (target `sheet`): `columns × tile` wrapped around to 0 (a panic on
+    /// overflow in debug builds, an index past the sheet in release ones).
+    #[test]
+    fn split_sheet_rejects_layouts_whose_size_overflows() {
+        let sheet = Picture { pixels: vec![7; 3 * 4 * 6], height: 4, width: 6 };
+        let err = split_sheet(&sheet, [2, 2], 1 << 63, 6).unwrap_err().to_string();
+        assert_eq!(err, "a 4×6 sheet cannot hold 6 tiles of 2×2 in 9223372036854775808 columns");
+        let err = split_sheet(&sheet, [usize::MAX, 1], 1, 2).unwrap_err().to_string();
+        assert!(err.starts_with("a 4×6 sheet cannot hold 2 tiles of "), "{err}");
+        assert!(split_sheet(&sheet, [1, 1], 2, usize::MAX).is_err());
+        assert_eq!(split_sheet(&sheet, [2, 2], 3, 6).unwrap().len, 6);
     }
 }

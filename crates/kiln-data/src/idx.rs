@@ -22,20 +22,63 @@ const IDX_U8: u8 = 0x08;
 /// Reads an IDX file of `u8` elements, gzip-compressed or raw.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
     let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
-    let bytes = if raw.starts_with(&GZIP_MAGIC) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(raw.as_slice()).read_to_end(&mut out).map_err(|e| DataError::Format {
-            path: path.to_path_buf(),
-            message: format!("corrupt or truncated gzip stream: {e}"),
-        })?;
-        out
-    } else {
-        raw
-    };
-    parse_idx(&bytes, path)
+    IdxArray::parse(&raw, path)
 }
 
+impl IdxArray {
+    /// Parses the bytes of an IDX file, gzip-compressed or raw (detected from the bytes); `path`
+    /// only names the file in errors. [`read_idx`] is this on the file's contents.
+    ///
+    /// A gzip stream is decompressed only as far as its IDX header says the data goes (plus one
+    /// byte to detect trailing data, which is then counted without being kept), so a small file
+    /// that inflates to gigabytes costs no more memory than its header declares.
+    pub fn parse(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
+        if bytes.starts_with(&GZIP_MAGIC) {
+            let (head, tail) = gunzip_idx(bytes, path)?;
+            parse_with_tail(&head, tail, path)
+        } else {
+            parse_idx(bytes, path)
+        }
+    }
+}
+
+/// Inflates a gzip-compressed IDX file: the 4-byte magic, then the `4 · ndims` header bytes it
+/// announces, then at most the data those dimensions declare plus one byte. Whatever follows is
+/// only counted (streamed into a sink): the second value is that count, so that trailing data can
+/// be reported with its exact size without being held in memory.
+fn gunzip_idx(bytes: &[u8], path: &Path) -> Result<(Vec<u8>, u64), DataError> {
+    let corrupt = |e: std::io::Error| DataError::Format {
+        path: path.to_path_buf(),
+        message: format!("corrupt or truncated gzip stream: {e}"),
+    };
+    let mut gz = flate2::read::GzDecoder::new(bytes);
+    let mut out = Vec::with_capacity(bytes.len().saturating_mul(4).min(1 << 20));
+    // The magic, `0, 0, dtype, ndims`, then the dimensions.
+    gz.by_ref().take(4).read_to_end(&mut out).map_err(corrupt)?;
+    let header = out.get(3).map_or(4, |&n| 4 + 4 * usize::from(n));
+    gz.by_ref().take((header - out.len().min(4)) as u64).read_to_end(&mut out).map_err(corrupt)?;
+    // Dimensions whose product overflows are reported by `parse_with_tail` from the header.
+    let declared = (out.len() == header)
+        .then(|| {
+            out[4..]
+                .chunks_exact(4)
+                .try_fold(1u64, |acc, c| acc.checked_mul(u64::from(u32::from_be_bytes([c[0], c[1], c[2], c[3]]))))
+        })
+        .flatten()
+        .unwrap_or(0);
+    gz.by_ref().take(declared.saturating_add(1)).read_to_end(&mut out).map_err(corrupt)?;
+    let tail = std::io::copy(&mut gz, &mut std::io::sink()).map_err(corrupt)?;
+    Ok((out, tail))
+}
+
+/// Parses an uncompressed IDX file held in memory.
 fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
+    parse_with_tail(bytes, 0, path)
+}
+
+/// Parses an IDX file of which `bytes` is the start and `tail` more bytes followed (already
+/// known to be more than the header declares).
+fn parse_with_tail(bytes: &[u8], tail: u64, path: &Path) -> Result<IdxArray, DataError> {
     let format = |message: String| DataError::Format { path: path.to_path_buf(), message };
     if bytes.len() < 4 {
         return Err(format(format!("not an IDX file: {} bytes is shorter than the 4-byte magic", bytes.len())));
@@ -63,7 +106,7 @@ fn parse_idx(bytes: &[u8], path: &Path) -> Result<IdxArray, DataError> {
         .iter()
         .try_fold(1usize, |acc, &d| acc.checked_mul(d))
         .ok_or_else(|| format(format!("IDX dimensions {dims:?} overflow")))?;
-    let found = bytes.len() - header;
+    let found = (bytes.len() - header).saturating_add(usize::try_from(tail).unwrap_or(usize::MAX));
     if found < expected {
         return Err(DataError::Truncated { path: path.to_path_buf(), expected, found });
     }
@@ -126,6 +169,45 @@ mod tests {
         let huge = encode_idx(&[u32::MAX as usize, u32::MAX as usize, u32::MAX as usize], &[]);
         let err = parse_idx(&huge, p()).unwrap_err().to_string();
         assert!(err.contains("overflow") || err.contains("truncated"), "{err}");
+    }
+
+    fn gzip(bytes: &[u8]) -> Vec<u8> {
+        use std::io::Write;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        enc.write_all(bytes).unwrap();
+        enc.finish().unwrap()
+    }
+
+    #[test]
+    fn gzip_and_raw_give_the_same_answers() {
+        let cases: [&[u8]; 7] = [
+            &[0, 0, 8],
+            &[0, 0, 8, 2, 0, 0],
+            &[1, 0, 8, 1, 0, 0, 0, 1, 5, 6],
+            &[0, 0, 8, 1, 0, 0, 0, 2, 5],
+            &[0, 0, 8, 1, 0, 0, 0, 2, 5, 6, 7, 8],
+            &[0, 0, 8, 3, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 1],
+            &[0, 0, 8, 1, 0, 0, 0, 2, 5, 6],
+        ];
+        for raw in cases {
+            let plain = IdxArray::parse(raw, p()).map_err(|e| e.to_string());
+            let packed = IdxArray::parse(&gzip(raw), p()).map_err(|e| e.to_string());
+            assert_eq!(plain, packed, "{raw:?}");
+        }
+    }
+
+    /// A few kilobytes of gzip that inflate to 64 MiB behind a header declaring 16 bytes: only
+    /// the declared bytes (plus one) are kept, the rest is counted, not allocated.
+    #[test]
+    fn gzip_bomb_is_counted_not_inflated_into_memory() {
+        let mut bytes = encode_idx(&[4, 4], &[1; 16]);
+        bytes.resize(bytes.len() + (64 << 20), 0);
+        let gz = gzip(&bytes);
+        assert!(gz.len() < 1 << 20, "{}", gz.len());
+        let err = IdxArray::parse(&gz, p()).unwrap_err().to_string();
+        assert_eq!(err, format!("x.idx: {} bytes of trailing data after the 16 the header declares", 64 << 20));
+        let (head, tail) = gunzip_idx(&gz, p()).unwrap();
+        assert_eq!((head.len(), tail), (12 + 17, (64 << 20) - 1));
     }
 
     #[test]

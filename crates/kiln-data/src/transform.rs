@@ -5,6 +5,7 @@
 //! numbers), applied here in `f32` on the CPU so that loading a data set needs no backend and
 //! gives the same bytes on every machine.
 
+use kiln_kernels::KernelError;
 use kiln_kernels::resize::{Cubic, Filter, ResizeOptions, resample_matrix};
 
 use crate::DataError;
@@ -42,6 +43,30 @@ pub fn flatten_rgba(rgba: &[u8], background: [u8; 3]) -> Vec<u8> {
     out
 }
 
+/// The most elements any one buffer of [`resize_u8`] may have: each resampling matrix
+/// (`out × in` along one axis, built in `f64`), the intermediate `out_h × w` rows and an output
+/// plane. 2²⁵ lets an 8192 × 8192 picture be resized to 4096 × 4096, while an extreme aspect
+/// ratio center-cropped to a small square (a 25 × 16417 strip resampled to 8 × 5253 before the
+/// crop: 86 million weights, 690 MB) is refused instead of exhausting memory.
+const MAX_RESIZE_ELEMENTS: usize = 1 << 25;
+
+fn check_resize_cost([h, w]: [usize; 2], [oh, ow]: [usize; 2]) -> Result<(), DataError> {
+    let biggest = [oh.checked_mul(h), ow.checked_mul(w), oh.checked_mul(w), oh.checked_mul(ow)]
+        .into_iter()
+        .try_fold(0usize, |acc, n| n.map(|n| acc.max(n)));
+    if biggest.is_none_or(|n| n > MAX_RESIZE_ELEMENTS) {
+        return Err(DataError::Resize(KernelError::OutOfRange {
+            what: "resizing",
+            allowed: "at most 2^25 (33554432) elements in each resampling matrix and plane",
+            value: format!(
+                "{h}×{w} to {oh}×{ow}, {}",
+                biggest.map_or_else(|| "more than usize::MAX".into(), |n| format!("{n} elements"))
+            ),
+        }));
+    }
+    Ok(())
+}
+
 /// Resizes channel-first `u8` images `[C, H, W]` to `[C, out_h, out_w]` with the resampling
 /// matrices of kiln-kernels; values are rounded to nearest and clamped to `0..=255` (bicubic
 /// overshoots at edges).
@@ -55,8 +80,18 @@ pub fn resize_u8(
     if [h, w] == [oh, ow] {
         return Ok(pixels.to_vec());
     }
+    check_resize_cost([h, w], [oh, ow])?;
     let rh = resample_matrix(h, oh, None, options)?; // [oh, h]
     let rw = resample_matrix(w, ow, None, options)?; // [ow, w]
+    // Where each row of R_w is nonzero: a filter's support, a few pixels wide when upscaling and
+    // about 4 · w / ow when downscaling, of a row w long.
+    let spans: Vec<(usize, usize)> = rw
+        .chunks_exact(w)
+        .map(|r| match r.iter().position(|&k| k != 0.0) {
+            Some(start) => (start, w - r.iter().rev().position(|&k| k != 0.0).unwrap_or(0)),
+            None => (0, 0),
+        })
+        .collect();
     let mut out = vec![0u8; channels * oh * ow];
     let mut rows = vec![0f32; oh * w];
     for c in 0..channels {
@@ -74,12 +109,14 @@ pub fn resize_u8(
                 }
             }
         }
-        // out = rows · R_wᵀ: [oh, ow]
+        // out = rows · R_wᵀ: [oh, ow], each dot product over the nonzero span of its weights only
+        // (the same sum: the terms left out are zeros at either end).
         let dst = &mut out[c * oh * ow..(c + 1) * oh * ow];
         for o in 0..oh {
             let row = &rows[o * w..(o + 1) * w];
-            for q in 0..ow {
-                let v: f32 = rw[q * w..(q + 1) * w].iter().zip(row).map(|(k, x)| k * x).sum();
+            for (q, &(start, end)) in spans.iter().enumerate() {
+                let weights = &rw[q * w + start..q * w + end];
+                let v: f32 = weights.iter().zip(&row[start..end]).map(|(k, x)| k * x).sum();
                 dst[o * ow + q] = v.round().clamp(0.0, 255.0) as u8;
             }
         }
@@ -151,6 +188,54 @@ mod tests {
         }
         let area = resize_u8(&img, 1, [4, 4], [2, 2], &ResizeOptions::new(Filter::Area)).unwrap();
         assert_eq!(area, vec![255, 0, 0, 255]);
+    }
+
+    /// The second pass sums each output over the nonzero span of its weights only: the bytes must
+    /// be those of the full dense product, for every filter, up and down.
+    #[test]
+    fn sparse_second_pass_matches_the_dense_product() {
+        let mut rng = crate::SplitMix64::new(5);
+        let (h, w) = (7, 29);
+        let img: Vec<u8> = (0..2 * h * w).map(|_| rng.next_u64() as u8).collect();
+        let mut filters: Vec<ResizeOptions> = Filter::ALL.into_iter().map(ResizeOptions::new).collect();
+        filters.push(default_filter());
+        for options in filters {
+            for (oh, ow) in [(3, 5), (7, 64), (11, 29), (2, 1)] {
+                let rh = resample_matrix(h, oh, None, &options).unwrap();
+                let rw = resample_matrix(w, ow, None, &options).unwrap();
+                let mut dense = Vec::new();
+                for c in 0..2 {
+                    let plane = &img[c * h * w..(c + 1) * h * w];
+                    let mut rows = vec![0f32; oh * w];
+                    for o in 0..oh {
+                        for i in 0..h {
+                            let k = rh[o * h + i];
+                            if k != 0.0 {
+                                for x in 0..w {
+                                    rows[o * w + x] += k * f32::from(plane[i * w + x]);
+                                }
+                            }
+                        }
+                    }
+                    for o in 0..oh {
+                        for q in 0..ow {
+                            let v: f32 = (0..w).map(|x| rw[q * w + x] * rows[o * w + x]).sum();
+                            dense.push(v.round().clamp(0.0, 255.0) as u8);
+                        }
+                    }
+                }
+                assert_eq!(resize_u8(&img, 2, [h, w], [oh, ow], &options).unwrap(), dense, "{options:?} {oh}×{ow}");
+            }
+        }
+    }
+
+    #[test]
+    fn resizes_too_costly_for_memory_are_refused() {
+        let err = resize_u8(&[0; 16417], 1, [1, 16417], [8, 5253], &default_filter()).unwrap_err().to_string();
+        assert!(err.contains("got 1×16417 to 8×5253, 86238501 elements"), "{err}");
+        let err = resize_u8(&[0; 4], 1, [2, 2], [usize::MAX, 3], &default_filter()).unwrap_err().to_string();
+        assert!(err.contains("more than usize::MAX"), "{err}");
+        assert_eq!(resize_u8(&[9; 2048], 1, [1, 2048], [1, 8192], &default_filter()).unwrap(), vec![9; 8192]);
     }
 
     #[test]
