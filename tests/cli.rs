@@ -175,7 +175,7 @@ fn checkpoint_errors_are_one_clear_line() {
     );
     fails_with(
         &kiln(&["sample", "--checkpoint", s(&out), "--out", s(&png)]),
-        "not a kiln checkpoint (no vae.json here)",
+        "not a kiln checkpoint (no vae.json or gan.json here)",
     );
 
     // Truncated weights.
@@ -445,4 +445,129 @@ fn resume_mistakes_are_one_clear_line() {
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
     let last = err.lines().last().unwrap_or_default();
     assert!(last.starts_with("error: ") && last.contains("optim.safetensors: not a safetensors file"), "{err}");
+}
+
+const TINY_CGAN: &str = r#"
+name = "tiny-cgan"
+seed = 3
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "gan"
+preset = "cgan28"
+ngf = 8
+ndf = 8
+[train]
+steps = 30
+batch_size = 32
+log_every = 10
+preview_every = 15
+"#;
+
+/// One tiny class-conditional GAN run shared by the GAN tests.
+fn trained_gan() -> &'static Path {
+    static RUN: OnceLock<PathBuf> = OnceLock::new();
+    RUN.get_or_init(|| {
+        let dir = scratch("train-gan");
+        let exp = dir.join("cgan.toml");
+        std::fs::write(&exp, TINY_CGAN).unwrap();
+        let out = dir.join("run");
+        let o = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+        assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+        out
+    })
+}
+
+#[test]
+fn a_conditional_gan_trains_and_samples_the_classes_asked_for() {
+    let run = trained_gan();
+    for file in ["gan.json", "generator.safetensors", "discriminator.safetensors", "samples.png", "samples-ema.png"] {
+        assert!(run.join(file).is_file(), "missing {file}");
+    }
+    let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for metric in ["d_loss", "g_loss", "d_real_acc", "d_fake_acc", "diversity"] {
+        assert!(first[metric].is_number(), "no {metric} in {first}");
+    }
+    // The preview grid has one row per digit class.
+    assert_eq!(image::open(run.join("samples-ema.png")).unwrap().height(), 10 * 30 + 2);
+
+    let out = scratch("gan-sample");
+    let sevens = out.join("sevens.png");
+    let o = kiln(&["sample", "--checkpoint", s(run), "--class", "7", "--n", "16", "--out", s(&sevens)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image::open(&sevens).unwrap().height(), 2 * 30 + 2);
+    // The class changes the images; the same class and seed give the same ones.
+    let threes = out.join("threes.png");
+    assert!(
+        kiln(&["sample", "--checkpoint", s(run), "--class", "3", "--n", "16", "--out", s(&threes)]).status.success()
+    );
+    assert_ne!(std::fs::read(&sevens).unwrap(), std::fs::read(&threes).unwrap());
+    let again = out.join("again.png");
+    assert!(
+        kiln(&["sample", "--checkpoint", s(run), "--class", "7", "--n", "16", "--out", s(&again)]).status.success()
+    );
+    assert_eq!(std::fs::read(&sevens).unwrap(), std::fs::read(&again).unwrap());
+    let truncated = out.join("truncated.png");
+    let o = kiln(&["sample", "--checkpoint", s(run), "--class", "7", "--truncation", "0.5", "--out", s(&truncated)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let strips = out.join("strips.png");
+    let o = kiln(&[
+        "interpolate",
+        "--checkpoint",
+        s(run),
+        "--steps",
+        "5",
+        "--rows",
+        "3",
+        "--class",
+        "1,4",
+        "--out",
+        s(&strips),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image::open(&strips).unwrap().width(), 5 * 30 + 2);
+
+    fails_with(&kiln(&["sample", "--checkpoint", s(run), "--class", "10", "--out", s(&sevens)]), "--class 10");
+    fails_with(&kiln(&["sample", "--checkpoint", s(run), "--truncation=-1", "--out", s(&sevens)]), "--truncation -1");
+    fails_with(&kiln(&["reconstruct", "--checkpoint", s(run), "--out", s(&out.join("r.png"))]), "no encoder");
+    // A VAE takes no class.
+    fails_with(&kiln(&["sample", "--checkpoint", s(trained()), "--class", "1", "--out", s(&sevens)]), "--class");
+}
+
+#[test]
+fn a_gan_trains_on_the_emoji_sheet_conditioned_on_its_categories() {
+    let dir = scratch("gan-emoji");
+    let exp = dir.join("emoji.toml");
+    let text = r#"
+name = "tiny-sagan"
+[data]
+format = "emoji"
+path = "datasets/emoji-32"
+[model]
+family = "gan"
+preset = "sagan32"
+ngf = 4
+ndf = 4
+conditional = true
+[train]
+steps = 2
+batch_size = 8
+[train.gan]
+d_optim = { lr = 1e-4 }
+"#;
+    std::fs::write(&exp, text).unwrap();
+    let out = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("gan.json")).unwrap()).unwrap();
+    // emoji-data's ten categories, Component and Flags included.
+    let classes = config["num_classes"].as_u64().unwrap();
+    assert_eq!(classes, 10, "{config}");
+    assert_eq!(config["attention"], 16);
+    let grid = image::open(out.join("samples-ema.png")).unwrap();
+    assert_eq!((grid.width(), grid.height()), (8 * 34 + 2, classes as u32 * 34 + 2));
 }

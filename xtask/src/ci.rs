@@ -23,9 +23,11 @@ pub fn run_ci(no_tests: bool) -> Result<()> {
             "-p",
             "kiln-vae",
             "-p",
+            "kiln-gan",
+            "-p",
             "kiln-kernels",
             "--features",
-            "kiln-vae/test-ndarray,kiln-kernels/test-ndarray",
+            "kiln-vae/test-ndarray,kiln-gan/test-ndarray,kiln-kernels/test-ndarray",
         ],
     )?;
     // The other backends must compile (no GPU here: checking is enough). One check with all of

@@ -16,7 +16,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
-/// Generative image models on burn: VAEs today; VQ-VAEs, GANs, DRAW and a small DALL·E to come.
+/// Generative image models on burn: VAEs and GANs today; VQ-VAEs, DRAW and a small DALL·E to come.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -58,7 +58,7 @@ enum Command {
         #[arg(long)]
         quiet: bool,
     },
-    /// Draw samples from a trained model's prior.
+    /// Draw samples from a trained model's prior (a conditional GAN: of the classes asked for).
     Sample {
         /// A run directory written by `kiln train`.
         #[arg(long)]
@@ -75,6 +75,13 @@ enum Command {
         /// Seed of the latent noise (the same seed gives the same samples on every backend).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Class(es) of a conditional model, e.g. `--class 7` or `--class 0,3` (grid rows cycle
+        /// through them); by default every class in turn.
+        #[arg(long = "class", value_delimiter = ',')]
+        classes: Vec<usize>,
+        /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
+        #[arg(long)]
+        truncation: Option<f64>,
         /// Device: cpu, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -117,6 +124,13 @@ enum Command {
         /// Seed of the endpoint latents.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Class(es) of a conditional model, e.g. `--class 7` or `--class 0,3` (strips cycle
+        /// through them); by default strip r has class r.
+        #[arg(long = "class", value_delimiter = ',')]
+        classes: Vec<usize>,
+        /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
+        #[arg(long)]
+        truncation: Option<f64>,
         /// Device: cpu, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -169,14 +183,17 @@ fn main() -> ExitCode {
         Command::Train { experiment, resume, device, out, steps, epochs, time_budget, seed, quiet } => {
             train::run(train::TrainArgs { experiment, resume, out, steps, epochs, time_budget, seed, quiet }, &device)
         }
-        Command::Sample { checkpoint, n, out, format, seed, device } => {
-            device::run_on(&device, generate::Sample { checkpoint, n, out, format, seed })
+        Command::Sample { checkpoint, n, out, format, seed, classes, truncation, device } => {
+            device::run_on(&device, generate::Sample { checkpoint, n, out, format, seed, classes, truncation })
         }
         Command::Reconstruct { checkpoint, data, n, out, device } => {
             device::run_on(&device, generate::Reconstruct { checkpoint, data, n, out })
         }
-        Command::Interpolate { checkpoint, steps, rows, path, out, seed, device } => {
-            device::run_on(&device, generate::Interpolate { checkpoint, steps, rows, path, out, seed })
+        Command::Interpolate { checkpoint, steps, rows, path, out, seed, classes, truncation, device } => {
+            device::run_on(
+                &device,
+                generate::Interpolate { checkpoint, steps, rows, path, out, seed, classes, truncation },
+            )
         }
         Command::Data { command } => data_cmd::run(command),
         Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),

@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_data::{Batcher, ImageSet, Mnist, Range, Split, gather};
-use kiln_train::{LoopConfig, StopReason, fit};
+use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Range, Split, gather};
+use kiln_gan::GanTask;
+use kiln_train::{LoopConfig, StopReason, Summary, fit};
 use kiln_vae::{Vae, VaeTask, VaeTaskConfig};
 
 use crate::device::{self, Job};
-use crate::experiment::{DataFormat, Experiment, ModelSpec};
+use crate::experiment::{DataFormat, Experiment, GanSpec, ModelSpec, VaeSpec};
 
 /// Arguments of `kiln train` other than the device.
 pub struct TrainArgs {
@@ -109,11 +110,16 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
     device::run_on(device, TrainJob { exp, out, resume, stop, quiet: args.quiet, train, test })
 }
 
+/// The training and test images. Emoji has one split, used for both.
 fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
     match exp.data.format {
         DataFormat::Mnist => {
             let load = |split| Mnist::load(&exp.data.path, split).context("data.path");
             Ok((Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?)))
+        }
+        DataFormat::Emoji => {
+            let set = Arc::new(EmojiSet::load(&exp.data.path).context("data.path")?.images);
+            Ok((set.clone(), set))
         }
     }
 }
@@ -131,84 +137,158 @@ struct TrainJob {
 impl Job for TrainJob {
     fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
         let TrainJob { exp, out, resume, stop, quiet, train, test } = self;
-        let ModelSpec::Vae(spec) = &exp.model;
-        let config = spec.config()?;
-        let (c, s) = (config.channels, config.image_size);
-        anyhow::ensure!(
-            (train.channels, train.height, train.width) == (c, s, s),
-            "{}: images are {}×{}×{} but the model expects {c}×{s}×{s} (model.preset / image size)",
-            exp.data.path.display(),
-            train.channels,
-            train.height,
-            train.width
-        );
         let batch_size = exp.train.batch_size;
         anyhow::ensure!(
             batch_size <= train.len,
             "train.batch_size = {batch_size}: larger than the {} training images",
             train.len
         );
-        std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
-        write_run_info(&exp, &out, device_name, resume)?;
+        let run = Run { loop_config: loop_config(&exp, &out, resume, stop, quiet), exp: &exp, device_name, train };
+        match &exp.model {
+            ModelSpec::Vae(spec) => run.vae::<B>(spec, &test, &device),
+            ModelSpec::Gan(spec) => run.gan::<B>(spec, &device),
+        }
+    }
+}
 
-        B::seed(&device, exp.seed);
+/// What every family's training shares: the experiment, the loop settings, the training images.
+struct Run<'a> {
+    exp: &'a Experiment,
+    loop_config: LoopConfig,
+    device_name: &'a str,
+    train: Arc<ImageSet>,
+}
+
+impl Run<'_> {
+    /// Checks the images fit a model of `channels`×`size`×`size`, makes the run directory and
+    /// records the run.
+    fn prepare(&self, channels: usize, size: usize) -> Result<()> {
+        let (exp, train) = (self.exp, &self.train);
+        anyhow::ensure!(
+            (train.channels, train.height, train.width) == (channels, size, size),
+            "{}: images are {}×{}×{} but the model expects {channels}×{size}×{size} (model.preset / image size)",
+            exp.data.path.display(),
+            train.channels,
+            train.height,
+            train.width
+        );
+        let out = &self.loop_config.out_dir;
+        std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
+        write_run_info(exp, out, self.device_name, self.loop_config.resume)?;
+        let verb = if self.loop_config.resume { "resuming" } else { "training" };
+        eprintln!(
+            "kiln: {verb} {} ({}) on {}: {} steps of {} images ({} training images) → {}",
+            exp.name,
+            exp.model.family(),
+            self.device_name,
+            exp.train.steps,
+            exp.train.batch_size,
+            train.len,
+            out.display()
+        );
+        Ok(())
+    }
+
+    fn vae<B: AutodiffBackend>(self, spec: &VaeSpec, test: &ImageSet, device: &B::Device) -> Result<()> {
+        let exp = self.exp;
+        let config = spec.config()?;
+        self.prepare(config.channels, config.image_size)?;
+        B::seed(device, exp.seed);
         let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
         let fixed_n = PREVIEW_RECON.min(test.len) / 8 * 8;
         let fixed =
-            gather::<B::InnerBackend>(&test, &(0..fixed_n.max(1)).collect::<Vec<_>>(), Range::ZeroOne, &inner).images;
-        let task_config =
-            VaeTaskConfig { optim: exp.train.optim.clone(), ema_decay: exp.train.ema_decay, ..Default::default() };
-        let mut task = VaeTask::<B>::new(config, &task_config, exp.train.steps, fixed, &device)?;
-        let mut batches = Batcher::new(train.clone(), batch_size, Range::ZeroOne, exp.seed)?.on::<B>(&device);
-
-        eprintln!(
-            "kiln: {} {} on {device_name}: {} steps of {batch_size} images ({} train / {} test) → {}",
-            if resume { "resuming" } else { "training" },
-            exp.name,
-            exp.train.steps,
-            train.len,
-            test.len,
-            out.display()
-        );
-        let loop_config = LoopConfig {
-            steps: exp.train.steps,
-            time_budget: exp.train.time_budget_s.map(Duration::from_secs_f64),
-            log_every: exp.train.log_every,
-            preview_every: exp.train.preview_every,
-            checkpoint_every: exp.train.checkpoint_every,
-            keep_checkpoints: exp.train.keep_checkpoints,
-            seed: exp.seed,
-            resume,
-            stop: Some(stop),
-            out_dir: out.clone(),
-            progress: !quiet,
+            gather::<B::InnerBackend>(test, &(0..fixed_n.max(1)).collect::<Vec<_>>(), Range::ZeroOne, &inner).images;
+        let task_config = VaeTaskConfig {
+            optim: exp.train.optim.clone().unwrap_or_default(),
+            ema_decay: exp.train.ema_decay,
+            ..Default::default()
         };
-        let summary = fit(&mut task, &mut batches, &loop_config)?;
+        let mut task = VaeTask::<B>::new(config, &task_config, exp.train.steps, fixed, device)?;
+        let mut batches =
+            Batcher::new(self.train.clone(), exp.train.batch_size, Range::ZeroOne, exp.seed)?.on::<B>(device);
+        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
 
+        let out = &self.loop_config.out_dir;
         let model = task.sampling_model();
-        let nelbo = test_nelbo(&model, &test, batch_size, &inner);
+        let nelbo = test_nelbo(&model, test, exp.train.batch_size, &inner);
         let eval =
             serde_json::json!({ "split": "test", "images": test.len, "neg_elbo_nats": nelbo, "samples_per_image": 1 });
         kiln_core::atomic_write(&out.join("eval.json"), serde_json::to_string_pretty(&eval)?.as_bytes())?;
-        let why = match summary.stopped_by {
-            StopReason::Steps => String::new(),
-            StopReason::Time => " (time budget reached; --resume continues)".into(),
-            StopReason::Signal => " (stopped; --resume continues)".into(),
-        };
+        report(exp, &summary, &format!("; test negative ELBO {nelbo:.2} nats/image"));
         eprintln!(
-            "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s); test negative ELBO {nelbo:.2} nats/image\n\
-             kiln: checkpoint: {}\n\
-             kiln: samples: {}  reconstructions: {}",
-            summary.steps,
-            exp.train.steps,
-            summary.wall_s,
-            summary.examples_per_s,
-            summary.checkpoint.display(),
+            "kiln: samples: {}  reconstructions: {}",
             out.join("samples.png").display(),
             out.join("reconstructions.png").display()
         );
         Ok(())
     }
+
+    fn gan<B: AutodiffBackend>(self, spec: &GanSpec, device: &B::Device) -> Result<()> {
+        let exp = self.exp;
+        let classes = class_count(&self.train)?;
+        let config = spec.config(classes)?;
+        let settings = spec.settings(exp.train.gan.as_ref(), exp.train.ema_decay)?;
+        self.prepare(config.channels, config.image_size)?;
+        B::seed(device, exp.seed);
+        let ema = settings.ema_decay.is_some();
+        let mut task = GanTask::<B>::new(config, settings, exp.train.steps, device)?;
+        // The generator ends in tanh: real images are scaled to the same [−1, 1].
+        let mut batches =
+            Batcher::new(self.train.clone(), exp.train.batch_size, Range::MinusOneOne, exp.seed)?.on::<B>(device);
+        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
+        report(exp, &summary, "");
+        let out = &self.loop_config.out_dir;
+        let grid = if ema { "samples-ema.png" } else { "samples.png" };
+        eprintln!("kiln: samples: {}", out.join(grid).display());
+        Ok(())
+    }
+}
+
+/// The number of classes in a labelled set (largest label + 1), `None` for an unlabelled one.
+fn class_count(set: &ImageSet) -> Result<Option<usize>> {
+    let Some(&max) = set.labels.iter().max() else { return Ok(None) };
+    let k = max as usize + 1;
+    anyhow::ensure!(k <= 10_000, "data: label {max} — more than 10,000 classes is not a class-conditional set");
+    Ok(Some(k))
+}
+
+fn loop_config(
+    exp: &Experiment,
+    out: &std::path::Path,
+    resume: bool,
+    stop: Arc<AtomicBool>,
+    quiet: bool,
+) -> LoopConfig {
+    LoopConfig {
+        steps: exp.train.steps,
+        time_budget: exp.train.time_budget_s.map(Duration::from_secs_f64),
+        log_every: exp.train.log_every,
+        preview_every: exp.train.preview_every,
+        checkpoint_every: exp.train.checkpoint_every,
+        keep_checkpoints: exp.train.keep_checkpoints,
+        seed: exp.seed,
+        resume,
+        stop: Some(stop),
+        out_dir: out.to_path_buf(),
+        progress: !quiet,
+    }
+}
+
+/// The closing lines every run prints.
+fn report(exp: &Experiment, summary: &Summary, extra: &str) {
+    let why = match summary.stopped_by {
+        StopReason::Steps => "",
+        StopReason::Time => " (time budget reached; --resume continues)",
+        StopReason::Signal => " (stopped; --resume continues)",
+    };
+    eprintln!(
+        "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}",
+        summary.steps,
+        exp.train.steps,
+        summary.wall_s,
+        summary.examples_per_s,
+        summary.checkpoint.display(),
+    );
 }
 
 /// The negative ELBO (β = 1, one posterior sample per image) averaged over the whole test split.

@@ -48,7 +48,7 @@ pub use idx::{IdxArray, encode_idx, read_idx};
 pub use images::ImageSet;
 pub use manifest::{DataFormat, Manifest, ManifestFile};
 pub use mnist::{Mnist, Split};
-pub use rng::SplitMix64;
+pub use rng::{SplitMix64, standard_normal};
 pub use transform::{Fit, default_filter, fit_u8, flatten_rgba, resize_u8};
 
 /// A deterministic mini-fuzzer: thousands of corrupted inputs (bytes flipped, truncated,

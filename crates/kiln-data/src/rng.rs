@@ -32,12 +32,42 @@ impl SplitMix64 {
         ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
+    /// A uniform number in the open interval (0, 1), from the top 53 bits.
+    pub fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
+    }
+
+    /// A standard normal number (Box–Muller, one draw per pair of uniforms): the same on every
+    /// backend and machine, which is what seeded sampling of a trained model needs.
+    pub fn normal(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+
     /// Shuffles `items` in place (Fisher–Yates).
     pub fn shuffle<T>(&mut self, items: &mut [T]) {
         for i in (1..items.len()).rev() {
             items.swap(i, self.below(i + 1));
         }
     }
+}
+
+/// `n` standard normal numbers from `seed` (see [`SplitMix64::normal`]); with `truncation =
+/// Some(τ)`, each draw outside `[−τ, τ]` is redrawn (the truncation trick of BigGAN, Brock et al.
+/// 2018). `τ` must be positive and finite.
+pub fn standard_normal(n: usize, seed: u64, truncation: Option<f64>) -> Vec<f32> {
+    let mut rng = SplitMix64::new(seed);
+    (0..n)
+        .map(|_| {
+            loop {
+                let x = rng.normal();
+                match truncation {
+                    Some(tau) if x.abs() > tau => continue,
+                    _ => break x as f32,
+                }
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -53,6 +83,18 @@ mod tests {
         assert_ne!(v, (0..100).collect::<Vec<_>>());
         v.sort_unstable();
         assert_eq!(v, (0..100).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn normal_draws_are_standard_and_truncation_holds() {
+        let z = standard_normal(20_000, 1, None);
+        let mean = z.iter().sum::<f32>() / z.len() as f32;
+        let var = z.iter().map(|x| (x - mean).powi(2)).sum::<f32>() / z.len() as f32;
+        assert!(mean.abs() < 0.03 && (var - 1.0).abs() < 0.05, "{mean} {var}");
+        let t = standard_normal(5_000, 1, Some(0.5));
+        assert!(t.iter().all(|x| x.abs() <= 0.5));
+        // Truncated to ±0.5 the variance is far below 1 (about 0.08).
+        assert!(t.iter().map(|x| x * x).sum::<f32>() / 5_000.0 < 0.1);
     }
 
     #[test]

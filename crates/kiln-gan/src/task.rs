@@ -8,7 +8,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
-use kiln_data::{ImageBatch, SplitMix64};
+use kiln_data::{ImageBatch, standard_normal};
 use kiln_optim::{Decay, Optim, OptimConfig, load_module, save_module, zip_map_params};
 use serde::{Deserialize, Serialize};
 
@@ -24,6 +24,8 @@ pub const LIVE_GENERATOR_FILE: &str = "live-generator.safetensors";
 const G_OPTIM_FILE: &str = "g-optim.safetensors";
 const D_OPTIM_FILE: &str = "d-optim.safetensors";
 const COUNTERS_FILE: &str = "gan-state.json";
+/// Mixed into the preview seed so the preview noise is not the stream `kiln sample --seed` draws.
+const PREVIEW_NOISE_STREAM: u64 = 0x6A09_E667_F3BC_C908;
 
 /// How a GAN is trained, as written under `[train]` in an experiment file.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -232,7 +234,10 @@ impl<B: AutodiffBackend> GanTask<B> {
         };
         let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
         let fixed_z = Tensor::from_data(
-            TensorData::new(normal_noise(count * config.nz, settings.preview_seed), [count, config.nz]),
+            TensorData::new(
+                standard_normal(count * config.nz, settings.preview_seed ^ PREVIEW_NOISE_STREAM, None),
+                [count, config.nz],
+            ),
             &inner,
         );
         let fixed_labels = labels.map(|l| Tensor::from_data(TensorData::new(l, [count]), &inner));
@@ -287,18 +292,6 @@ impl<B: AutodiffBackend> GanTask<B> {
         self.ema = Some(zip_map_params(ema, &live, |e, w| e.mul_scalar(d) + w.mul_scalar(1.0 - d)));
         self.counters.ema_updates += 1;
     }
-}
-
-/// Standard normal values from a seeded host generator (Box–Muller).
-fn normal_noise(n: usize, seed: u64) -> Vec<f32> {
-    let mut rng = SplitMix64::new(seed ^ 0x6A09_E667_F3BC_C908);
-    let mut uniform = || ((rng.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64;
-    (0..n)
-        .map(|_| {
-            let (u1, u2) = (uniform(), uniform());
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()) as f32
-        })
-        .collect()
 }
 
 /// Mean pairwise L2 distance among the fakes divided by the same among the reals, over pairs of
