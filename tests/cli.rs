@@ -571,3 +571,42 @@ d_optim = { lr = 1e-4 }
     let grid = image::open(out.join("samples-ema.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (8 * 34 + 2, classes as u32 * 34 + 2));
 }
+
+#[test]
+fn eval_scores_a_model_next_to_the_real_data_floor() {
+    let run = trained();
+    let out = scratch("eval");
+    let json = out.join("eval.json");
+    let o = kiln(&["eval", "--checkpoint", s(run), "--n", "300", "--out", s(&json)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(e["extractor"]["name"], "mnist");
+    assert_eq!(e["model"]["images"], 300);
+    assert_eq!(e["reference"]["images"], 2250);
+    let (model, floor) = (&e["model"], &e["real_floor"]);
+    // Real digits against real digits sit far below a 40-step VAE's blurry samples.
+    assert!(floor["fid"].as_f64().unwrap() < model["fid"].as_f64().unwrap(), "{e}");
+    assert!(floor["precision"].as_f64().unwrap() > 0.5 && floor["recall"].as_f64().unwrap() > 0.5, "{e}");
+    // Real digits are confidently and evenly classified: IS near the 10 classes.
+    assert!(floor["inception_score"].as_f64().unwrap() > 7.0, "{e}");
+    // The same experiment trained again with the same seed, then scored, gives the same numbers.
+    let exp = out.join("tiny.toml");
+    std::fs::write(&exp, TINY).unwrap();
+    let rerun = out.join("rerun");
+    assert!(kiln(&["train", s(&exp), "--out", s(&rerun), "--quiet"]).status.success());
+    let again = out.join("again.json");
+    assert!(kiln(&["eval", "--checkpoint", s(&rerun), "--n", "300", "--out", s(&again)]).status.success());
+    let a: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&again).unwrap()).unwrap();
+    assert_eq!(a["model"], e["model"]);
+    assert_eq!(a["real_floor"], e["real_floor"]);
+
+    // A conditional GAN is also scored on whether it draws the classes it is asked for.
+    let o = kiln(&["eval", "--checkpoint", s(trained_gan()), "--n", "100", "--out", s(&json)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert!((0.0..=1.0).contains(&e["model"]["class_accuracy"].as_f64().unwrap()), "{e}");
+
+    fails_with(&kiln(&["eval", "--checkpoint", s(run), "--extractor", "imagenet"]), "--extractor imagenet");
+    fails_with(&kiln(&["eval", "--checkpoint", s(run), "--extractor", "emoji32"]), "3×32×32");
+    fails_with(&kiln(&["eval", "--checkpoint", s(run), "--n", "1"]), "--n 1");
+}

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
+use kiln_features::FeatureNetConfig;
 use kiln_gan::{GanConfig, GanTaskConfig, Norm};
 use kiln_optim::OptimConfig;
 use kiln_vae::{Likelihood, VaeConfig};
@@ -61,6 +62,31 @@ pub enum ModelSpec {
     Vae(VaeSpec),
     /// A GAN (`kiln-gan`): DCGAN, class-conditional, SAGAN.
     Gan(GanSpec),
+    /// A classifier whose features score generators (`kiln-features`; `cargo xtask features`).
+    Classifier(ClassifierSpec),
+}
+
+/// A feature-network classifier: its shape; the classes come from the data.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClassifierSpec {
+    /// Channels of each stride-2 convolution (default [32, 64, 128]).
+    pub widths: Option<Vec<usize>>,
+    /// Width of the feature layer (default 128).
+    pub feature_dim: Option<usize>,
+}
+
+impl ClassifierSpec {
+    /// The config for images of `channels`×`size`×`size` in `classes` classes, validated.
+    pub fn config(&self, channels: usize, size: usize, classes: usize) -> Result<FeatureNetConfig> {
+        let mut c = FeatureNetConfig::new(channels, size, classes);
+        if let Some(w) = &self.widths {
+            c.widths = w.clone();
+        }
+        c.feature_dim = self.feature_dim.unwrap_or(c.feature_dim);
+        c.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
+        Ok(c)
+    }
 }
 
 impl ModelSpec {
@@ -69,6 +95,7 @@ impl ModelSpec {
         match self {
             Self::Vae(_) => "vae",
             Self::Gan(_) => "gan",
+            Self::Classifier(_) => "classifier",
         }
     }
 }
@@ -266,10 +293,19 @@ impl Experiment {
             "name = {:?}: use letters, digits, '-', '_' and '.' (it names a directory)",
             self.name
         );
+        if !matches!(self.model, ModelSpec::Gan(_)) {
+            anyhow::ensure!(
+                t.gan.is_none(),
+                "[train.gan] is for family = \"gan\"; family = \"{}\" takes [train.optim]",
+                self.model.family()
+            );
+        }
         match &self.model {
             ModelSpec::Vae(v) => {
-                anyhow::ensure!(t.gan.is_none(), "[train.gan] is for family = \"gan\"; a VAE takes [train.optim]");
                 v.config()?;
+            }
+            ModelSpec::Classifier(c) => {
+                c.config(1, 8, 2)?;
             }
             ModelSpec::Gan(g) => {
                 anyhow::ensure!(
@@ -447,6 +483,6 @@ steps = 10
         let err = Experiment::parse(&GOOD.replace("steps = 10", "steps = 10\n[train.gan]\nn_critic = 2"))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("[train.gan] is for family"), "{err}");
+        assert!(err.contains("[train.gan] is for family = \"gan\""), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 mod checkpoint;
 mod data_cmd;
 mod device;
+mod eval;
 mod experiment;
 mod generate;
 mod resize;
@@ -135,6 +136,30 @@ enum Command {
         #[arg(long, default_value = "cpu")]
         device: String,
     },
+    /// Score a trained model: FID, KID, Inception Score, precision/recall against the real data,
+    /// next to the floor two disjoint halves of the real data reach. Writes JSON.
+    Eval {
+        /// A run directory written by `kiln train` (or one of its checkpoints/step-N).
+        #[arg(long)]
+        checkpoint: PathBuf,
+        /// Samples to draw (default: as many as the real half they are compared with, so model and
+        /// floor are measured with the same counts).
+        #[arg(long)]
+        n: Option<usize>,
+        /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights) or a
+        /// directory with features.json + features.safetensors. Default: the one for the run's data.
+        #[arg(long)]
+        extractor: Option<String>,
+        /// The JSON file to write (default: RUN/eval-<extractor>.json).
+        #[arg(long)]
+        out: Option<PathBuf>,
+        /// Seed of the latents (and of KID's subsets).
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        #[arg(long, default_value = "cpu")]
+        device: String,
+    },
     /// Download, verify and list data sets (`kiln data fetch NAME`, `kiln data ls`).
     Data {
         #[command(subcommand)]
@@ -194,6 +219,9 @@ fn main() -> ExitCode {
                 &device,
                 generate::Interpolate { checkpoint, steps, rows, path, out, seed, classes, truncation },
             )
+        }
+        Command::Eval { checkpoint, n, extractor, out, seed, device } => {
+            device::run_on(&device, eval::Eval { checkpoint, n, extractor, out, seed })
         }
         Command::Data { command } => data_cmd::run(command),
         Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),

@@ -8,12 +8,13 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Range, Split, gather};
+use kiln_features::{ClassifierTask, accuracy};
 use kiln_gan::GanTask;
 use kiln_train::{LoopConfig, StopReason, Summary, fit};
 use kiln_vae::{Vae, VaeTask, VaeTaskConfig};
 
 use crate::device::{self, Job};
-use crate::experiment::{DataFormat, Experiment, GanSpec, ModelSpec, VaeSpec};
+use crate::experiment::{ClassifierSpec, DataFormat, Experiment, GanSpec, ModelSpec, VaeSpec};
 
 /// Arguments of `kiln train` other than the device.
 pub struct TrainArgs {
@@ -147,6 +148,7 @@ impl Job for TrainJob {
         match &exp.model {
             ModelSpec::Vae(spec) => run.vae::<B>(spec, &test, &device),
             ModelSpec::Gan(spec) => run.gan::<B>(spec, &device),
+            ModelSpec::Classifier(spec) => run.classifier::<B>(spec, &test, &device),
         }
     }
 }
@@ -240,6 +242,43 @@ impl Run<'_> {
         let out = &self.loop_config.out_dir;
         let grid = if ema { "samples-ema.png" } else { "samples.png" };
         eprintln!("kiln: samples: {}", out.join(grid).display());
+        Ok(())
+    }
+}
+
+impl Run<'_> {
+    fn classifier<B: AutodiffBackend>(self, spec: &ClassifierSpec, test: &ImageSet, device: &B::Device) -> Result<()> {
+        let exp = self.exp;
+        let classes = class_count(&self.train)?
+            .with_context(|| format!("{}: the images have no labels to classify", exp.data.path.display()))?;
+        let config = spec.config(self.train.channels, self.train.height, classes)?;
+        anyhow::ensure!(
+            self.train.height == self.train.width,
+            "{}: images are {}×{}; the classifier takes square images",
+            exp.data.path.display(),
+            self.train.height,
+            self.train.width
+        );
+        self.prepare(config.channels, config.image_size)?;
+        B::seed(device, exp.seed);
+        let optim = exp.train.optim.clone().unwrap_or_default();
+        let mut task = ClassifierTask::<B>::new(config, optim, exp.train.steps, device)?;
+        let mut batches =
+            Batcher::new(self.train.clone(), exp.train.batch_size, Range::ZeroOne, exp.seed)?.on::<B>(device);
+        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
+        let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+        let net = task.net();
+        // Emoji has one split: its accuracy is on the training images, and says so.
+        let split = if exp.data.format == DataFormat::Emoji { "train" } else { "test" };
+        let acc = accuracy(&net, test, 256, &inner);
+        let train_acc = accuracy(&net, &self.train, 256, &inner);
+        let eval =
+            serde_json::json!({ "split": split, "images": test.len, "accuracy": acc, "train_accuracy": train_acc });
+        kiln_core::atomic_write(
+            &self.loop_config.out_dir.join("eval.json"),
+            serde_json::to_string_pretty(&eval)?.as_bytes(),
+        )?;
+        report(exp, &summary, &format!("; {split} accuracy {:.2} %", 100.0 * acc));
         Ok(())
     }
 }

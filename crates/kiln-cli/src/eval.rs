@@ -1,0 +1,249 @@
+//! `kiln eval`: a trained generator's FID, KID, Inception Score and precision/recall, next to the
+//! same metrics between two disjoint halves of the real data (the floor a perfect model would
+//! reach with this many images), all through one named feature extractor.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::activation::softmax;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Tensor, TensorData};
+use kiln_data::{EmojiSet, ImageSet, Mnist, Range, Split, SplitMix64, gather, standard_normal};
+use kiln_features::FeatureNet;
+use kiln_metrics::{
+    DEFAULT_K, DEFAULT_SPLITS, FeatureStats, KidConfig, Rows, fid, inception_score, kid, precision_recall,
+};
+use serde_json::json;
+
+use crate::checkpoint::{self, Model};
+use crate::device::Job;
+use crate::experiment::{DataFormat, Experiment};
+
+/// `kiln eval`.
+pub struct Eval {
+    pub checkpoint: PathBuf,
+    pub n: Option<usize>,
+    pub extractor: Option<String>,
+    pub out: Option<PathBuf>,
+    pub seed: u64,
+}
+
+/// Seed of the fixed shuffle that splits the real images into reference and floor halves.
+const SPLIT_SEED: u64 = 0x5EED_F1D0;
+
+/// Images per forward pass.
+const BATCH: usize = 250;
+
+/// Features, class probabilities and predicted classes of a set of images, row after row.
+struct Extracted {
+    features: Vec<f32>,
+    probs: Vec<f32>,
+    predicted: Vec<usize>,
+    count: usize,
+}
+
+impl Extracted {
+    fn new() -> Self {
+        Self { features: Vec::new(), probs: Vec::new(), predicted: Vec::new(), count: 0 }
+    }
+
+    /// Runs `net` on images in `[0, 1]` `[N, C, S, S]` and appends the results.
+    fn push<B: Backend>(&mut self, net: &FeatureNet<B>, images: Tensor<B, 4>) -> Result<()> {
+        let n = images.dims()[0];
+        let features = net.features(images); // [N, F]
+        let probs = softmax(net.head(features.clone()), 1); // [N, K]
+        let k = probs.dims()[1];
+        let probs: Vec<f32> = probs.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        self.predicted.extend(
+            probs
+                .chunks_exact(k)
+                .map(|row| row.iter().enumerate().fold(0, |best, (i, &p)| if p > row[best] { i } else { best })),
+        );
+        self.probs.extend(probs);
+        self.features
+            .extend(features.into_data().convert::<f32>().to_vec::<f32>().map_err(|e| anyhow::anyhow!("{e:?}"))?);
+        self.count += n;
+        Ok(())
+    }
+}
+
+/// The metrics of one set against the reference set.
+fn compare(
+    reference: &Extracted,
+    other: &Extracted,
+    dim: usize,
+    classes: usize,
+    seed: u64,
+) -> Result<serde_json::Value> {
+    let (r, o) = (Rows::new(&reference.features, reference.count, dim)?, Rows::new(&other.features, other.count, dim)?);
+    let distance = fid(
+        &FeatureStats::from_rows(&reference.features, reference.count, dim)?,
+        &FeatureStats::from_rows(&other.features, other.count, dim)?,
+    )?;
+    let subset_size = 1000.min(reference.count).min(other.count);
+    let kid = kid(r, o, &KidConfig { subset_size, subsets: 50, seed })?;
+    let pr = precision_recall(r, o, DEFAULT_K)?;
+    let is = inception_score(Rows::new(&other.probs, other.count, classes)?, DEFAULT_SPLITS)?;
+    Ok(json!({
+        "images": other.count,
+        "fid": distance,
+        "kid": kid.mean,
+        "kid_std": kid.std,
+        "kid_subset_size": subset_size,
+        "inception_score": is.mean,
+        "inception_score_std": is.std,
+        "precision": pr.precision,
+        "recall": pr.recall,
+    }))
+}
+
+impl Job for Eval {
+    fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
+        let device: burn::tensor::Device<B::InnerBackend> = device;
+        let model = checkpoint::load::<B::InnerBackend>(&self.checkpoint, &device)?;
+        let run_dir = run_dir_of(&self.checkpoint)?;
+        let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
+        let real = match exp.data.format {
+            DataFormat::Mnist => Mnist::load(&exp.data.path, Split::Train)?,
+            DataFormat::Emoji => EmojiSet::load(&exp.data.path)?.images,
+        };
+        let name = self.extractor.clone().unwrap_or_else(|| {
+            match exp.data.format {
+                DataFormat::Mnist => "mnist",
+                DataFormat::Emoji => "emoji32",
+            }
+            .to_string()
+        });
+        let dir = match kiln_features::bundled(&name) {
+            Some(dir) => {
+                ensure!(
+                    dir.join(kiln_features::CONFIG_FILE).is_file(),
+                    "--extractor {name}: its weights are missing from {} (`cargo xtask features {name}` builds them)",
+                    dir.display()
+                );
+                dir
+            }
+            None => {
+                let dir = PathBuf::from(&name);
+                ensure!(
+                    dir.join(kiln_features::CONFIG_FILE).is_file(),
+                    "--extractor {name}: not a bundled extractor ({}) nor a directory holding {}",
+                    kiln_features::BUNDLED.join(", "),
+                    kiln_features::CONFIG_FILE
+                );
+                dir
+            }
+        };
+        let (fconfig, net) = FeatureNet::<B::InnerBackend>::load(&dir, &device)?;
+        let (c, s) = (fconfig.channels, fconfig.image_size);
+        ensure!(
+            (real.channels, real.height, real.width) == (c, s, s),
+            "--extractor {name} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
+            exp.data.path.display(),
+            real.channels,
+            real.height,
+            real.width
+        );
+
+        // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
+        // sample are interleaved by class, so a split by position could split by class): the
+        // first is the reference every set is measured against, the second gives the floor — what
+        // a model that drew real images would score.
+        let mut order: Vec<usize> = (0..real.len).collect();
+        SplitMix64::new(SPLIT_SEED).shuffle(&mut order);
+        let (first, second) = order.split_at(real.len / 2);
+        let n = self.n.unwrap_or(second.len());
+        ensure!(n >= 2, "--n {n}: at least two samples are needed");
+        let reference = extract_real(&net, &real, first, &device)?;
+        let floor = extract_real(&net, &real, second, &device)?;
+
+        let k = model.classes();
+        let fakes = extract_fake(&net, &model, n, self.seed, &device)?;
+        let dim = fconfig.feature_dim;
+        let mut model_scores = compare(&reference, &fakes, dim, fconfig.classes, self.seed)?;
+        if k > 0 && k == fconfig.classes {
+            // A conditional model asked for class i % k: how often does the classifier agree?
+            let hits = fakes.predicted.iter().enumerate().filter(|&(i, &p)| p == i % k).count();
+            model_scores["class_accuracy"] = json!(hits as f64 / n as f64);
+        }
+        let floor_scores = compare(&reference, &floor, dim, fconfig.classes, self.seed)?;
+        let result = json!({
+            "checkpoint": self.checkpoint.display().to_string(),
+            "experiment": exp.name,
+            "device": device_name,
+            "seed": self.seed,
+            "extractor": { "name": name, "path": dir.display().to_string(), "feature_dim": dim, "classes": fconfig.classes },
+            "reference": { "data": exp.data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
+            "model": model_scores,
+            "real_floor": floor_scores,
+        });
+        let text = serde_json::to_string_pretty(&result)?;
+        let out = self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(&name))));
+        kiln_core::atomic_write(&out, text.as_bytes())?;
+        println!("{text}");
+        let line = |label: &str, v: &serde_json::Value| {
+            eprintln!(
+                "kiln: {label:<10} FID {:>8.3}  KID {:>8.5}  IS {:>6.3}  precision {:.3}  recall {:.3}",
+                v["fid"].as_f64().unwrap_or(f64::NAN),
+                v["kid"].as_f64().unwrap_or(f64::NAN),
+                v["inception_score"].as_f64().unwrap_or(f64::NAN),
+                v["precision"].as_f64().unwrap_or(f64::NAN),
+                v["recall"].as_f64().unwrap_or(f64::NAN),
+            )
+        };
+        eprintln!("kiln: {n} samples against {} real images, extractor {name}:", reference.count);
+        line("model", &result["model"]);
+        line("real floor", &result["real_floor"]);
+        eprintln!("kiln: wrote {}", out.display());
+        Ok(())
+    }
+}
+
+fn extract_real<B: Backend>(
+    net: &FeatureNet<B>,
+    set: &ImageSet,
+    indices: &[usize],
+    device: &B::Device,
+) -> Result<Extracted> {
+    let mut out = Extracted::new();
+    for chunk in indices.chunks(BATCH) {
+        out.push(net, gather::<B>(set, chunk, Range::ZeroOne, device).images)?;
+    }
+    Ok(out)
+}
+
+/// `n` samples from the model, latents seeded on the host batch by batch; a conditional model is
+/// asked for class `i % k` for sample `i`, so every class is drawn equally.
+fn extract_fake<B: Backend>(
+    net: &FeatureNet<B>,
+    model: &Model<B>,
+    n: usize,
+    seed: u64,
+    device: &B::Device,
+) -> Result<Extracted> {
+    let (d, k) = (model.latent(), model.classes());
+    let mut out = Extracted::new();
+    for (b, start) in (0..n).step_by(BATCH).enumerate() {
+        let len = BATCH.min(n - start);
+        let z = standard_normal(len * d, seed.wrapping_add(b as u64), None);
+        let z = Tensor::<B, 2>::from_data(TensorData::new(z, [len, d]), device);
+        let labels: Vec<usize> = if k == 0 { Vec::new() } else { (start..start + len).map(|i| i % k).collect() };
+        out.push(net, model.generate(z, &labels)?)?;
+    }
+    Ok(out)
+}
+
+/// The run directory a checkpoint belongs to: itself, or `RUN` for `RUN/checkpoints/step-N`.
+fn run_dir_of(checkpoint: &Path) -> Result<PathBuf> {
+    if checkpoint.join("experiment.toml").is_file() {
+        return Ok(checkpoint.to_path_buf());
+    }
+    match checkpoint.parent().and_then(Path::parent) {
+        Some(run) if run.join("experiment.toml").is_file() => Ok(run.to_path_buf()),
+        _ => bail!("{}: no experiment.toml here or two levels up, so the run's data is unknown", checkpoint.display()),
+    }
+}
+
+fn file_safe(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}

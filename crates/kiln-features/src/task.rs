@@ -1,0 +1,106 @@
+//! Training a [`FeatureNet`] as a classifier under `kiln-train`.
+
+use std::path::Path;
+
+use burn::module::AutodiffModule;
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Device, ElementConversion, Tensor};
+use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
+use kiln_data::{ImageBatch, ImageSet, Range, gather};
+use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
+
+use crate::{FeatureNet, FeatureNetConfig, FeaturesError, WEIGHTS_FILE};
+
+const OPTIM_FILE: &str = "optim.safetensors";
+
+/// A [`FeatureNet`] with its optimizer, minimising cross-entropy on labelled images in `[0, 1]`.
+pub struct ClassifierTask<B: AutodiffBackend> {
+    config: FeatureNetConfig,
+    net: FeatureNet<B>,
+    optim: Optim<B>,
+    device: Device<B>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for ClassifierTask<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClassifierTask").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+impl<B: AutodiffBackend> ClassifierTask<B> {
+    /// A fresh network from `config`, optimised by `optim` over `total_steps` steps.
+    pub fn new(
+        config: FeatureNetConfig,
+        optim: OptimConfig,
+        total_steps: usize,
+        device: &Device<B>,
+    ) -> Result<Self, FeaturesError> {
+        config.validate()?;
+        let net = config.init::<B>(device);
+        let optim = Optim::new(optim.clone(), total_steps / optim.accumulate.max(1))?;
+        Ok(Self { config, net, optim, device: device.clone() })
+    }
+
+    /// The network, for inference.
+    pub fn net(&self) -> FeatureNet<B::InnerBackend> {
+        self.net.valid()
+    }
+}
+
+impl<B: AutodiffBackend> Task<B> for ClassifierTask<B> {
+    type Batch = ImageBatch<B>;
+
+    fn step(&mut self, batch: ImageBatch<B>, _step: usize) -> StepOutput {
+        let ImageBatch { images, labels } = batch;
+        let examples = images.dims()[0];
+        let logits = self.net.logits(images); // [N, K]
+        let loss = CrossEntropyLossConfig::new().init(&self.device).forward(logits.clone(), labels.clone());
+        let grads = loss.backward();
+        self.net = self.optim.step(self.net.clone(), &grads);
+        let correct = logits.inner().argmax(1).squeeze_dim::<1>(1).equal(labels.inner()).int().sum().float();
+        let values: Vec<f64> = Tensor::cat(vec![loss.inner(), correct], 0).into_data().iter::<f64>().collect();
+        StepOutput { metrics: vec![("loss", values[0]), ("acc", values[1] / examples as f64)], examples }
+    }
+
+    fn previews(&self) -> Vec<Preview<B::InnerBackend>> {
+        Vec::new()
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), SaveError> {
+        self.net.valid().save(&self.config, dir).map_err(|e| match e {
+            FeaturesError::Save(e) => e,
+            other => SaveError::Encode { path: dir.join(WEIGHTS_FILE), message: other.to_string() },
+        })
+    }
+
+    fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
+        self.save(dir)?;
+        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| match e {
+            OptimError::Save(e) => e,
+            other => SaveError::Encode { path: dir.join(OPTIM_FILE), message: other.to_string() },
+        })
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
+        self.net = load_module(self.net.clone(), &dir.join(WEIGHTS_FILE))?;
+        self.optim.load(&dir.join(OPTIM_FILE), &self.net, &self.device)?;
+        Ok(())
+    }
+
+    fn device(&self) -> Device<B> {
+        self.device.clone()
+    }
+}
+
+/// The share of `set`'s images that `net` puts in their labelled class, in batches of `batch`.
+pub fn accuracy<B: Backend>(net: &FeatureNet<B>, set: &ImageSet, batch: usize, device: &B::Device) -> f64 {
+    let indices: Vec<usize> = (0..set.len).collect();
+    let mut correct = 0i64;
+    for chunk in indices.chunks(batch.max(1)) {
+        let b = gather::<B>(set, chunk, Range::ZeroOne, device);
+        let hits = net.logits(b.images).argmax(1).squeeze_dim::<1>(1).equal(b.labels).int().sum();
+        correct += hits.into_scalar().elem::<i64>();
+    }
+    correct as f64 / set.len.max(1) as f64
+}
