@@ -570,6 +570,12 @@ d_optim = { lr = 1e-4 }
     assert_eq!(config["attention"], 16);
     let grid = image::open(out.join("samples-ema.png")).unwrap();
     assert_eq!((grid.width(), grid.height()), (8 * 34 + 2, classes as u32 * 34 + 2));
+    // Scored with the emoji extractor; 1,911 images split into halves of 955 and 956.
+    let o = kiln(&["eval", "--checkpoint", s(&out), "--n", "16"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("eval-emoji32.json")).unwrap()).unwrap();
+    assert_eq!((&e["extractor"]["name"], &e["reference"]["images"]), (&"emoji32".into(), &955.into()));
 }
 
 #[test]
@@ -609,4 +615,17 @@ fn eval_scores_a_model_next_to_the_real_data_floor() {
     fails_with(&kiln(&["eval", "--checkpoint", s(run), "--extractor", "imagenet"]), "--extractor imagenet");
     fails_with(&kiln(&["eval", "--checkpoint", s(run), "--extractor", "emoji32"]), "3×32×32");
     fails_with(&kiln(&["eval", "--checkpoint", s(run), "--n", "1"]), "--n 1");
+    fails_with(&kiln(&["eval", "--checkpoint", s(run), "--real-n", "1"]), "--real-n 1");
+    fails_with(
+        &kiln(&["eval", "--checkpoint", s(run), "--extractor", "inception=/no/such/pt_inception.pth"]),
+        "/no/such/pt_inception.pth",
+    );
+    // --real-n caps both halves, so model and floor use the same smaller counts.
+    let o = kiln(&["eval", "--checkpoint", s(run), "--real-n", "200", "--out", s(&json)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(
+        (&e["reference"]["images"], &e["model"]["images"], &e["real_floor"]["images"]),
+        (&200.into(), &200.into(), &200.into())
+    );
 }

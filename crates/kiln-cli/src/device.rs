@@ -19,6 +19,7 @@ pub fn compiled() -> Vec<&'static str> {
     let mut v = Vec::new();
     if cfg!(feature = "flex") {
         v.push("cpu");
+        v.push("flex");
     }
     if cfg!(feature = "ndarray") {
         v.push("ndarray");
@@ -35,8 +36,10 @@ pub fn compiled() -> Vec<&'static str> {
 /// A parsed `--device` value.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DeviceSpec {
-    /// burn-flex on the CPU.
+    /// The CPU: kiln-cpu's convolution kernels over burn-flex (kiln's fast CPU path).
     Cpu,
+    /// Plain burn-flex on the CPU, for comparison with `Cpu`.
+    Flex,
     /// burn-ndarray on the CPU.
     NdArray,
     /// CUDA GPU `n`.
@@ -56,7 +59,8 @@ impl DeviceSpec {
             );
         }
         let spec = match text.trim().to_ascii_lowercase().as_str() {
-            "cpu" | "flex" => Self::Cpu,
+            "cpu" => Self::Cpu,
+            "flex" => Self::Flex,
             "ndarray" => Self::NdArray,
             "cuda" => Self::Cuda(0),
             "wgpu" => Self::Wgpu,
@@ -74,7 +78,7 @@ impl DeviceSpec {
             other => match other.strip_prefix("cuda:").map(str::parse::<usize>) {
                 Some(Ok(n)) => Self::Cuda(n),
                 _ => bail!(
-                    "unknown --device {text:?}: expected cpu, ndarray, cuda:N, wgpu or auto (this binary has: {})",
+                    "unknown --device {text:?}: expected cpu, flex, ndarray, cuda:N, wgpu or auto (this binary has: {})",
                     compiled().join(", ")
                 ),
             },
@@ -84,7 +88,8 @@ impl DeviceSpec {
 
     fn name(&self) -> String {
         match self {
-            Self::Cpu => "cpu (burn-flex)".into(),
+            Self::Cpu => "cpu (kiln-cpu over burn-flex)".into(),
+            Self::Flex => "flex (burn-flex)".into(),
             Self::NdArray => "ndarray (burn-ndarray)".into(),
             Self::Cuda(n) => format!("cuda:{n}"),
             Self::Wgpu => "wgpu".into(),
@@ -105,6 +110,12 @@ pub fn run_on(device: &str, job: impl Job) -> Result<()> {
     };
     match spec {
         DeviceSpec::Cpu => {
+            #[cfg(feature = "flex")]
+            return job.run::<Autodiff<kiln_cpu::KilnCpu<burn::backend::Flex>>>(Default::default(), &name);
+            #[cfg(not(feature = "flex"))]
+            Err(missing("flex"))
+        }
+        DeviceSpec::Flex => {
             #[cfg(feature = "flex")]
             return job.run::<Autodiff<burn::backend::Flex>>(Default::default(), &name);
             #[cfg(not(feature = "flex"))]
@@ -138,6 +149,7 @@ mod tests {
     #[test]
     fn parses_every_spelling() {
         assert_eq!(DeviceSpec::parse("cpu").unwrap(), DeviceSpec::Cpu);
+        assert_eq!(DeviceSpec::parse("flex").unwrap(), DeviceSpec::Flex);
         assert_eq!(DeviceSpec::parse("CUDA:3").unwrap(), DeviceSpec::Cuda(3));
         assert_eq!(DeviceSpec::parse("cuda").unwrap(), DeviceSpec::Cuda(0));
         let err = DeviceSpec::parse("tpu").unwrap_err().to_string();

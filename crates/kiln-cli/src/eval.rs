@@ -10,6 +10,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
 use kiln_data::{EmojiSet, ImageSet, Mnist, Range, Split, SplitMix64, gather, standard_normal};
 use kiln_features::FeatureNet;
+use kiln_inception::FidInception;
 use kiln_metrics::{
     DEFAULT_K, DEFAULT_SPLITS, FeatureStats, KidConfig, Rows, fid, inception_score, kid, precision_recall,
 };
@@ -26,6 +27,7 @@ pub struct Eval {
     pub extractor: Option<String>,
     pub out: Option<PathBuf>,
     pub seed: u64,
+    pub real_n: Option<usize>,
 }
 
 /// Seed of the fixed shuffle that splits the real images into reference and floor halves.
@@ -33,6 +35,31 @@ const SPLIT_SEED: u64 = 0x5EED_F1D0;
 
 /// Images per forward pass.
 const BATCH: usize = 250;
+
+/// The network that turns images into features and class probabilities.
+#[allow(clippy::large_enum_variant)] // one per command run
+enum Extractor<B: Backend> {
+    /// kiln's own classifier for the data (`kiln-features`).
+    Own(FeatureNet<B>),
+    /// pytorch-fid's InceptionV3 (`kiln-inception`): scores comparable with published ones.
+    Inception(FidInception<B>),
+}
+
+impl<B: Backend> Extractor<B> {
+    /// Features `[N, F]` and class logits `[N, K]` of images in `[0, 1]`.
+    fn run(&self, images: Tensor<B, 4>) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
+        match self {
+            Self::Own(net) => {
+                let features = net.features(images);
+                Ok((features.clone(), net.head(features)))
+            }
+            Self::Inception(net) => {
+                let out = net.forward(images)?;
+                Ok((out.features, out.logits))
+            }
+        }
+    }
+}
 
 /// Features, class probabilities and predicted classes of a set of images, row after row.
 struct Extracted {
@@ -48,10 +75,10 @@ impl Extracted {
     }
 
     /// Runs `net` on images in `[0, 1]` `[N, C, S, S]` and appends the results.
-    fn push<B: Backend>(&mut self, net: &FeatureNet<B>, images: Tensor<B, 4>) -> Result<()> {
+    fn push<B: Backend>(&mut self, net: &Extractor<B>, images: Tensor<B, 4>) -> Result<()> {
         let n = images.dims()[0];
-        let features = net.features(images); // [N, F]
-        let probs = softmax(net.head(features.clone()), 1); // [N, K]
+        let (features, logits) = net.run(images)?; // [N, F], [N, K]
+        let probs = softmax(logits, 1); // [N, K]
         let k = probs.dims()[1];
         let probs: Vec<f32> = probs.into_data().convert::<f32>().to_vec().map_err(|e| anyhow::anyhow!("{e:?}"))?;
         self.predicted.extend(
@@ -114,36 +141,30 @@ impl Job for Eval {
             }
             .to_string()
         });
-        let dir = match kiln_features::bundled(&name) {
-            Some(dir) => {
-                ensure!(
-                    dir.join(kiln_features::CONFIG_FILE).is_file(),
-                    "--extractor {name}: its weights are missing from {} (`cargo xtask features {name}` builds them)",
-                    dir.display()
-                );
-                dir
-            }
-            None => {
-                let dir = PathBuf::from(&name);
-                ensure!(
-                    dir.join(kiln_features::CONFIG_FILE).is_file(),
-                    "--extractor {name}: not a bundled extractor ({}) nor a directory holding {}",
-                    kiln_features::BUNDLED.join(", "),
-                    kiln_features::CONFIG_FILE
-                );
-                dir
-            }
+        let (net, dir, dim, classes) = if let Some(file) = name.strip_prefix("inception=") {
+            let net = FidInception::<B::InnerBackend>::load(file, &device)
+                .with_context(|| format!("--extractor {name}: pytorch-fid's pt_inception-2015-12-05 weights"))?;
+            ensure!(
+                real.channels == 1 || real.channels == 3,
+                "--extractor inception takes grey or RGB images; {} has {} channels",
+                exp.data.path.display(),
+                real.channels
+            );
+            (Extractor::Inception(net), PathBuf::from(file), kiln_inception::FEATURES, kiln_inception::CLASSES)
+        } else {
+            let dir = own_extractor_dir(&name)?;
+            let (fconfig, net) = FeatureNet::<B::InnerBackend>::load(&dir, &device)?;
+            let (c, s) = (fconfig.channels, fconfig.image_size);
+            ensure!(
+                (real.channels, real.height, real.width) == (c, s, s),
+                "--extractor {name} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
+                exp.data.path.display(),
+                real.channels,
+                real.height,
+                real.width
+            );
+            (Extractor::Own(net), dir, fconfig.feature_dim, fconfig.classes)
         };
-        let (fconfig, net) = FeatureNet::<B::InnerBackend>::load(&dir, &device)?;
-        let (c, s) = (fconfig.channels, fconfig.image_size);
-        ensure!(
-            (real.channels, real.height, real.width) == (c, s, s),
-            "--extractor {name} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
-            exp.data.path.display(),
-            real.channels,
-            real.height,
-            real.width
-        );
 
         // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
         // sample are interleaved by class, so a split by position could split by class): the
@@ -152,33 +173,38 @@ impl Job for Eval {
         let mut order: Vec<usize> = (0..real.len).collect();
         SplitMix64::new(SPLIT_SEED).shuffle(&mut order);
         let (first, second) = order.split_at(real.len / 2);
-        let n = self.n.unwrap_or(second.len());
+        let half = self.real_n.map_or(first.len(), |r| r.min(first.len())); // first.len() ≤ second.len()
+        ensure!(half >= 2, "--real-n {half}: at least two real images per half are needed");
+        let (first, second) = (&first[..half], &second[..half]);
+        let n = self.n.unwrap_or(half);
         ensure!(n >= 2, "--n {n}: at least two samples are needed");
         let reference = extract_real(&net, &real, first, &device)?;
         let floor = extract_real(&net, &real, second, &device)?;
 
         let k = model.classes();
         let fakes = extract_fake(&net, &model, n, self.seed, &device)?;
-        let dim = fconfig.feature_dim;
-        let mut model_scores = compare(&reference, &fakes, dim, fconfig.classes, self.seed)?;
-        if k > 0 && k == fconfig.classes {
+        let mut model_scores = compare(&reference, &fakes, dim, classes, self.seed)?;
+        if k > 0 && k == classes && matches!(net, Extractor::Own(_)) {
             // A conditional model asked for class i % k: how often does the classifier agree?
             let hits = fakes.predicted.iter().enumerate().filter(|&(i, &p)| p == i % k).count();
             model_scores["class_accuracy"] = json!(hits as f64 / n as f64);
         }
-        let floor_scores = compare(&reference, &floor, dim, fconfig.classes, self.seed)?;
+        let floor_scores = compare(&reference, &floor, dim, classes, self.seed)?;
         let result = json!({
             "checkpoint": self.checkpoint.display().to_string(),
             "experiment": exp.name,
             "device": device_name,
             "seed": self.seed,
-            "extractor": { "name": name, "path": dir.display().to_string(), "feature_dim": dim, "classes": fconfig.classes },
+            "extractor": { "name": name, "path": dir.display().to_string(), "feature_dim": dim, "classes": classes },
             "reference": { "data": exp.data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
             "model": model_scores,
             "real_floor": floor_scores,
         });
         let text = serde_json::to_string_pretty(&result)?;
-        let out = self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(&name))));
+        let out = self.out.clone().unwrap_or_else(|| {
+            let tag = if name.starts_with("inception=") { "inception".to_string() } else { file_safe(&name) };
+            run_dir.join(format!("eval-{tag}.json"))
+        });
         kiln_core::atomic_write(&out, text.as_bytes())?;
         println!("{text}");
         let line = |label: &str, v: &serde_json::Value| {
@@ -200,7 +226,7 @@ impl Job for Eval {
 }
 
 fn extract_real<B: Backend>(
-    net: &FeatureNet<B>,
+    net: &Extractor<B>,
     set: &ImageSet,
     indices: &[usize],
     device: &B::Device,
@@ -215,7 +241,7 @@ fn extract_real<B: Backend>(
 /// `n` samples from the model, latents seeded on the host batch by batch; a conditional model is
 /// asked for class `i % k` for sample `i`, so every class is drawn equally.
 fn extract_fake<B: Backend>(
-    net: &FeatureNet<B>,
+    net: &Extractor<B>,
     model: &Model<B>,
     n: usize,
     seed: u64,
@@ -231,6 +257,30 @@ fn extract_fake<B: Backend>(
         out.push(net, model.generate(z, &labels)?)?;
     }
     Ok(out)
+}
+
+/// The directory of one of kiln's own extractors: a bundled name or a path.
+fn own_extractor_dir(name: &str) -> Result<PathBuf> {
+    match kiln_features::bundled(name) {
+        Some(dir) => {
+            ensure!(
+                dir.join(kiln_features::CONFIG_FILE).is_file(),
+                "--extractor {name}: its weights are missing from {} (`cargo xtask features {name}` builds them)",
+                dir.display()
+            );
+            Ok(dir)
+        }
+        None => {
+            let dir = PathBuf::from(name);
+            ensure!(
+                dir.join(kiln_features::CONFIG_FILE).is_file(),
+                "--extractor {name}: not a bundled extractor ({}), inception=FILE, nor a directory holding {}",
+                kiln_features::BUNDLED.join(", "),
+                kiln_features::CONFIG_FILE
+            );
+            Ok(dir)
+        }
+    }
 }
 
 /// The run directory a checkpoint belongs to: itself, or `RUN` for `RUN/checkpoints/step-N`.

@@ -37,7 +37,7 @@ enum Command {
         /// Continue the run in this directory from its newest checkpoint, bit for bit.
         #[arg(long, conflicts_with_all = ["out", "seed"])]
         resume: Option<PathBuf>,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
         /// Run directory (default: runs/<name>/<UTC time>).
@@ -83,7 +83,7 @@ enum Command {
         /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
         #[arg(long)]
         truncation: Option<f64>,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -101,7 +101,7 @@ enum Command {
         /// The PNG to write.
         #[arg(long)]
         out: PathBuf,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -132,7 +132,7 @@ enum Command {
         /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
         #[arg(long)]
         truncation: Option<f64>,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -146,17 +146,22 @@ enum Command {
         /// floor are measured with the same counts).
         #[arg(long)]
         n: Option<usize>,
-        /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights) or a
-        /// directory with features.json + features.safetensors. Default: the one for the run's data.
+        /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights), a
+        /// directory with features.json + features.safetensors, or `inception=FILE` (pytorch-fid's
+        /// pt_inception-2015-12-05-6726825d.pth: FID comparable with papers; slow on a CPU).
+        /// Default: kiln's own for the run's data.
         #[arg(long)]
         extractor: Option<String>,
+        /// Real images per half (reference and floor; default: all, split in two).
+        #[arg(long)]
+        real_n: Option<usize>,
         /// The JSON file to write (default: RUN/eval-<extractor>.json).
         #[arg(long)]
         out: Option<PathBuf>,
         /// Seed of the latents (and of KID's subsets).
         #[arg(long, default_value_t = 0)]
         seed: u64,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -169,7 +174,7 @@ enum Command {
     Resize {
         #[command(flatten)]
         args: resize::ResizeArgs,
-        /// Device: cpu, ndarray, cuda:N, wgpu or auto.
+        /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
     },
@@ -220,8 +225,8 @@ fn main() -> ExitCode {
                 generate::Interpolate { checkpoint, steps, rows, path, out, seed, classes, truncation },
             )
         }
-        Command::Eval { checkpoint, n, extractor, out, seed, device } => {
-            device::run_on(&device, eval::Eval { checkpoint, n, extractor, out, seed })
+        Command::Eval { checkpoint, n, extractor, real_n, out, seed, device } => {
+            device::run_on(&device, eval::Eval { checkpoint, n, extractor, out, seed, real_n })
         }
         Command::Data { command } => data_cmd::run(command),
         Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),

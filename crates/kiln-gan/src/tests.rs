@@ -494,18 +494,9 @@ mod double_backward {
 // Spectral norm
 // ---------------------------------------------------------------------------------------------
 
-/// Largest singular value of a row-major `[rows, cols]` matrix, by power iteration in f64.
+/// Largest singular value of a row-major `[rows, cols]` matrix (host power iteration in f64).
 fn sigma_max(m: &[f32], rows: usize, cols: usize) -> f64 {
-    let mut v = vec![1.0f64; cols];
-    let mut sigma = 0.0;
-    for _ in 0..1000 {
-        let u: Vec<f64> = (0..rows).map(|r| (0..cols).map(|c| m[r * cols + c] as f64 * v[c]).sum()).collect();
-        let w: Vec<f64> = (0..cols).map(|c| (0..rows).map(|r| m[r * cols + c] as f64 * u[r]).sum()).collect();
-        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
-        sigma = norm.sqrt();
-        v = w.iter().map(|x| x / norm).collect();
-    }
-    sigma
+    kiln_kernels::largest_singular_value(m, rows, cols, 1000)
 }
 
 #[test]

@@ -22,7 +22,9 @@ pub use error::{KernelError, Result};
 pub use pool::{Pool2d, adaptive_avg_pool2d, avg_pool2d, max_pool2d, max_pool2d_with_indices, max_unpool2d};
 pub use resize::{Cubic, Filter, ResizeOptions, ResizeTarget, resize};
 pub use self_attention::{SelfAttention2d, SelfAttention2dConfig};
-pub use spectral::{SnConv2d, SnConv2dConfig, SnLinear, SnLinearConfig, SpectralNorm, SpectralNormConfig};
+pub use spectral::{
+    SnConv2d, SnConv2dConfig, SnLinear, SnLinearConfig, SpectralNorm, SpectralNormConfig, largest_singular_value,
+};
 pub use upsample::{SubPixelConv2d, SubPixelConv2dConfig, icnr, pixel_shuffle, pixel_unshuffle};
 
 #[cfg(test)]

@@ -196,3 +196,24 @@ impl<B: Backend> SnConv2d<B> {
         )
     }
 }
+
+/// The largest singular value of a row-major `[rows, cols]` matrix, computed on the host in f64
+/// by `iterations` rounds of power iteration from a constant start vector: the exact σ that a
+/// spectrally normalised weight divides by in the limit, for checking a layer (a conv kernel
+/// `[out, in, kh, kw]` reads as `[out, in·kh·kw]`).
+pub fn largest_singular_value(m: &[f32], rows: usize, cols: usize, iterations: usize) -> f64 {
+    assert_eq!(m.len(), rows * cols, "largest_singular_value: {} values for a {rows}×{cols} matrix", m.len());
+    let mut v = vec![1.0f64; cols];
+    let mut sigma = 0.0;
+    for _ in 0..iterations {
+        let u: Vec<f64> = (0..rows).map(|r| (0..cols).map(|c| f64::from(m[r * cols + c]) * v[c]).sum()).collect();
+        let w: Vec<f64> = (0..cols).map(|c| (0..rows).map(|r| f64::from(m[r * cols + c]) * u[r]).sum()).collect();
+        let norm = w.iter().map(|x| x * x).sum::<f64>().sqrt();
+        if norm == 0.0 {
+            return 0.0;
+        }
+        sigma = norm.sqrt();
+        v = w.iter().map(|x| x / norm).collect();
+    }
+    sigma
+}

@@ -1,0 +1,199 @@
+//! FLOPs of a network, counted from its layer shapes.
+//!
+//! Only the layers that carry the arithmetic are counted — convolutions, transposed convolutions
+//! and dense layers — at two FLOPs per multiply-add. Normalisation, activations, losses and the
+//! optimiser update are left out: together they are a few percent of a convolutional network's
+//! work, and what they cost is memory traffic, not FLOPs. A training pass (forward and backward)
+//! counts as three forwards: the backward pass computes one product for the input gradient and
+//! one for the weight gradient, each as large as the forward one. `xtask/bench/pytorch_bench.py`
+//! counts the same way, so kiln's and PyTorch's GFLOP/s compare like their images/s.
+
+use kiln_gan::GanConfig;
+use kiln_vae::VaeConfig;
+
+/// One layer, with the spatial size of its input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layer {
+    /// `Conv2d(cin → cout, k×k, stride, padding)` on an `h×w` input.
+    Conv2d { cin: usize, cout: usize, k: usize, stride: usize, pad: usize, h: usize, w: usize },
+    /// `ConvTranspose2d(cin → cout, k×k, stride, padding)` on an `h×w` input (no output padding).
+    ConvT2d { cin: usize, cout: usize, k: usize, stride: usize, pad: usize, h: usize, w: usize },
+    /// `Linear(fan_in → fan_out)`.
+    Linear { fan_in: usize, fan_out: usize },
+}
+
+impl Layer {
+    /// Output height and width (`[1, 1]` for a dense layer).
+    pub fn out_hw(&self) -> [usize; 2] {
+        match *self {
+            Layer::Conv2d { k, stride, pad, h, w, .. } => {
+                [(h + 2 * pad - k) / stride + 1, (w + 2 * pad - k) / stride + 1]
+            }
+            Layer::ConvT2d { k, stride, pad, h, w, .. } => {
+                [(h - 1) * stride + k - 2 * pad, (w - 1) * stride + k - 2 * pad]
+            }
+            Layer::Linear { .. } => [1, 1],
+        }
+    }
+
+    /// Forward FLOPs for one example.
+    pub fn forward_flops(&self) -> u64 {
+        let f = match *self {
+            // Every output pixel is a dot product over cin·k·k inputs.
+            Layer::Conv2d { cin, cout, k, .. } => {
+                let [ho, wo] = self.out_hw();
+                2 * cin * cout * k * k * ho * wo
+            }
+            // Every input pixel scatters a cout·k·k patch (padding only crops the output).
+            Layer::ConvT2d { cin, cout, k, h, w, .. } => 2 * cin * cout * k * k * h * w,
+            Layer::Linear { fan_in, fan_out } => 2 * fan_in * fan_out,
+        };
+        f as u64
+    }
+}
+
+/// Forward FLOPs of a stack of layers, per example.
+pub fn forward_flops(layers: &[Layer]) -> u64 {
+    layers.iter().map(Layer::forward_flops).sum()
+}
+
+/// FLOPs of a training pass (forward and backward) counted as three forwards; see the module docs.
+pub fn train_flops(forward: u64) -> u64 {
+    3 * forward
+}
+
+/// The layers of kiln-gan's generator for `config` (unconditional, no attention): a transposed
+/// convolution from `z` (as a 1×1 image) to `s₀×s₀`, then 4×4 stride-2 ones doubling the side.
+pub fn dcgan_generator(config: &GanConfig) -> Vec<Layer> {
+    let (k, s0) = config.stages();
+    let width = |i: usize| config.ngf << (k - 1 - i);
+    let mut layers = vec![Layer::ConvT2d { cin: config.nz, cout: width(0), k: s0, stride: 1, pad: 0, h: 1, w: 1 }];
+    let mut side = s0;
+    for i in 1..=k {
+        let cout = if i == k { config.channels } else { width(i) };
+        layers.push(Layer::ConvT2d { cin: width(i - 1), cout, k: 4, stride: 2, pad: 1, h: side, w: side });
+        side *= 2;
+    }
+    layers
+}
+
+/// The layers of kiln-gan's discriminator for `config`: 4×4 stride-2 convolutions halving the
+/// side, then an `s₀×s₀` convolution to one logit.
+pub fn dcgan_discriminator(config: &GanConfig) -> Vec<Layer> {
+    let (k, s0) = config.stages();
+    let width = |i: usize| config.ndf << i;
+    let mut layers = Vec::new();
+    let (mut cin, mut side) = (config.channels, config.image_size);
+    for i in 0..k {
+        layers.push(Layer::Conv2d { cin, cout: width(i), k: 4, stride: 2, pad: 1, h: side, w: side });
+        cin = width(i);
+        side /= 2;
+    }
+    layers.push(Layer::Conv2d { cin, cout: 1, k: s0, stride: 1, pad: 0, h: s0, w: s0 });
+    layers
+}
+
+/// Training FLOPs per image of one DCGAN step as pytorch/examples' `dcgan` runs it: G forward and
+/// backward once; D forward and backward on the reals, on the detached fakes, and on the fakes
+/// again for G's loss. That is `3·(G + 3·D)`. kiln's G update skips D's weight gradients (a third
+/// of that last pass, about 8 % of the step), which pytorch/examples computes and discards; both
+/// are credited this nominal count, so GFLOP/s compare as images/s do, and kiln's W1 GFLOP/s is
+/// about 8 % above the arithmetic it really does.
+pub fn dcgan_step_flops(config: &GanConfig) -> u64 {
+    let g = forward_flops(&dcgan_generator(config));
+    let d = forward_flops(&dcgan_discriminator(config));
+    train_flops(g + 3 * d)
+}
+
+/// The layers of kiln-vae's convolutional VAE for `config`: 4×4 stride-2 convolutions, an
+/// optional dense layer, the `[mean, log_var]` head, and the mirror image back.
+pub fn vae_layers(config: &VaeConfig) -> Vec<Layer> {
+    let mut layers = Vec::new();
+    let (mut cin, mut side) = (config.channels, config.image_size);
+    for &w in &config.widths {
+        layers.push(Layer::Conv2d { cin, cout: w, k: 4, stride: 2, pad: 1, h: side, w: side });
+        cin = w;
+        side /= 2;
+    }
+    let flat = cin * side * side;
+    let dense = if config.hidden > 0 { config.hidden } else { flat };
+    if config.hidden > 0 {
+        layers.push(Layer::Linear { fan_in: flat, fan_out: dense });
+    }
+    layers.push(Layer::Linear { fan_in: dense, fan_out: 2 * config.latent });
+    layers.push(Layer::Linear { fan_in: config.latent, fan_out: dense });
+    if config.hidden > 0 {
+        layers.push(Layer::Linear { fan_in: dense, fan_out: flat });
+    }
+    for (i, &w) in config.widths.iter().enumerate().rev() {
+        let cout = if i == 0 { config.channels } else { config.widths[i - 1] };
+        layers.push(Layer::ConvT2d { cin: w, cout, k: 4, stride: 2, pad: 1, h: side, w: side });
+        side *= 2;
+    }
+    layers
+}
+
+/// Training FLOPs per image of one VAE step: one forward and backward of encoder and decoder.
+pub fn vae_step_flops(config: &VaeConfig) -> u64 {
+    train_flops(forward_flops(&vae_layers(config)))
+}
+
+/// FLOPs of scaled dot-product attention forward and backward: the forward is two `[L, L]`
+/// products per head (`QKᵀ` and `PV`, `4·B·H·L²·D`), the backward four (`dQ`, `dK`, `dP`, `dV`).
+pub fn attention_fwd_bwd_flops(b: usize, h: usize, l: usize, d: usize) -> u64 {
+    train_flops((4 * b * h * l * l * d) as u64)
+}
+
+/// FLOPs of a nearest-code search: the `[N, K]` product with the codebook, `2·N·K·D`.
+pub fn vq_flops(n: usize, d: usize, k: usize) -> u64 {
+    (2 * n * k * d) as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_layers_match_hand_counts() {
+        // DCGAN D's second layer: 64→128, 4×4 stride 2 pad 1, 32×32 → 16×16:
+        // 2 · 64 · 128 · 16 · 256 = 67,108,864.
+        let conv = Layer::Conv2d { cin: 64, cout: 128, k: 4, stride: 2, pad: 1, h: 32, w: 32 };
+        assert_eq!(conv.out_hw(), [16, 16]);
+        assert_eq!(conv.forward_flops(), 67_108_864);
+        // DCGAN G's first layer: z 100 → 512 at 4×4 from a 1×1 input: 2 · 100 · 512 · 16 = 1,638,400.
+        let first = Layer::ConvT2d { cin: 100, cout: 512, k: 4, stride: 1, pad: 0, h: 1, w: 1 };
+        assert_eq!(first.out_hw(), [4, 4]);
+        assert_eq!(first.forward_flops(), 1_638_400);
+        // G's last layer: 64 → 3, 32×32 → 64×64: 2 · 64 · 3 · 16 · 1024 = 6,291,456.
+        let last = Layer::ConvT2d { cin: 64, cout: 3, k: 4, stride: 2, pad: 1, h: 32, w: 32 };
+        assert_eq!(last.out_hw(), [64, 64]);
+        assert_eq!(last.forward_flops(), 6_291_456);
+        // A 3×3 "same" convolution: 2 · 3 · 8 · 9 · 10 · 10 = 43,200.
+        let same = Layer::Conv2d { cin: 3, cout: 8, k: 3, stride: 1, pad: 1, h: 10, w: 10 };
+        assert_eq!(same.forward_flops(), 43_200);
+        assert_eq!(Layer::Linear { fan_in: 2048, fan_out: 256 }.forward_flops(), 1_048_576);
+    }
+
+    #[test]
+    fn dcgan64_totals() {
+        let config = GanConfig::dcgan64();
+        // G: 1,638,400 + 3 × 67,108,864 + 6,291,456.
+        assert_eq!(forward_flops(&dcgan_generator(&config)), 209_256_448);
+        // D: 6,291,456 + 3 × 67,108,864 + 2 · 512 · 16 = 16,384.
+        assert_eq!(forward_flops(&dcgan_discriminator(&config)), 207_634_432);
+        // 3 · (G + 3 D) ≈ 2.50 GFLOP per image.
+        assert_eq!(dcgan_step_flops(&config), 3 * (209_256_448 + 3 * 207_634_432));
+    }
+
+    #[test]
+    fn vae_vanilla64_layers_mirror() {
+        let layers = vae_layers(&VaeConfig::vanilla64());
+        // 5 convolutions, head, decoder input, 5 transposed convolutions.
+        assert_eq!(layers.len(), 12);
+        assert_eq!(layers[5], Layer::Linear { fan_in: 512 * 2 * 2, fan_out: 256 });
+        assert_eq!(layers[11].out_hw(), [64, 64]);
+        // The same network in xtask/bench/pytorch_bench.py, counted by forward hooks: 142,082,048.
+        assert_eq!(forward_flops(&layers), 142_082_048);
+        assert_eq!(attention_fwd_bwd_flops(1, 1, 2, 3), 3 * 4 * 4 * 3);
+    }
+}

@@ -1,0 +1,136 @@
+//! `kiln-bench`: how fast kiln trains, in images per second and GFLOP/s, on workloads that
+//! `xtask/bench/pytorch_bench.py` runs in PyTorch too (issue 8: "kiln trains faster than PyTorch
+//! on the same CPU").
+//!
+//! ```text
+//! kiln-bench [--workload w1,w2,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
+//! ```
+//! Prints a table, or with `--json` one JSON object per workload and line. `cargo xtask bench`
+//! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
+//! See `workloads.rs` for what each workload is and `flops.rs` for how FLOPs are counted.
+
+mod backend;
+mod flops;
+mod measure;
+mod workloads;
+
+use anyhow::{Context, Result};
+use burn::tensor::backend::AutodiffBackend;
+use clap::Parser;
+use serde_json::{Value, json};
+
+use crate::backend::Job;
+use crate::workloads::{Scale, Workload};
+
+/// Throughput benchmarks of kiln's training steps and kernels.
+#[derive(Parser, Debug)]
+#[command(name = "kiln-bench", version)]
+struct Args {
+    /// Comma-separated workloads: w1 (DCGAN-64 step), w2 (VAE-64 step), w6 (kernels), all, or
+    /// full names such as w6-vq-search.
+    #[arg(long, default_value = "w1,w2,w6")]
+    workload: String,
+    /// Timed repetitions per workload.
+    #[arg(long, default_value_t = 5)]
+    reps: usize,
+    /// Untimed repetitions first (allocator, caches, lazy parameter init).
+    #[arg(long, default_value_t = 1)]
+    warmup: usize,
+    /// Size of rayon's global pool, which burn-flex and its GEMM run on (default: the number of
+    /// physical cores, as `torch.set_num_threads` is given in the PyTorch script).
+    #[arg(long)]
+    threads: Option<usize>,
+    /// cpu (the benchmark's CPU backend, burn-flex), ndarray, cuda:N or wgpu.
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    /// One JSON object per workload and line instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Tiny shapes (batch 2–4, small networks): checks that everything runs, measures nothing.
+    #[arg(long)]
+    tiny: bool,
+}
+
+/// Physical cores from `/proc/cpuinfo` (distinct `physical id`/`core id` pairs); the logical
+/// count where that file says nothing. Hyper-threads share a core's FMA units, so GEMM-bound code
+/// gains nothing from them and PyTorch defaults to physical cores too.
+fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, usize::from);
+    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    let mut pairs = std::collections::BTreeSet::new();
+    let mut physical = None;
+    for line in text.lines() {
+        let mut parts = line.splitn(2, ':').map(str::trim);
+        match (parts.next(), parts.next()) {
+            (Some("physical id"), Some(v)) => physical = Some(v.to_string()),
+            (Some("core id"), Some(v)) => {
+                pairs.insert((physical.clone(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    if pairs.is_empty() { logical } else { pairs.len().min(logical) }
+}
+
+struct Bench {
+    workloads: Vec<Workload>,
+    scale: Scale,
+    warmup: usize,
+    reps: usize,
+    threads: usize,
+    json: bool,
+}
+
+impl Job for Bench {
+    type Output = ();
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, backend: &'static str) -> Result<()> {
+        let mut context = serde_json::Map::new();
+        context.insert("impl".into(), json!("kiln"));
+        context.insert("backend".into(), json!(backend));
+        context.insert("threads".into(), json!(self.threads));
+        context.insert("tiny".into(), json!(self.scale == Scale::Tiny));
+        if !self.json {
+            let load = measure::load_average().map_or("?".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
+            println!(
+                "kiln-bench: backend {backend}, {} threads, warm-up {}, {} timed reps; load average {load}",
+                self.threads, self.warmup, self.reps
+            );
+            println!("{}", measure::table_header());
+        }
+        for workload in self.workloads {
+            let record = workloads::run::<B>(workload, self.scale, &device, self.warmup, self.reps)
+                .with_context(|| format!("workload {}", workload.name()))?;
+            if self.json {
+                println!("{}", Value::to_string(&record.to_json(&context)));
+            } else {
+                println!("{}", measure::table_row(&record));
+            }
+        }
+        if !self.json {
+            println!(
+                "GFLOP/s: conv/convT/linear multiply-adds ×2 from the layer shapes, a training pass = 3 × forward; \
+                 peak MiB: VmHWM, reset before each workload"
+            );
+        }
+        Ok(())
+    }
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let workloads = Workload::parse_list(&args.workload)?;
+    anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
+    let threads = match args.threads {
+        Some(0) => anyhow::bail!("--threads must be at least 1"),
+        Some(n) => n,
+        None => physical_cores(),
+    };
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .context("could not size rayon's global thread pool")?;
+    let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
+    let job = Bench { workloads, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
+    backend::run_on(&args.device, job)
+}

@@ -1,0 +1,319 @@
+//! The workloads of issue 8, each built from kiln's own library crates, so a figure here is what
+//! `kiln train` pays per step and not a stand-in.
+//!
+//! - **W1** `w1-dcgan64`: one [`GanTask`] step (D update, then G update) of `GanConfig::dcgan64()`
+//!   with DCGAN's recipe (BCE, Adam 2·10⁻⁴, β = (0.5, 0.999), `n_critic` 1, no EMA, no penalty),
+//!   batch 64 of random images: pytorch/examples' `dcgan` training step.
+//! - **W2** `w2-vae64`: one [`VaeTask`] step of `VaeConfig::vanilla64()` (AntixK/PyTorch-VAE's
+//!   VanillaVAE widths 32…512 and latent 128, on kiln's 4×4 stride-2 stages), Adam lr 5·10⁻³
+//!   (PyTorch-VAE's `vae.yaml`), batch 64.
+//! - **W6** kernels from kiln-kernels, the shapes of `crates/kiln-kernels/benches/kernels.rs`:
+//!   antialiased bilinear and bicubic (PIL's a = −0.5) resizes 64×3×256×256 → 64×64, plain
+//!   bilinear and bicubic (a = −0.75) 64×3×64×64 → 256×256 (antialiasing changes nothing when
+//!   upscaling), attention B=8 H=8 L=1024 D=64 forward and backward, and the VQ nearest-code
+//!   search N=65,536 D=64 K=512.
+//!
+//! `Scale::Tiny` shrinks every shape so the tests run each workload in milliseconds.
+
+use anyhow::{Context, Result, anyhow, bail};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::{Distribution, Int, Tensor};
+use kiln_core::Task;
+use kiln_data::ImageBatch;
+use kiln_gan::{GanConfig, GanTask, GanTaskConfig};
+use kiln_kernels::vq::nearest_code;
+use kiln_kernels::{
+    AttentionMask, Cubic, Filter, ResizeOptions, ResizeTarget, SdpaOptions, resize, scaled_dot_product_attention,
+};
+use kiln_optim::{Decay, OptimConfig};
+use kiln_vae::{VaeConfig, VaeTask, VaeTaskConfig};
+
+use crate::flops;
+use crate::measure::{Record, Spec, load_average, peak_rss_mib, reset_peak_rss, time_reps};
+
+/// Full size (the benchmark) or tiny (the tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scale {
+    /// The shapes of issue 8.
+    Full,
+    /// Small shapes that run in milliseconds.
+    Tiny,
+}
+
+/// One benchmark workload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Workload {
+    /// DCGAN-64 train step.
+    Dcgan64,
+    /// VAE-64 train step.
+    Vae64,
+    /// A resize of kiln-kernels.
+    Resize(ResizeCase),
+    /// Attention forward + backward.
+    Attention,
+    /// VQ nearest-code search.
+    Vq,
+}
+
+/// The four resizes of W6.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResizeCase {
+    /// Bilinear, antialiased, 256 → 64.
+    BilinearAaDown,
+    /// Bicubic (PIL's a = −0.5, as PyTorch's `antialias=True`), antialiased, 256 → 64.
+    BicubicAaDown,
+    /// Bilinear, 64 → 256.
+    BilinearUp,
+    /// Bicubic (PyTorch's a = −0.75), 64 → 256.
+    BicubicUp,
+}
+
+impl Workload {
+    /// Every workload, in report order.
+    pub const ALL: [Workload; 8] = [
+        Workload::Dcgan64,
+        Workload::Vae64,
+        Workload::Resize(ResizeCase::BilinearAaDown),
+        Workload::Resize(ResizeCase::BicubicAaDown),
+        Workload::Resize(ResizeCase::BilinearUp),
+        Workload::Resize(ResizeCase::BicubicUp),
+        Workload::Attention,
+        Workload::Vq,
+    ];
+
+    /// The name in reports (the same in `pytorch_bench.py`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Workload::Dcgan64 => "w1-dcgan64",
+            Workload::Vae64 => "w2-vae64",
+            Workload::Resize(ResizeCase::BilinearAaDown) => "w6-bilinear-aa-256to64",
+            Workload::Resize(ResizeCase::BicubicAaDown) => "w6-bicubic-aa-256to64",
+            Workload::Resize(ResizeCase::BilinearUp) => "w6-bilinear-64to256",
+            Workload::Resize(ResizeCase::BicubicUp) => "w6-bicubic-64to256",
+            Workload::Attention => "w6-attention-fwd-bwd",
+            Workload::Vq => "w6-vq-search",
+        }
+    }
+
+    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w6` (all kernels) or full names.
+    pub fn parse_list(text: &str) -> Result<Vec<Workload>> {
+        let mut out = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let item = item.to_ascii_lowercase();
+            let chosen: Vec<Workload> = match item.as_str() {
+                "all" => Self::ALL.to_vec(),
+                "w1" => vec![Workload::Dcgan64],
+                "w2" => vec![Workload::Vae64],
+                "w6" => Self::ALL[2..].to_vec(),
+                name => match Self::ALL.iter().find(|w| w.name() == name) {
+                    Some(w) => vec![*w],
+                    None => bail!(
+                        "unknown workload {item:?}: expected w1, w2, w6, all or one of {}",
+                        Self::ALL.map(Workload::name).join(", ")
+                    ),
+                },
+            };
+            for w in chosen {
+                if !out.contains(&w) {
+                    out.push(w);
+                }
+            }
+        }
+        if out.is_empty() {
+            bail!("--workload names no workload");
+        }
+        Ok(out)
+    }
+}
+
+fn sync<B: Backend>(device: &B::Device) -> Result<()> {
+    B::sync(device).map_err(|e| anyhow!("backend sync failed: {e:?}"))
+}
+
+/// Builds `workload` on `device`, runs it `warmup` times untimed and `reps` times timed.
+pub fn run<B: AutodiffBackend>(
+    workload: Workload,
+    scale: Scale,
+    device: &B::Device,
+    warmup: usize,
+    reps: usize,
+) -> Result<Record> {
+    reset_peak_rss();
+    B::seed(device, 0);
+    let tiny = scale == Scale::Tiny;
+    let name = workload.name().to_string();
+    let (spec, times_ms) = match workload {
+        Workload::Dcgan64 => {
+            let (n, config) = if tiny {
+                (4, GanConfig::dcgan64().with_ngf(4).with_ndf(4).with_image_size(16))
+            } else {
+                (64, GanConfig::dcgan64())
+            };
+            let settings = GanTaskConfig { ema_decay: None, ..GanTaskConfig::dcgan() };
+            let mut task =
+                GanTask::<B>::new(config.clone(), settings, 1_000_000, device).context("building the DCGAN task")?;
+            let s = config.image_size;
+            let images = Tensor::<B, 4>::random([n, config.channels, s, s], Distribution::Uniform(-1.0, 1.0), device);
+            let labels = Tensor::<B, 1, Int>::zeros([n], device);
+            let mut step = 0;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                task.step(ImageBatch { images: images.clone(), labels: labels.clone() }, step);
+                step += 1;
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::dcgan_step_flops(&config) * n as u64;
+            (
+                Spec {
+                    name,
+                    unit: "img",
+                    items: n,
+                    flops: Some(flops),
+                    flops_note: "conv/convT/linear MACs×2 from layer shapes; fwd+bwd = 3×fwd; step = 3·(G + 3·D)",
+                },
+                times,
+            )
+        }
+        Workload::Vae64 => {
+            let (n, config) = if tiny {
+                (4, VaeConfig::vanilla64().with_image_size(16).with_widths(vec![4, 8]).with_latent(8))
+            } else {
+                (64, VaeConfig::vanilla64())
+            };
+            // PyTorch-VAE's configs/vae.yaml: Adam, LR 0.005, no weight decay (its per-epoch
+            // exponential decay does not change a step's cost).
+            let optim = OptimConfig { lr: 5e-3, decay: Decay::Constant, ..OptimConfig::default() };
+            let settings = VaeTaskConfig { optim, ema_decay: None, preview_samples: 8 };
+            let s = config.image_size;
+            let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+            let fixed = Tensor::zeros([8, config.channels, s, s], &inner);
+            let mut task = VaeTask::<B>::new(config.clone(), &settings, 1_000_000, fixed, device)
+                .context("building the VAE task")?;
+            let images = Tensor::<B, 4>::random([n, config.channels, s, s], Distribution::Default, device);
+            let labels = Tensor::<B, 1, Int>::zeros([n], device);
+            let mut step = 0;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                task.step(ImageBatch { images: images.clone(), labels: labels.clone() }, step);
+                step += 1;
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::vae_step_flops(&config) * n as u64;
+            (
+                Spec {
+                    name,
+                    unit: "img",
+                    items: n,
+                    flops: Some(flops),
+                    flops_note: "conv/convT/linear MACs×2 from layer shapes; fwd+bwd = 3×fwd",
+                },
+                times,
+            )
+        }
+        Workload::Resize(case) => {
+            let (n, big, small) = if tiny { (2, 32, 8) } else { (64, 256, 64) };
+            let (filter, antialias, from, to) = match case {
+                ResizeCase::BilinearAaDown => (Filter::Bilinear, true, big, small),
+                ResizeCase::BicubicAaDown => (Filter::Bicubic(Cubic::Pil), true, big, small),
+                ResizeCase::BilinearUp => (Filter::Bilinear, false, small, big),
+                ResizeCase::BicubicUp => (Filter::Bicubic(Cubic::Torch), false, small, big),
+            };
+            let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+            let x = Tensor::<B::InnerBackend, 4>::random([n, 3, from, from], Distribution::Default, &inner);
+            let options = ResizeOptions::new(filter).with_antialias(antialias);
+            let target = ResizeTarget::Size { height: to, width: to };
+            // Check the arguments once, outside the timed loop.
+            resize(x.clone(), target, &options).context("resize")?;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                let result = resize(x.clone(), target, &options)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|y| sync::<B::InnerBackend>(&inner).map(|()| y));
+                if let Err(e) = result {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            (Spec { name, unit: "img", items: n, flops: None, flops_note: "resampling: no GEMM FLOPs counted" }, times)
+        }
+        Workload::Attention => {
+            let (b, h, l, d) = if tiny { (1, 2, 16, 8) } else { (8, 8, 1024, 64) };
+            let make = || Tensor::<B, 4>::random([b, h, l, d], Distribution::Normal(0.0, 1.0), device).require_grad();
+            let (q, k, v) = (make(), make(), make());
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                let y = scaled_dot_product_attention(
+                    q.clone(),
+                    k.clone(),
+                    v.clone(),
+                    AttentionMask::None,
+                    SdpaOptions::default(),
+                );
+                let grads = y.sum().backward();
+                // Force every gradient: a lazy backend could otherwise skip work nobody reads.
+                let grads = [q.grad(&grads), k.grad(&grads), v.grad(&grads)];
+                if grads.iter().any(Option::is_none) {
+                    failure = Some(anyhow!("attention: a gradient is missing"));
+                }
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::attention_fwd_bwd_flops(b, h, l, d);
+            let note = "QKᵀ and PV: fwd 4·B·H·L²·D, fwd+bwd 3×fwd";
+            (Spec { name, unit: "seq", items: b, flops: Some(flops), flops_note: note }, times)
+        }
+        Workload::Vq => {
+            let (n, d, k) = if tiny { (64, 8, 16) } else { (65_536, 64, 512) };
+            let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+            let x = Tensor::<B::InnerBackend, 2>::random([n, d], Distribution::Normal(0.0, 1.0), &inner);
+            let codebook = Tensor::<B::InnerBackend, 2>::random([k, d], Distribution::Normal(0.0, 1.0), &inner);
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                let _indices = nearest_code(x.clone(), codebook.clone());
+                if let Err(e) = sync::<B::InnerBackend>(&inner) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let note = "the [N, K] product 2·N·K·D";
+            (Spec { name, unit: "vec", items: n, flops: Some(flops::vq_flops(n, d, k)), flops_note: note }, times)
+        }
+    };
+    Ok(Record { spec, times_ms, peak_rss_mib: peak_rss_mib(), load1: load_average().map(|l| l[0]) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_workload_lists() {
+        assert_eq!(Workload::parse_list("w1").unwrap(), vec![Workload::Dcgan64]);
+        assert_eq!(Workload::parse_list("w6").unwrap().len(), 6);
+        assert_eq!(Workload::parse_list("w1,w2,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w6-vq-search").unwrap(), vec![Workload::Vq]);
+        assert!(Workload::parse_list("w9").unwrap_err().to_string().contains("unknown workload"));
+    }
+
+    /// Every workload runs one step at a tiny size and reports sane figures.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn every_workload_runs_tiny() {
+        type B = burn::backend::Autodiff<crate::backend::Cpu>;
+        let device = Default::default();
+        for w in Workload::ALL {
+            let record = run::<B>(w, Scale::Tiny, &device, 1, 1).unwrap();
+            assert_eq!(record.times_ms.len(), 1, "{}", w.name());
+            assert!(record.items_per_s() > 0.0 && record.items_per_s().is_finite(), "{}", w.name());
+            assert_eq!(record.spec.name, w.name());
+        }
+    }
+}

@@ -1,0 +1,38 @@
+//! What `KilnCpu` needs from the backend it wraps: host-memory f32 views of float tensors.
+
+use burn_backend::tensor::FloatTensor;
+use burn_backend::{Backend, DType, Shape, TensorData};
+use burn_flex::{Flex, FlexTensor};
+use std::borrow::Cow;
+
+/// A backend whose float tensors live in host memory, so that `KilnCpu`'s kernels can read them
+/// as `f32` slices and hand results back without a device transfer.
+///
+/// Implemented for burn-flex. Another CPU backend (ndarray) would need only these two methods.
+pub trait CpuInner: Backend {
+    /// The elements of `tensor` in contiguous row-major order, if it holds `f32`; `None` for any
+    /// other dtype, which makes the caller fall back to the inner backend's own kernel.
+    ///
+    /// Borrows when the tensor is already contiguous (the common case under autodiff) and
+    /// copies otherwise (a transposed or sliced view).
+    fn f32_view(tensor: &FloatTensor<Self>) -> Option<Cow<'_, [f32]>>;
+
+    /// A float tensor of `shape` that takes ownership of `data` (row-major, `f32`).
+    fn f32_tensor(data: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Self>;
+}
+
+impl CpuInner for Flex {
+    fn f32_view(tensor: &FlexTensor) -> Option<Cow<'_, [f32]>> {
+        if tensor.dtype() != DType::F32 {
+            return None;
+        }
+        match tensor.as_slice::<f32>() {
+            Some(slice) => Some(Cow::Borrowed(slice)),
+            None => tensor.to_contiguous().into_data().into_vec::<f32>().ok().map(Cow::Owned),
+        }
+    }
+
+    fn f32_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, Shape::new(shape)))
+    }
+}

@@ -1,0 +1,290 @@
+//! `KilnCpu<Flex>` against burn-flex itself: every overridden op, forward and both gradients
+//! through `Autodiff`, on small random shapes covering stride, padding, dilation, output
+//! padding, odd sizes whose last rows a strided conv drops, batch 1 and > 1, non-contiguous
+//! inputs, and the fallbacks (groups > 1, f64).
+//!
+//! Tolerance: every compared tensor must satisfy `max|kiln − flex| ≤ 1e-4 · max|flex|` (the two
+//! sum in different orders, so bit equality is not expected; observed errors are ~1e-7).
+
+use burn::backend::Autodiff;
+use burn::module::{Module, Param};
+use burn::nn::PaddingConfig2d;
+use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
+use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::backend::{AutodiffBackend, Backend};
+use burn::tensor::module::{conv_transpose2d, conv2d};
+use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
+use burn::tensor::{ElementConversion, FloatDType, Tensor, TensorData};
+use burn_flex::Flex;
+use kiln_cpu::KilnCpu;
+
+type Ref = Autodiff<Flex>;
+type Kiln = Autodiff<KilnCpu<Flex>>;
+
+const TOL: f32 = 1e-4;
+
+fn assert_close(what: &str, kiln: TensorData, flex: TensorData) {
+    assert_eq!(kiln.shape, flex.shape, "{what}: shapes differ");
+    let (a, b) =
+        (kiln.convert::<f32>().into_vec::<f32>().expect("f32"), flex.convert::<f32>().into_vec::<f32>().expect("f32"));
+    let scale = b.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    let err = a.iter().zip(&b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    assert!(err <= TOL * scale, "{what}: max error {err:e} > {TOL:e} × {scale:e}");
+}
+
+/// Deterministic pseudo-random values in [-1, 1). Not burn's RNG: flex keeps one global seed
+/// that the first random op after `seed` consumes, so tests running in parallel threads would
+/// steal each other's seeds and the two backends would see different inputs.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..n)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+        })
+        .collect()
+}
+
+fn random(shape: [usize; 4], seed: u64) -> TensorData {
+    TensorData::new(values(shape.iter().product(), seed), shape)
+}
+
+fn random1(n: usize, seed: u64) -> TensorData {
+    TensorData::new(values(n, seed), [n])
+}
+
+/// The output and the gradients of x, weight and bias of `Σ op(x, w, b) · r` on backend `B`.
+struct Run {
+    y: TensorData,
+    dx: TensorData,
+    dw: TensorData,
+    db: Option<TensorData>,
+}
+
+#[derive(Clone, Debug)]
+enum Op {
+    Conv(ConvOptions<2>),
+    ConvT(ConvTransposeOptions<2>),
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    x: [usize; 4],
+    w: [usize; 4],
+    bias: bool,
+    op: Op,
+    /// Feed x as a transposed (non-contiguous) view of a `[n, c, w, h]` tensor.
+    strided_x: bool,
+}
+
+fn run<B: AutodiffBackend>(case: &Case) -> Run {
+    let device = Default::default();
+    let xd = if case.strided_x {
+        let [n, c, h, w] = case.x;
+        Tensor::<B, 4>::from_data(random([n, c, w, h], 1), &device).swap_dims(2, 3)
+    } else {
+        Tensor::<B, 4>::from_data(random(case.x, 1), &device)
+    };
+    let x = xd.require_grad();
+    let w = Tensor::<B, 4>::from_data(random(case.w, 2), &device).require_grad();
+    let bias_len = match case.op {
+        Op::Conv(_) => case.w[0],
+        Op::ConvT(ref o) => case.w[1] * o.groups,
+    };
+    let b = case.bias.then(|| Tensor::<B, 1>::from_data(random1(bias_len, 3), &device).require_grad());
+    let y = match &case.op {
+        Op::Conv(o) => conv2d(x.clone(), w.clone(), b.clone(), o.clone()),
+        Op::ConvT(o) => conv_transpose2d(x.clone(), w.clone(), b.clone(), o.clone()),
+    };
+    let r = Tensor::<B, 4>::from_data(random(y.dims(), 4), &device);
+    let grads = (y.clone() * r).sum().backward();
+    Run {
+        y: y.into_data(),
+        dx: x.grad(&grads).expect("x grad").into_data(),
+        dw: w.grad(&grads).expect("w grad").into_data(),
+        db: b.map(|b| b.grad(&grads).expect("b grad").into_data()),
+    }
+}
+
+fn check(case: &Case) {
+    let (k, f) = (run::<Kiln>(case), run::<Ref>(case));
+    let what = format!("{case:?}");
+    assert_close(&format!("output of {what}"), k.y, f.y);
+    assert_close(&format!("x grad of {what}"), k.dx, f.dx);
+    assert_close(&format!("weight grad of {what}"), k.dw, f.dw);
+    if let (Some(kb), Some(fb)) = (k.db, f.db) {
+        assert_close(&format!("bias grad of {what}"), kb, fb);
+    }
+}
+
+/// A small deterministic generator for the random cases.
+struct Lcg(u64);
+impl Lcg {
+    fn below(&mut self, n: usize) -> usize {
+        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        ((self.0 >> 33) as usize) % n
+    }
+}
+
+#[test]
+fn conv2d_matches_flex_on_random_shapes() {
+    let mut rng = Lcg(7);
+    let mut checked = 0;
+    while checked < 40 {
+        let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
+        let stride = [1 + rng.below(3), 1 + rng.below(3)];
+        let dilation = [1 + rng.below(2), 1 + rng.below(2)];
+        let padding = [rng.below(3), rng.below(3)];
+        let (h, w) = (1 + rng.below(11), 1 + rng.below(11));
+        // Skip shapes whose dilated kernel does not fit the padded input.
+        if h + 2 * padding[0] < dilation[0] * (kh - 1) + 1 || w + 2 * padding[1] < dilation[1] * (kw - 1) + 1 {
+            continue;
+        }
+        let (n, cin, cout) = (1 + rng.below(3), 1 + rng.below(5), 1 + rng.below(6));
+        check(&Case {
+            x: [n, cin, h, w],
+            w: [cout, cin, kh, kw],
+            bias: rng.below(2) == 0,
+            op: Op::Conv(ConvOptions::new(stride, padding, dilation, 1)),
+            strided_x: rng.below(4) == 0,
+        });
+        checked += 1;
+    }
+}
+
+#[test]
+fn conv_transpose2d_matches_flex_on_random_shapes() {
+    let mut rng = Lcg(11);
+    let mut checked = 0;
+    while checked < 40 {
+        let (kh, kw) = (1 + rng.below(4), 1 + rng.below(4));
+        let stride = [1 + rng.below(3), 1 + rng.below(3)];
+        let dilation = [1 + rng.below(2), 1 + rng.below(2)];
+        let padding = [rng.below(3), rng.below(3)];
+        // Output padding must be smaller than stride or dilation.
+        let padding_out = [rng.below(stride[0].max(dilation[0])), rng.below(stride[1].max(dilation[1]))];
+        let (h, w) = (1 + rng.below(7), 1 + rng.below(7));
+        let out = |i: usize, k: usize, a: usize| {
+            ((i - 1) * stride[a] + dilation[a] * (k - 1) + padding_out[a] + 1) as isize - 2 * padding[a] as isize
+        };
+        if out(h, kh, 0) < 1 || out(w, kw, 1) < 1 {
+            continue;
+        }
+        let (n, cin, cout) = (1 + rng.below(3), 1 + rng.below(5), 1 + rng.below(6));
+        check(&Case {
+            x: [n, cin, h, w],
+            w: [cin, cout, kh, kw],
+            bias: rng.below(2) == 0,
+            op: Op::ConvT(ConvTransposeOptions::new(stride, padding, padding_out, dilation, 1)),
+            strided_x: rng.below(4) == 0,
+        });
+        checked += 1;
+    }
+}
+
+#[test]
+fn dcgan_shapes_match_flex() {
+    // A DCGAN layer of each kind at reduced width: 4×4 kernels, stride 2, padding 1, and the
+    // 1×1 → 4×4 first generator layer.
+    let conv = ConvOptions::new([2, 2], [1, 1], [1, 1], 1);
+    let convt = ConvTransposeOptions::new([2, 2], [1, 1], [0, 0], [1, 1], 1);
+    let first = ConvTransposeOptions::new([1, 1], [0, 0], [0, 0], [1, 1], 1);
+    let first_big = first.clone();
+    let unit = ConvOptions::new([1, 1], [1, 1], [1, 1], 1);
+    for case in [
+        Case { x: [4, 3, 16, 16], w: [8, 3, 4, 4], bias: false, op: Op::Conv(conv.clone()), strided_x: false },
+        Case { x: [4, 16, 4, 4], w: [32, 16, 4, 4], bias: true, op: Op::Conv(conv), strided_x: false },
+        Case { x: [4, 10, 1, 1], w: [10, 16, 4, 4], bias: false, op: Op::ConvT(first), strided_x: false },
+        Case { x: [4, 16, 8, 8], w: [16, 3, 4, 4], bias: true, op: Op::ConvT(convt.clone()), strided_x: false },
+        // ≥ 256 column positions per image: the per-image GEMM path.
+        Case { x: [3, 3, 40, 40], w: [5, 3, 3, 3], bias: true, op: Op::Conv(unit.clone()), strided_x: false },
+        Case { x: [3, 4, 20, 20], w: [4, 3, 4, 4], bias: true, op: Op::ConvT(convt), strided_x: true },
+        // 8192-row column matrices: the batched path splits a batch of 3 into chunks of 2 and 1.
+        Case { x: [3, 512, 16, 16], w: [2, 512, 4, 4], bias: false, op: Op::Conv(unit), strided_x: false },
+        Case { x: [3, 2, 15, 15], w: [2, 512, 4, 4], bias: true, op: Op::ConvT(first_big), strided_x: false },
+    ] {
+        check(&case);
+    }
+}
+
+#[test]
+fn unhandled_cases_fall_back_to_flex() {
+    // groups > 1 goes to flex's own kernels; the results must still agree.
+    check(&Case {
+        x: [2, 4, 6, 6],
+        w: [6, 2, 3, 3],
+        bias: true,
+        op: Op::Conv(ConvOptions::new([1, 1], [1, 1], [1, 1], 2)),
+        strided_x: false,
+    });
+    check(&Case {
+        x: [2, 4, 5, 5],
+        w: [4, 3, 3, 3],
+        bias: true,
+        op: Op::ConvT(ConvTransposeOptions::new([2, 2], [1, 1], [1, 1], [1, 1], 2)),
+        strided_x: false,
+    });
+    // f64 tensors are not f32, so flex computes them.
+    let device = Default::default();
+    let x = Tensor::<KilnCpu<Flex>, 4>::from_data(random([2, 3, 7, 7], 1), &device).cast(FloatDType::F64);
+    let w = Tensor::<KilnCpu<Flex>, 4>::from_data(random([5, 3, 3, 3], 2), &device).cast(FloatDType::F64);
+    let xf = Tensor::<Flex, 4>::from_data(random([2, 3, 7, 7], 1), &device).cast(FloatDType::F64);
+    let wf = Tensor::<Flex, 4>::from_data(random([5, 3, 3, 3], 2), &device).cast(FloatDType::F64);
+    let o = ConvOptions::new([2, 1], [1, 0], [1, 2], 1);
+    let y = conv2d(x, w, None, o.clone());
+    let yf = conv2d(xf, wf, None, o);
+    assert_eq!(y.dtype(), burn::tensor::DType::F64);
+    assert_close("f64 fallback", y.into_data(), yf.into_data());
+}
+
+#[derive(Module, Debug)]
+struct TinyNet<B: Backend> {
+    down: Conv2d<B>,
+    up: ConvTranspose2d<B>,
+}
+
+/// Losses of a few Adam steps of a conv → relu → transposed conv autoencoder on backend `B`.
+///
+/// The parameters are loaded from seeded data rather than drawn by the modules' initialisers:
+/// flex consumes a seed on the first random op after `seed`, and later draws are not
+/// reproducible.
+fn train_losses<B: AutodiffBackend>() -> Vec<f32> {
+    let device = Default::default();
+    let param4 =
+        |shape, seed| Param::from_tensor(Tensor::<B, 4>::from_data(random(shape, seed), &device).mul_scalar(0.2));
+    let param1 = |n, seed| Param::from_tensor(Tensor::<B, 1>::from_data(random1(n, seed), &device).mul_scalar(0.2));
+    let mut down = Conv2dConfig::new([3, 8], [4, 4])
+        .with_stride([2, 2])
+        .with_padding(PaddingConfig2d::Explicit(1, 1, 1, 1))
+        .init(&device);
+    down.weight = param4([8, 3, 4, 4], 20);
+    down.bias = Some(param1(8, 21));
+    let mut up = ConvTranspose2dConfig::new([8, 3], [4, 4]).with_stride([2, 2]).with_padding([1, 1]).init(&device);
+    up.weight = param4([8, 3, 4, 4], 22);
+    up.bias = Some(param1(3, 23));
+    let mut net = TinyNet::<B> { down, up };
+    let mut opt = AdamConfig::new().init::<B, TinyNet<B>>();
+    let x = Tensor::<B, 4>::from_data(random([4, 3, 12, 12], 9), &device);
+    (0..5)
+        .map(|_| {
+            let h = burn::tensor::activation::relu(net.down.forward(x.clone())); // [4, 8, 6, 6]
+            let y = net.up.forward(h); // [4, 3, 12, 12]
+            let loss = (y - x.clone()).powi_scalar(2).mean();
+            let value = loss.clone().into_scalar().elem::<f32>();
+            let grads = GradientsParams::from_grads(loss.backward(), &net);
+            net = opt.step(1e-2, net.clone(), grads);
+            value
+        })
+        .collect()
+}
+
+#[test]
+fn tiny_net_trains_identically() {
+    let (k, f) = (train_losses::<Kiln>(), train_losses::<Ref>());
+    for (i, (a, b)) in k.iter().zip(&f).enumerate() {
+        assert!((a - b).abs() <= TOL * b.abs(), "step {i}: loss {a} on kiln vs {b} on flex");
+    }
+    assert!(k[4] < k[0], "the loss should fall: {k:?}");
+}

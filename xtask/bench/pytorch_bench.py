@@ -1,0 +1,467 @@
+#!/usr/bin/env python3
+"""The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
+
+    python xtask/bench/pytorch_bench.py [--workload w1,w2,w6] [--reps N] [--warmup N]
+                                        [--threads N] [--json] [--tiny]
+
+`cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
+`pip install torch numpy`). Each workload is written here from its reference, not imported, so
+the script needs nothing but torch:
+
+- w1-dcgan64: pytorch/examples `dcgan/main.py` at 64x64 (nz 100, ngf = ndf = 64), its
+  `weights_init`, BCELoss, Adam lr 2e-4 betas (0.5, 0.999); one step = the D update (reals, then
+  detached fakes) and the G update, exactly as that script's loop, batch 64 of random images.
+- w2-vae64: the network of kiln-vae's `VaeConfig::vanilla64()` (AntixK/PyTorch-VAE VanillaVAE's
+  widths 32..512 and latent 128 on 4x4 stride-2 convolutions with LeakyReLU 0.2, no batch norm, a
+  mirrored transposed-convolution decoder, Gaussian likelihood with sigma 1), Adam lr 5e-3
+  (PyTorch-VAE's configs/vae.yaml), batch 64. Same shapes as kiln's, so images/s compare.
+  `w2-antixk64` is PyTorch-VAE's own VanillaVAE (3x3 convolutions, batch norm, an extra output
+  stage) for reference; kiln has no counterpart of it.
+- w6-*: F.interpolate (antialias=True when downscaling), F.scaled_dot_product_attention forward
+  and backward, and the VQ nearest-code search, at the shapes of kiln-kernels' benches.
+
+FLOPs are counted as crates/kiln-bench/src/flops.rs counts them: conv / transposed conv / linear
+multiply-adds x2 from the layer shapes, a training pass = 3 x forward. Peak memory is VmHWM,
+reset (echo 5 > /proc/self/clear_refs) before each workload. Output: a table, or with --json one
+JSON object per workload and line, with the same fields as kiln-bench's.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+WORKLOADS = [
+    "w1-dcgan64",
+    "w2-vae64",
+    "w6-bilinear-aa-256to64",
+    "w6-bicubic-aa-256to64",
+    "w6-bilinear-64to256",
+    "w6-bicubic-64to256",
+    "w6-attention-fwd-bwd",
+    "w6-vq-search",
+]
+EXTRA = ["w2-antixk64"]
+CONV_NOTE = "conv/convT/linear MACs×2 from layer shapes; fwd+bwd = 3×fwd"
+
+
+# ---------------------------------------------------------------------------------------------
+# FLOP counting from layer shapes, as crates/kiln-bench/src/flops.rs.
+
+
+def module_forward_flops(model, example):
+    """Forward FLOPs per example of every Conv2d / ConvTranspose2d / Linear in `model`, read
+    from the shapes a forward pass on `example` (batch 1) sees."""
+    total = 0
+
+    def hook(module, inputs, output):
+        nonlocal total
+        x = inputs[0]
+        if isinstance(module, nn.Conv2d):
+            kh, kw = module.kernel_size
+            ho, wo = output.shape[-2:]
+            total += 2 * module.in_channels // module.groups * module.out_channels * kh * kw * ho * wo
+        elif isinstance(module, nn.ConvTranspose2d):
+            kh, kw = module.kernel_size
+            hi, wi = x.shape[-2:]
+            total += 2 * module.in_channels * module.out_channels // module.groups * kh * kw * hi * wi
+        elif isinstance(module, nn.Linear):
+            total += 2 * module.in_features * module.out_features
+
+    handles = [m.register_forward_hook(hook) for m in model.modules()
+               if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear))]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(example)
+    model.train(was_training)
+    for h in handles:
+        h.remove()
+    return total
+
+
+# ---------------------------------------------------------------------------------------------
+# W1: pytorch/examples dcgan.
+
+
+class DcganG(nn.Module):
+    def __init__(self, nz, ngf, nc):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.ConvTranspose2d(nz, ngf * 8, 4, 1, 0, bias=False), nn.BatchNorm2d(ngf * 8), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 8, ngf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 4), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 4, ngf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf * 2), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf * 2, ngf, 4, 2, 1, bias=False), nn.BatchNorm2d(ngf), nn.ReLU(True),
+            nn.ConvTranspose2d(ngf, nc, 4, 2, 1, bias=False), nn.Tanh(),
+        )
+
+    def forward(self, z):
+        return self.main(z)
+
+
+class DcganD(nn.Module):
+    def __init__(self, ndf, nc):
+        super().__init__()
+        self.main = nn.Sequential(
+            nn.Conv2d(nc, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf, ndf * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 2), nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 2, ndf * 4, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 4),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 4, ndf * 8, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * 8),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False), nn.Sigmoid(),
+        )
+
+    def forward(self, x):
+        return self.main(x).view(-1, 1).squeeze(1)
+
+
+def dcgan_weights_init(m):
+    name = m.__class__.__name__
+    if name.find("Conv") != -1:
+        nn.init.normal_(m.weight, 0.0, 0.02)
+    elif name.find("BatchNorm") != -1:
+        nn.init.normal_(m.weight, 1.0, 0.02)
+        nn.init.zeros_(m.bias)
+
+
+def w1(tiny):
+    # tiny: ngf = ndf = 4; the network is fixed at 64x64 in pytorch/examples, so batch shrinks.
+    n, nz, width = (4, 100, 4) if tiny else (64, 100, 64)
+    g, d = DcganG(nz, width, 3), DcganD(width, 3)
+    g.apply(dcgan_weights_init)
+    d.apply(dcgan_weights_init)
+    flops_g = module_forward_flops(g, torch.randn(1, nz, 1, 1))
+    flops_d = module_forward_flops(d, torch.randn(1, 3, 64, 64))
+    criterion = nn.BCELoss()
+    opt_d = torch.optim.Adam(d.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    opt_g = torch.optim.Adam(g.parameters(), lr=2e-4, betas=(0.5, 0.999))
+    real = torch.rand(n, 3, 64, 64) * 2 - 1
+    real_label, fake_label = 1.0, 0.0
+
+    def step():
+        # pytorch/examples dcgan/main.py, one iteration of its loop.
+        d.zero_grad()
+        label = torch.full((n,), real_label)
+        err_real = criterion(d(real), label)
+        err_real.backward()
+        noise = torch.randn(n, nz, 1, 1)
+        fake = g(noise)
+        label.fill_(fake_label)
+        err_fake = criterion(d(fake.detach()), label)
+        err_fake.backward()
+        opt_d.step()
+        g.zero_grad()
+        label.fill_(real_label)
+        err_g = criterion(d(fake), label)
+        err_g.backward()
+        opt_g.step()
+        return (err_real + err_fake).item(), err_g.item()
+
+    flops = 3 * (flops_g + 3 * flops_d) * n
+    return step, n, "img", flops, CONV_NOTE + "; step = 3·(G + 3·D)"
+
+
+# ---------------------------------------------------------------------------------------------
+# W2: kiln-vae's vanilla64 network, and PyTorch-VAE's VanillaVAE for reference.
+
+
+class KilnVae(nn.Module):
+    """kiln-vae's `Vae` for `VaeConfig::vanilla64()` (hidden = 0, Gaussian sigma = 1, beta = 1)."""
+
+    def __init__(self, channels, size, widths, latent):
+        super().__init__()
+        self.latent = latent
+        enc, c = [], channels
+        for w in widths:
+            enc.append(nn.Conv2d(c, w, 4, 2, 1))
+            c = w
+        self.enc = nn.ModuleList(enc)
+        self.side = size >> len(widths)
+        self.top = c
+        flat = c * self.side * self.side
+        self.head = nn.Linear(flat, 2 * latent)
+        self.dec_in = nn.Linear(latent, flat)
+        dec = []
+        for i in reversed(range(len(widths))):
+            out = channels if i == 0 else widths[i - 1]
+            dec.append(nn.ConvTranspose2d(widths[i], out, 4, 2, 1))
+        self.dec = nn.ModuleList(dec)
+
+    def encode(self, x):
+        for conv in self.enc:
+            x = F.leaky_relu(conv(x), 0.2)
+        stats = self.head(x.flatten(1))
+        return stats[:, : self.latent], stats[:, self.latent:]
+
+    def decode(self, z):
+        h = F.leaky_relu(self.dec_in(z), 0.2).view(-1, self.top, self.side, self.side)
+        for i, deconv in enumerate(self.dec):
+            h = deconv(h)
+            if i < len(self.dec) - 1:
+                h = F.leaky_relu(h, 0.2)
+        return h
+
+    def forward(self, x):
+        mean, log_var = self.encode(x)
+        z = mean + torch.exp(0.5 * log_var) * torch.randn_like(mean)
+        return self.decode(z), mean, log_var
+
+    def loss(self, x):
+        params, mean, log_var = self(x)
+        recon = (0.5 * (params - x) ** 2 + 0.5 * 1.8378770664093453).flatten(1).sum(1).mean()
+        kl = (0.5 * (log_var.exp() + mean ** 2 - log_var - 1).sum(1)).mean()
+        return recon + kl
+
+
+class AntixkVanillaVae(nn.Module):
+    """AntixK/PyTorch-VAE `models/vanilla_vae.py` VanillaVAE, in_channels 3, latent 128, 64x64."""
+
+    def __init__(self, latent, hidden=(32, 64, 128, 256, 512)):
+        super().__init__()
+        mods, c = [], 3
+        for h in hidden:
+            mods.append(nn.Sequential(nn.Conv2d(c, h, 3, 2, 1), nn.BatchNorm2d(h), nn.LeakyReLU()))
+            c = h
+        self.encoder = nn.Sequential(*mods)
+        self.fc_mu = nn.Linear(hidden[-1] * 4, latent)
+        self.fc_var = nn.Linear(hidden[-1] * 4, latent)
+        self.decoder_input = nn.Linear(latent, hidden[-1] * 4)
+        rev = list(reversed(hidden))
+        self.decoder = nn.Sequential(*[
+            nn.Sequential(nn.ConvTranspose2d(rev[i], rev[i + 1], 3, 2, 1, output_padding=1),
+                          nn.BatchNorm2d(rev[i + 1]), nn.LeakyReLU())
+            for i in range(len(rev) - 1)
+        ])
+        self.final_layer = nn.Sequential(
+            nn.ConvTranspose2d(rev[-1], rev[-1], 3, 2, 1, output_padding=1), nn.BatchNorm2d(rev[-1]),
+            nn.LeakyReLU(), nn.Conv2d(rev[-1], 3, 3, padding=1), nn.Tanh())
+        self.top = hidden[-1]
+
+    def forward(self, x):
+        h = self.encoder(x).flatten(1)
+        mu, log_var = self.fc_mu(h), self.fc_var(h)
+        z = mu + torch.exp(0.5 * log_var) * torch.randn_like(mu)
+        out = self.decoder(self.decoder_input(z).view(-1, self.top, 2, 2))
+        return self.final_layer(out), mu, log_var
+
+    def loss(self, x, kld_weight=0.00025):
+        recons, mu, log_var = self(x)
+        kld = torch.mean(-0.5 * torch.sum(1 + log_var - mu ** 2 - log_var.exp(), dim=1), dim=0)
+        return F.mse_loss(recons, x) + kld_weight * kld
+
+
+def vae_workload(model, n, size):
+    flops = 3 * module_forward_flops(model, torch.rand(1, 3, size, size)) * n
+    opt = torch.optim.Adam(model.parameters(), lr=5e-3, weight_decay=0.0)
+    x = torch.rand(n, 3, size, size)
+
+    def step():
+        opt.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    return step, n, "img", flops, CONV_NOTE
+
+
+def w2(tiny):
+    if tiny:
+        return vae_workload(KilnVae(3, 16, [4, 8], 8), 4, 16)
+    return vae_workload(KilnVae(3, 64, [32, 64, 128, 256, 512], 128), 64, 64)
+
+
+def w2_antixk(tiny):
+    if tiny:
+        return vae_workload(AntixkVanillaVae(8, (4, 4, 4, 4, 8)), 4, 64)
+    return vae_workload(AntixkVanillaVae(128), 64, 64)
+
+
+# ---------------------------------------------------------------------------------------------
+# W6: kernels.
+
+
+def resize_case(name, tiny):
+    n, big, small = (2, 32, 8) if tiny else (64, 256, 64)
+    down = "256to64" in name
+    mode = "bicubic" if "bicubic" in name else "bilinear"
+    x = torch.rand(n, 3, big if down else small, big if down else small)
+    size = (small, small) if down else (big, big)
+
+    def step():
+        with torch.no_grad():
+            return F.interpolate(x, size=size, mode=mode, antialias=down, align_corners=False)
+
+    return step, n, "img", None, "resampling: no GEMM FLOPs counted"
+
+
+def attention(tiny):
+    b, h, l, d = (1, 2, 16, 8) if tiny else (8, 8, 1024, 64)
+    q, k, v = (torch.randn(b, h, l, d, requires_grad=True) for _ in range(3))
+
+    def step():
+        for t in (q, k, v):
+            t.grad = None
+        y = F.scaled_dot_product_attention(q, k, v)
+        y.sum().backward()
+        return q.grad
+
+    return step, b, "seq", 3 * 4 * b * h * l * l * d, "QKᵀ and PV: fwd 4·B·H·L²·D, fwd+bwd 3×fwd"
+
+
+def vq(tiny):
+    n, d, k = (64, 8, 16) if tiny else (65536, 64, 512)
+    x, cb = torch.randn(n, d), torch.randn(k, d)
+
+    def step():
+        # kiln_kernels::vq::nearest_code: ‖c‖² − 2 x·cᵀ, argmin over codes.
+        with torch.no_grad():
+            scores = (cb * cb).sum(1)[None, :] - 2.0 * (x @ cb.t())
+            return scores.argmin(1)
+
+    return step, n, "vec", 2 * n * k * d, "the [N, K] product 2·N·K·D"
+
+
+def build(name, tiny):
+    if name == "w1-dcgan64":
+        return w1(tiny)
+    if name == "w2-vae64":
+        return w2(tiny)
+    if name == "w2-antixk64":
+        return w2_antixk(tiny)
+    if name.startswith("w6-") and "to" in name and name != "w6-attention-fwd-bwd":
+        return resize_case(name, tiny)
+    if name == "w6-attention-fwd-bwd":
+        return attention(tiny)
+    if name == "w6-vq-search":
+        return vq(tiny)
+    raise ValueError(name)
+
+
+# ---------------------------------------------------------------------------------------------
+# Measuring and reporting.
+
+
+def reset_peak_rss():
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass  # the peak is then the process's so far
+
+
+def peak_rss_mib():
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        return None
+    return None
+
+
+def load1():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return None
+
+
+def parse_workloads(text):
+    out = []
+    for item in (s.strip().lower() for s in text.split(",")):
+        if not item:
+            continue
+        if item == "all":
+            chosen = WORKLOADS
+        elif item == "w1":
+            chosen = WORKLOADS[:1]
+        elif item == "w2":
+            chosen = WORKLOADS[1:2]
+        elif item == "w6":
+            chosen = WORKLOADS[2:]
+        elif item in WORKLOADS or item in EXTRA:
+            chosen = [item]
+        else:
+            sys.exit(f"unknown workload {item!r}: expected w1, w2, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
+        out += [w for w in chosen if w not in out]
+    return out
+
+
+def physical_cores():
+    pairs, phys = set(), None
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                key, value = key.strip(), value.strip()
+                if key == "physical id":
+                    phys = value
+                elif key == "core id":
+                    pairs.add((phys, value))
+    except OSError:
+        pass
+    logical = os.cpu_count() or 1
+    return min(len(pairs), logical) if pairs else logical
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--workload", default="w1,w2,w6")
+    p.add_argument("--reps", type=int, default=5)
+    p.add_argument("--warmup", type=int, default=1)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--tiny", action="store_true")
+    args = p.parse_args()
+    if args.reps < 1:
+        sys.exit("--reps must be at least 1")
+    threads = args.threads or physical_cores()
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    context = {"impl": "pytorch", "backend": f"torch-{torch.__version__}", "threads": threads, "tiny": args.tiny}
+    if not args.json:
+        la = os.getloadavg()
+        print(f"pytorch_bench: torch {torch.__version__}, {threads} threads, warm-up {args.warmup}, "
+              f"{args.reps} timed reps; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
+        print(f"{'workload':<24} {'items/s':>14} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
+              f"{'GFLOP/s':>9} {'peak MiB':>9} {'load1':>6}")
+    for name in parse_workloads(args.workload):
+        reset_peak_rss()
+        step, items, unit, flops, note = build(name, args.tiny)
+        for _ in range(args.warmup):
+            step()
+        times = []
+        for _ in range(args.reps):
+            t0 = time.perf_counter()
+            step()
+            times.append((time.perf_counter() - t0) * 1e3)
+        med = statistics.median(times)
+        rec = dict(context)
+        rec.update({
+            "workload": name, "unit": unit, "batch": items, "reps": len(times), "times_ms": times,
+            "median_ms": med, "min_ms": min(times), "max_ms": max(times),
+            "items_per_s": items / (med / 1e3),
+            "gflop_per_rep": None if flops is None else flops / 1e9,
+            "gflops": None if flops is None else flops / 1e9 / (med / 1e3),
+            "flops_note": note, "peak_rss_mib": peak_rss_mib(), "load1": load1(),
+        })
+        if args.json:
+            print(json.dumps(rec), flush=True)
+        else:
+            gf = "—" if rec["gflops"] is None else f"{rec['gflops']:.1f}"
+            pk = "—" if rec["peak_rss_mib"] is None else f"{rec['peak_rss_mib']:.0f}"
+            print(f"{name:<24} {rec['items_per_s']:>10.1f} {unit:<3} {med:>10.1f} {min(times):>10.1f} "
+                  f"{max(times):>10.1f} {gf:>9} {pk:>9} {rec['load1']:>6.2f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

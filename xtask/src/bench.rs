@@ -1,0 +1,405 @@
+//! `cargo xtask bench`: runs `kiln-bench` in release, keeps every result in a JSONL history, and
+//! with `--compare` runs the same workloads in PyTorch (`xtask/bench/pytorch_bench.py`),
+//! interleaved with kiln's, and prints kiln/PyTorch ratios (issue 8).
+//!
+//! ```text
+//! cargo xtask bench [--compare] [--workload w1,w2,w6] [--reps N] [--warmup N] [--rounds N]
+//!                   [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown]
+//!                   [--python PATH]
+//! ```
+//! Interleaving (kiln, torch, kiln, torch, …) exposes both to the same drift in machine load, so
+//! the per-round ratio is steadier than either figure alone: on a shared 2-core machine a build
+//! in the next terminal halves both. Every figure is written with the 1-minute load average when
+//! it was taken; compare only figures from one run, and distrust rounds with a load above the
+//! core count.
+//!
+//! xtask does not depend on burn: it shells out to cargo, which keeps `cargo xtask` quick to build.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail};
+use serde_json::{Value, json};
+
+use crate::root;
+
+/// Parsed `cargo xtask bench` arguments.
+#[derive(Debug)]
+struct Options {
+    compare: bool,
+    workload: String,
+    reps: usize,
+    warmup: usize,
+    rounds: usize,
+    threads: Option<usize>,
+    backend: String,
+    history: PathBuf,
+    markdown: bool,
+    python: Option<PathBuf>,
+}
+
+fn parse(args: &[&str]) -> Result<Options> {
+    let mut o = Options {
+        compare: false,
+        workload: "w1,w2,w6".into(),
+        reps: 3,
+        warmup: 1,
+        rounds: 3,
+        threads: None,
+        backend: "flex".into(),
+        history: root().join("target/bench-history.jsonl"),
+        markdown: false,
+        python: None,
+    };
+    let mut it = args.iter();
+    while let Some(&arg) = it.next() {
+        let mut value = || it.next().copied().with_context(|| format!("bench: {arg} needs a value"));
+        let number = |v: &str| v.parse::<usize>().with_context(|| format!("bench: {arg} {v:?} is not a number"));
+        match arg {
+            "--compare" => o.compare = true,
+            "--markdown" => o.markdown = true,
+            "--workload" => o.workload = value()?.to_string(),
+            "--reps" => o.reps = number(value()?)?,
+            "--warmup" => o.warmup = number(value()?)?,
+            "--rounds" => o.rounds = number(value()?)?,
+            "--threads" => o.threads = Some(number(value()?)?),
+            "--backend" => o.backend = value()?.to_string(),
+            "--history" => o.history = PathBuf::from(value()?),
+            "--python" => o.python = Some(PathBuf::from(value()?)),
+            other => bail!("bench: unknown argument {other:?}\n{USAGE}"),
+        }
+    }
+    if !["flex", "ndarray"].contains(&o.backend.as_str()) {
+        bail!("bench: --backend {:?}: expected flex or ndarray", o.backend);
+    }
+    if o.reps == 0 || o.rounds == 0 {
+        bail!("bench: --reps and --rounds must be at least 1");
+    }
+    Ok(o)
+}
+
+/// Usage text, shown on a bad argument.
+pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w6] [--reps N] [--warmup N] \
+     [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--python PATH]";
+
+/// `cargo xtask bench …`.
+pub fn run(args: &[&str]) -> Result<()> {
+    let o = parse(args)?;
+    let python = if o.compare { Some(ensure_venv(o.python.as_deref())?) } else { None };
+    let machine = machine();
+    let revision = git_revision();
+    eprintln!("bench: {} on {}, git {revision}", o.backend, machine["cpu"].as_str().unwrap_or("?"));
+
+    // Build up front: a compile inside the first round would load the machine while it measures.
+    crate::run(
+        "cargo",
+        &["build", "--release", "-p", "kiln-bench", "--no-default-features", "--features", &o.backend],
+    )?;
+
+    let rounds = if o.compare { o.rounds } else { 1 };
+    let mut records: Vec<Value> = Vec::new();
+    for round in 0..rounds {
+        let mut batch = run_kiln(&o)?;
+        if let Some(python) = &python {
+            batch.extend(run_torch(&o, python)?);
+        }
+        for mut r in batch {
+            if let Value::Object(map) = &mut r {
+                map.insert("timestamp".into(), json!(utc_now()));
+                map.insert("git".into(), json!(revision));
+                map.insert("machine".into(), machine.clone());
+                map.insert("round".into(), json!(round));
+            }
+            append_history(&o.history, &r)?;
+            records.push(r);
+        }
+    }
+    eprintln!("bench: {} records appended to {}", records.len(), o.history.display());
+    let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let load: Vec<&str> = load.split_whitespace().take(3).collect();
+    let header = format!(
+        "{} ({} cores), kiln {} vs {}, {} threads, {} round(s) × {} reps, git {revision}, {}; load average now {}",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"],
+        o.backend,
+        records.iter().find(|r| r["impl"] == "pytorch").and_then(|r| r["backend"].as_str()).unwrap_or("no PyTorch"),
+        records.first().map_or(json!(null), |r| r["threads"].clone()),
+        rounds,
+        o.reps,
+        utc_now(),
+        load.join(" "),
+    );
+    print!("{}", render(&records, &header, o.markdown));
+    Ok(())
+}
+
+fn run_kiln(o: &Options) -> Result<Vec<Value>> {
+    let device = if o.backend == "flex" { "cpu" } else { "ndarray" };
+    let (reps, warmup) = (o.reps.to_string(), o.warmup.to_string());
+    let threads = o.threads.map(|t| t.to_string());
+    let mut args = vec![
+        "run",
+        "--release",
+        "--quiet",
+        "-p",
+        "kiln-bench",
+        "--no-default-features",
+        "--features",
+        &o.backend,
+        "--",
+        "--json",
+        "--device",
+        device,
+        "--workload",
+        &o.workload,
+        "--reps",
+        &reps,
+        "--warmup",
+        &warmup,
+    ];
+    if let Some(t) = &threads {
+        args.extend(["--threads", t]);
+    }
+    json_lines(Command::new("cargo").args(&args), "kiln-bench")
+}
+
+fn run_torch(o: &Options, python: &Path) -> Result<Vec<Value>> {
+    let script = root().join("xtask/bench/pytorch_bench.py");
+    let mut cmd = Command::new(python);
+    cmd.arg(&script).args(["--json", "--workload", &o.workload, "--reps", &o.reps.to_string()]);
+    cmd.args(["--warmup", &o.warmup.to_string()]);
+    if let Some(t) = o.threads {
+        cmd.args(["--threads", &t.to_string()]);
+    }
+    json_lines(&mut cmd, "pytorch_bench.py")
+}
+
+/// Runs `cmd` in the workspace root, passing its stderr through, and parses each stdout line
+/// that is a JSON object. The child's own progress goes to the terminal; its records come back.
+fn json_lines(cmd: &mut Command, what: &str) -> Result<Vec<Value>> {
+    eprintln!("bench: running {what}");
+    let out = cmd
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start {what}"))?;
+    if !out.status.success() {
+        bail!("{what} failed with {}", out.status);
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut records = Vec::new();
+    for line in text.lines().filter(|l| l.trim_start().starts_with('{')) {
+        let value: Value =
+            serde_json::from_str(line).with_context(|| format!("{what} printed a bad JSON line: {line}"))?;
+        eprintln!(
+            "bench:   {:<8} {:<24} {:>10.2} {}/s  (median {:.1} ms, load {:.2})",
+            value["impl"].as_str().unwrap_or("?"),
+            value["workload"].as_str().unwrap_or("?"),
+            value["items_per_s"].as_f64().unwrap_or(f64::NAN),
+            value["unit"].as_str().unwrap_or("item"),
+            value["median_ms"].as_f64().unwrap_or(f64::NAN),
+            value["load1"].as_f64().unwrap_or(f64::NAN),
+        );
+        records.push(value);
+    }
+    if records.is_empty() {
+        bail!("{what} printed no results");
+    }
+    Ok(records)
+}
+
+/// The Python that runs the PyTorch side: `--python`, else `target/pytorch-venv`, created with
+/// `python3 -m venv` and `pip install torch numpy` from PyPI when missing.
+fn ensure_venv(python: Option<&Path>) -> Result<PathBuf> {
+    if let Some(p) = python {
+        return Ok(p.to_path_buf());
+    }
+    let venv = root().join("target/pytorch-venv");
+    let python = venv.join("bin/python");
+    if python.exists() {
+        return Ok(python);
+    }
+    eprintln!("bench: creating {} (PyTorch from PyPI: a large download, once)", venv.display());
+    let venv_arg = venv.to_string_lossy().into_owned();
+    crate::run("python3", &["-m", "venv", &venv_arg])?;
+    let pip = venv.join("bin/pip").to_string_lossy().into_owned();
+    crate::run(&pip, &["install", "--quiet", "torch", "numpy"])?;
+    Ok(python)
+}
+
+fn append_history(path: &Path, record: &Value) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .with_context(|| format!("{}: cannot open for appending", path.display()))?;
+    writeln!(file, "{record}").with_context(|| format!("{}: write failed", path.display()))
+}
+
+/// CPU model and core counts from `/proc/cpuinfo`.
+pub(crate) fn machine() -> Value {
+    let text = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |line: &str, key: &str| {
+        line.split_once(':').filter(|(k, _)| k.trim() == key).map(|(_, v)| v.trim().to_string())
+    };
+    let cpu = text.lines().find_map(|l| field(l, "model name")).unwrap_or_else(|| "unknown CPU".into());
+    let logical = text.lines().filter(|l| field(l, "processor").is_some()).count();
+    let mut cores = std::collections::BTreeSet::new();
+    let mut physical = String::new();
+    for line in text.lines() {
+        if let Some(p) = field(line, "physical id") {
+            physical = p;
+        } else if let Some(c) = field(line, "core id") {
+            cores.insert((physical.clone(), c));
+        }
+    }
+    let cores = if cores.is_empty() { logical } else { cores.len() };
+    json!({ "cpu": cpu, "cores": cores, "logical_cpus": logical })
+}
+
+/// `git rev-parse --short HEAD`, with `-dirty` when the work tree has changes (read-only git).
+pub(crate) fn git_revision() -> String {
+    let git = |args: &[&str]| {
+        Command::new("git")
+            .args(args)
+            .current_dir(root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+    };
+    let Some(rev) = git(&["rev-parse", "--short", "HEAD"]) else { return "unknown".into() };
+    match git(&["status", "--porcelain", "--untracked-files=no"]) {
+        Some(s) if !s.is_empty() => format!("{rev}-dirty"),
+        _ => rev,
+    }
+}
+
+/// The current UTC time as `YYYY-MM-DDTHH:MM:SSZ` (no date crate for one timestamp).
+pub(crate) fn utc_now() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
+    // Howard Hinnant's days-to-civil.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rem / 3600, rem / 60 % 60, rem % 60)
+}
+
+/// Median, minimum and maximum.
+fn spread(values: &[f64]) -> Option<[f64; 3]> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    let median = if n % 2 == 1 { v[n / 2] } else { 0.5 * (v[n / 2 - 1] + v[n / 2]) };
+    Some([median, v[0], v[n - 1]])
+}
+
+/// The comparison table: per workload, kiln's and PyTorch's items/s (median over rounds, with
+/// min–max) and the kiln/PyTorch ratio of each round (paired by round, so load drift cancels).
+fn render(records: &[Value], header: &str, markdown: bool) -> String {
+    // workload → (unit, kiln items/s by round, torch items/s by round, kiln GFLOP/s, loads)
+    type Row = (String, BTreeMap<u64, f64>, BTreeMap<u64, f64>, Vec<f64>, Vec<f64>);
+    let mut rows: Vec<(String, Row)> = Vec::new();
+    for r in records {
+        let name = r["workload"].as_str().unwrap_or("?").to_string();
+        let index = match rows.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                let unit = r["unit"].as_str().unwrap_or("item").to_string();
+                rows.push((name, (unit, BTreeMap::new(), BTreeMap::new(), Vec::new(), Vec::new())));
+                rows.len() - 1
+            }
+        };
+        let row = &mut rows[index].1;
+        let round = r["round"].as_u64().unwrap_or(0);
+        let rate = r["items_per_s"].as_f64().unwrap_or(f64::NAN);
+        if r["impl"] == "pytorch" {
+            row.2.insert(round, rate);
+        } else {
+            row.1.insert(round, rate);
+            if let Some(g) = r["gflops"].as_f64() {
+                row.3.push(g);
+            }
+        }
+        if let Some(l) = r["load1"].as_f64() {
+            row.4.push(l);
+        }
+    }
+    let fmt3 = |s: Option<[f64; 3]>, prec: usize| match s {
+        Some([m, lo, hi]) => format!("{m:.prec$} ({lo:.prec$}–{hi:.prec$})"),
+        None => "—".into(),
+    };
+    let mut lines = Vec::new();
+    let cols = ["workload", "kiln /s", "PyTorch /s", "kiln/PyTorch", "kiln GFLOP/s", "load1"];
+    if markdown {
+        lines.push(format!("{header}\n"));
+        lines.push(format!("| {} |", cols.join(" | ")));
+        lines.push(format!("|{}", "---|".repeat(cols.len())));
+    } else {
+        lines.push(header.to_string());
+        lines.push(format!(
+            "{:<24} {:>26} {:>26} {:>20} {:>12} {:>16}",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+        ));
+    }
+    for (name, (unit, kiln, torch, gflops, loads)) in &rows {
+        let ratios: Vec<f64> = kiln.iter().filter_map(|(round, k)| torch.get(round).map(|t| k / t)).collect();
+        let kiln_s = fmt3(spread(&kiln.values().copied().collect::<Vec<_>>()), 1);
+        let torch_s = fmt3(spread(&torch.values().copied().collect::<Vec<_>>()), 1);
+        let ratio_s = fmt3(spread(&ratios), 2);
+        let gflops_s = spread(gflops).map_or("—".into(), |[m, _, _]| format!("{m:.1}"));
+        let load_s = spread(loads).map_or("—".into(), |[_, lo, hi]| format!("{lo:.1}–{hi:.1}"));
+        let label = format!("{name} ({unit})");
+        if markdown {
+            lines.push(format!("| {label} | {kiln_s} | {torch_s} | {ratio_s} | {gflops_s} | {load_s} |"));
+        } else {
+            lines.push(format!("{label:<24} {kiln_s:>26} {torch_s:>26} {ratio_s:>20} {gflops_s:>12} {load_s:>16}"));
+        }
+    }
+    let note = "Items per second at each run's median time; median (min–max) over rounds; the ratio is taken \
+                per round. GFLOP/s: conv/convT/linear multiply-adds ×2 from layer shapes, fwd+bwd = 3× fwd.";
+    lines.push(if markdown { format!("\n{note}") } else { note.to_string() });
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_now_is_iso_8601() {
+        let now = utc_now();
+        assert_eq!(now.len(), 20, "{now}");
+        assert!(now.starts_with("20") && now.ends_with('Z'), "{now}");
+    }
+
+    #[test]
+    fn ratios_are_paired_by_round() {
+        let rec = |imp: &str, round: u64, rate: f64| {
+            json!({"impl": imp, "workload": "w1-dcgan64", "unit": "img", "round": round, "items_per_s": rate,
+                   "gflops": 1.0, "load1": 2.0})
+        };
+        let records = [rec("kiln", 0, 10.0), rec("pytorch", 0, 20.0), rec("kiln", 1, 30.0), rec("pytorch", 1, 30.0)];
+        let table = render(&records, "h", true);
+        // Ratios 0.5 and 1.0: median 0.75.
+        assert!(table.contains("0.75 (0.50–1.00)"), "{table}");
+        assert!(parse(&["--backend", "cuda"]).is_err());
+        assert_eq!(parse(&["--reps", "2", "--compare"]).unwrap().reps, 2);
+    }
+}

@@ -1,0 +1,311 @@
+//! `cargo xtask experiment` and `cargo xtask report`: from an experiment file to a results table.
+//!
+//! `experiment NAME|FILE` trains with the `kiln` binary (release, the default CPU backend unless
+//! `--features`), scores the result with `kiln eval` (kiln's own feature network for the data,
+//! against the real-data floor), and records how: `runs/<name>/<UTC time>-<git rev>/` holds the
+//! run (resolved config, metrics, grids, checkpoints) plus `xtask-run.json` with the machine, the
+//! backend, the git revision and the wall times. `report` gathers the newest such run of every
+//! experiment into the Markdown table between the README's `results` markers, with a thumbnail of
+//! each run's sample grid copied to `experiments/results/<name>.png`.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use crate::bench::{git_revision, machine, utc_now};
+use crate::{root, run};
+
+const README_START: &str = "<!-- results:start (written by `cargo xtask report`) -->";
+const README_END: &str = "<!-- results:end -->";
+
+struct Options {
+    file: PathBuf,
+    steps: Option<usize>,
+    eval_n: Option<usize>,
+    features: Option<String>,
+    no_eval: bool,
+    quick: bool,
+}
+
+fn parse(args: &[&str]) -> Result<Options> {
+    let mut o =
+        Options { file: PathBuf::new(), steps: None, eval_n: None, features: None, no_eval: false, quick: false };
+    let mut it = args.iter();
+    while let Some(&arg) = it.next() {
+        let mut value = |flag: &str| it.next().copied().with_context(|| format!("experiment: {flag} needs a value"));
+        match arg {
+            "--steps" => o.steps = Some(value("--steps")?.parse().context("--steps")?),
+            "--quick" => o.quick = true,
+            "--eval-n" => o.eval_n = Some(value("--eval-n")?.parse().context("--eval-n")?),
+            "--features" => o.features = Some(value("--features")?.to_string()),
+            "--no-eval" => o.no_eval = true,
+            flag if flag.starts_with("--") => bail!("experiment: unknown option {flag}"),
+            name => {
+                ensure!(o.file.as_os_str().is_empty(), "experiment: one experiment at a time (got {name} too)");
+                o.file = resolve(name)?;
+            }
+        }
+    }
+    ensure!(!o.file.as_os_str().is_empty(), "usage: cargo xtask experiment <name|file> [--quick] [--steps N] …");
+    if o.quick && o.steps.is_none() {
+        o.steps = Some((train_steps(&o.file)? / QUICK_FRACTION).max(1));
+    }
+    Ok(o)
+}
+
+/// `--quick` trains for this fraction of the experiment's steps: a run of minutes on two CPU cores
+/// whose numbers show the trend, not the result.
+const QUICK_FRACTION: usize = 5;
+
+/// The experiment's `steps = N` under `[train]`.
+fn train_steps(file: &Path) -> Result<usize> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let mut in_train = false;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with('[') {
+            in_train = line == "[train]";
+        } else if in_train && let Some(v) = line.strip_prefix("steps").and_then(|r| r.trim().strip_prefix('=')) {
+            return v
+                .split('#')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .parse()
+                .with_context(|| format!("{}: steps", file.display()));
+        }
+    }
+    bail!("{}: no `steps = N` under [train]", file.display())
+}
+
+/// `vae-mnist` → `experiments/vae-mnist.toml`; a path is taken as it is.
+fn resolve(name: &str) -> Result<PathBuf> {
+    let as_path = PathBuf::from(name);
+    if as_path.is_file() {
+        return Ok(as_path);
+    }
+    let named = root().join("experiments").join(format!("{name}.toml"));
+    ensure!(named.is_file(), "experiment {name:?}: neither a file nor experiments/{name}.toml");
+    Ok(named)
+}
+
+/// The experiment's `name = "…"` (the run directory's parent).
+fn experiment_name(file: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("name").and_then(|r| r.trim().strip_prefix('=')))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .with_context(|| format!("{}: no `name = \"…\"` line", file.display()))
+}
+
+pub fn run_experiment(args: &[&str]) -> Result<()> {
+    let o = parse(args)?;
+    let name = experiment_name(&o.file)?;
+    let rev = git_revision();
+    let stamp = utc_now().replace([':', '-'], "");
+    let out = root().join("runs").join(&name).join(format!("{stamp}-{rev}"));
+    let (file, out_s) = (o.file.to_string_lossy().to_string(), out.to_string_lossy().to_string());
+    let mut cargo = vec!["run", "--release", "-p", "kiln-cli"];
+    if let Some(f) = &o.features {
+        cargo.extend(["--no-default-features", "--features", f.as_str()]);
+    }
+    let mut train = cargo.clone();
+    train.extend(["--", "train", file.as_str(), "--out", out_s.as_str(), "--quiet"]);
+    let steps = o.steps.map(|s| s.to_string());
+    if let Some(s) = &steps {
+        train.extend(["--steps", s.as_str()]);
+    }
+    let started = Instant::now();
+    run("cargo", &train)?;
+    let train_s = started.elapsed().as_secs_f64();
+
+    let family = std::fs::read_to_string(out.join("experiment.toml")).unwrap_or_default();
+    let generator = family.contains("family = \"vae\"") || family.contains("family = \"gan\"");
+    let mut eval_s = None;
+    if generator && !o.no_eval {
+        let mut eval = cargo.clone();
+        eval.extend(["--", "eval", "--checkpoint", out_s.as_str()]);
+        let n = o.eval_n.map(|n| n.to_string());
+        if let Some(n) = &n {
+            eval.extend(["--n", n.as_str()]);
+        }
+        let t = Instant::now();
+        run("cargo", &eval)?;
+        eval_s = Some(t.elapsed().as_secs_f64());
+    }
+    let record = json!({
+        "experiment": name,
+        "file": o.file.strip_prefix(root()).unwrap_or(&o.file).display().to_string(),
+        "started_utc": stamp,
+        "git_revision": rev,
+        "machine": machine(),
+        "backend": o.features.as_deref().unwrap_or("flex"),
+        "steps_override": o.steps,
+        "quick": o.quick,
+        "train_wall_s": train_s,
+        "eval_wall_s": eval_s,
+    });
+    let path = out.join("xtask-run.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&record)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprintln!("experiment {name}: {}", out.display());
+    Ok(())
+}
+
+fn read_json(path: &Path) -> Option<Value> {
+    serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()
+}
+
+/// The newest run of each experiment that `cargo xtask experiment` completed, by name.
+fn latest_runs() -> Result<Vec<(String, PathBuf)>> {
+    let runs = root().join("runs");
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(&runs) else { return Ok(out) };
+    let mut names: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.is_dir()).collect();
+    names.sort();
+    for dir in names {
+        let mut stamped: Vec<PathBuf> = std::fs::read_dir(&dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.join("xtask-run.json").is_file() && p.join("summary.json").is_file())
+            .collect();
+        stamped.sort(); // UTC stamps sort by time
+        if let Some(latest) = stamped.pop() {
+            let name = dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default();
+            out.push((name, latest));
+        }
+    }
+    Ok(out)
+}
+
+fn fmt(v: &Value, digits: usize) -> String {
+    v.as_f64().map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
+}
+
+pub fn report(args: &[&str]) -> Result<()> {
+    ensure!(args.is_empty(), "report: takes no arguments");
+    let runs = latest_runs()?;
+    ensure!(!runs.is_empty(), "report: no completed `cargo xtask experiment` runs under runs/");
+    let thumbs = root().join("experiments").join("results");
+    std::fs::create_dir_all(&thumbs).context("creating experiments/results")?;
+    let mut table = String::from(
+        "| experiment | model | data | steps | wall time | img/s | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
+         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+    );
+    let mut notes = Vec::new();
+    for (name, dir) in &runs {
+        let summary = read_json(&dir.join("summary.json")).unwrap_or_default();
+        let record = read_json(&dir.join("xtask-run.json")).unwrap_or_default();
+        let config = std::fs::read_to_string(dir.join("experiment.toml")).unwrap_or_default();
+        let field = |key: &str| {
+            config
+                .lines()
+                .find_map(|l| l.trim().strip_prefix(key).and_then(|r| r.trim().strip_prefix('=')))
+                .map(|v| v.trim().trim_matches('"').to_string())
+                .unwrap_or_else(|| "–".into())
+        };
+        let eval = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("eval-")))
+            .and_then(|p| read_json(&p));
+        let pair = |key: &str, digits: usize| match &eval {
+            Some(e) => format!("{} ({})", fmt(&e["model"][key], digits), fmt(&e["real_floor"][key], digits)),
+            None => "–".into(),
+        };
+        let pr = match &eval {
+            Some(e) => format!(
+                "{} / {} ({} / {})",
+                fmt(&e["model"]["precision"], 2),
+                fmt(&e["model"]["recall"], 2),
+                fmt(&e["real_floor"]["precision"], 2),
+                fmt(&e["real_floor"]["recall"], 2)
+            ),
+            None => "–".into(),
+        };
+        let grid = ["samples-ema.png", "samples.png"].iter().map(|g| dir.join(g)).find(|p| p.is_file());
+        let thumb = match grid {
+            Some(g) => {
+                std::fs::copy(&g, thumbs.join(format!("{name}.png"))).context("copying a grid")?;
+                format!("![{name}](experiments/results/{name}.png)")
+            }
+            None => "–".into(),
+        };
+        let family = field("family");
+        let model = match field("preset").as_str() {
+            "–" => family.clone(),
+            preset => format!("{family} {preset}"),
+        };
+        table.push_str(&format!(
+            "| {name} | {model} | {} | {} | {:.0} s | {} | {} | {} | {} | {pr} | {thumb} |\n",
+            field("path").trim_start_matches("datasets/"),
+            fmt(&summary["steps"], 0),
+            summary["wall_s"].as_f64().unwrap_or(f64::NAN),
+            fmt(&summary["examples_per_s"], 0),
+            pair("fid", 2),
+            pair("kid", 4),
+            pair("inception_score", 2),
+        ));
+        if let Some(e) = &eval {
+            notes.push(format!(
+                "{name}: {} samples vs {} real images, extractor `{}`",
+                e["model"]["images"], e["reference"]["images"], e["extractor"]["name"]
+            ));
+        }
+        let cpu = record["machine"]["cpu"].as_str().unwrap_or("?");
+        let cores = &record["machine"]["cores"];
+        notes.push(format!(
+            "{name}: run {} at git {} on {cpu} ({cores} cores), backend {}",
+            record["started_utc"].as_str().unwrap_or("?"),
+            record["git_revision"].as_str().unwrap_or("?"),
+            record["backend"].as_str().unwrap_or("?")
+        ));
+    }
+    let block = format!(
+        "{README_START}\n{table}\nFloor: the same metric between two disjoint halves of the real training images \
+         (what a model that drew real images would score with these counts). Scores from different extractors \
+         are not comparable.\n\n{}\n{README_END}",
+        notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
+    );
+    let readme_path = root().join("README.md");
+    let readme = std::fs::read_to_string(&readme_path).context("reading README.md")?;
+    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
+        bail!("README.md has no results markers ({README_START} … {README_END})")
+    };
+    let updated = format!("{}{block}{}", &readme[..start], &readme[end + README_END.len()..]);
+    std::fs::write(&readme_path, updated).context("writing README.md")?;
+    eprintln!("report: {} experiments → README.md", runs.len());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn quick_budget_reads_the_train_tables_steps() {
+        let dir = std::env::temp_dir().join(format!("xtask-exp-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("e.toml");
+        std::fs::write(&file, "name = \"demo\"\n[model]\nsteps = 7\n[train]\nbatch_size = 8\nsteps = 1500 # budget\n")
+            .unwrap();
+        assert_eq!(train_steps(&file).unwrap(), 1500);
+        assert_eq!(experiment_name(&file).unwrap(), "demo");
+        std::fs::write(&file, "name = \"demo\"\n[train]\nbatch_size = 8\n").unwrap();
+        assert!(train_steps(&file).unwrap_err().to_string().contains("no `steps = N` under [train]"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn every_experiment_file_resolves_by_name_and_has_a_budget() {
+        for entry in std::fs::read_dir(root().join("experiments")).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let stem = path.file_stem().unwrap().to_string_lossy().to_string();
+                assert_eq!(resolve(&stem).unwrap(), path);
+                assert_eq!(experiment_name(&path).unwrap(), stem, "name = file name in {}", path.display());
+                assert!(train_steps(&path).unwrap() >= QUICK_FRACTION);
+            }
+        }
+    }
+}
