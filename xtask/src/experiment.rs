@@ -238,7 +238,7 @@ pub fn report(args: &[&str]) -> Result<()> {
         table.push_str(&format!(
             "| {name} | {model} | {} | {} | {:.0} s | {} | {} | {} | {} | {pr} | {thumb} |\n",
             field("path").trim_start_matches("datasets/"),
-            fmt(&summary["steps"], 0),
+            fmt(&summary["steps"], 0) + if record["quick"].as_bool() == Some(true) { " (quick)" } else { "" },
             summary["wall_s"].as_f64().unwrap_or(f64::NAN),
             fmt(&summary["examples_per_s"], 0),
             pair("fid", 2),
@@ -248,16 +248,21 @@ pub fn report(args: &[&str]) -> Result<()> {
         if let Some(e) = &eval {
             notes.push(format!(
                 "{name}: {} samples vs {} real images, extractor `{}`",
-                e["model"]["images"], e["reference"]["images"], e["extractor"]["name"]
+                e["model"]["images"],
+                e["reference"]["images"],
+                e["extractor"]["name"].as_str().unwrap_or("?")
             ));
         }
         let cpu = record["machine"]["cpu"].as_str().unwrap_or("?");
+        // The device `kiln train` itself recorded (e.g. "cpu (kiln-cpu over burn-flex)").
+        let device = read_json(&dir.join("run.json")).and_then(|r| r["device"].as_str().map(String::from));
         let cores = &record["machine"]["cores"];
         notes.push(format!(
-            "{name}: run {} at git {} on {cpu} ({cores} cores), backend {}",
+            "{name}: run {} at git {} on {cpu} ({cores} cores), device {}{}",
             record["started_utc"].as_str().unwrap_or("?"),
             record["git_revision"].as_str().unwrap_or("?"),
-            record["backend"].as_str().unwrap_or("?")
+            device.as_deref().unwrap_or("?"),
+            if record["quick"].as_bool() == Some(true) { ", quick budget (a fifth of the experiment's steps)" } else { "" }
         ));
     }
     let block = format!(
