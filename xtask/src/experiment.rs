@@ -262,7 +262,11 @@ pub fn report(args: &[&str]) -> Result<()> {
             record["started_utc"].as_str().unwrap_or("?"),
             record["git_revision"].as_str().unwrap_or("?"),
             device.as_deref().unwrap_or("?"),
-            if record["quick"].as_bool() == Some(true) { ", quick budget (a fifth of the experiment's steps)" } else { "" }
+            if record["quick"].as_bool() == Some(true) {
+                ", quick budget (a fifth of the experiment's steps)"
+            } else {
+                ""
+            }
         ));
     }
     let block = format!(
