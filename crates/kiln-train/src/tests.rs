@@ -104,6 +104,13 @@ impl Loader for Counting {
     }
 }
 
+/// burn-flex keeps one global generator, and `fit` reseeds it before every step: tests running
+/// in parallel threads would draw from each other's streams, so the tests that train take turns.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn tmp(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("kiln-train-{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -116,6 +123,7 @@ fn config(steps: usize, out: &Path) -> LoopConfig {
 
 #[test]
 fn resumed_run_ends_with_bit_identical_weights_and_optimizer_state() {
+    let _serial = serial();
     let (a, b) = (tmp("whole"), tmp("halves"));
     fit(&mut Toy::new(1), &mut Counting(0), &config(20, &a)).unwrap();
 
@@ -150,6 +158,7 @@ fn resumed_run_ends_with_bit_identical_weights_and_optimizer_state() {
 
 #[test]
 fn a_different_seed_gives_different_weights() {
+    let _serial = serial();
     // Guards the test above against passing because the noise is ignored.
     let (a, b) = (tmp("seed-a"), tmp("seed-b"));
     fit(&mut Toy::new(1), &mut Counting(0), &config(6, &a)).unwrap();
@@ -163,6 +172,7 @@ fn a_different_seed_gives_different_weights() {
 
 #[test]
 fn checkpoints_are_pruned_to_keep_and_leave_no_temporaries() {
+    let _serial = serial();
     let dir = tmp("prune");
     fit(&mut Toy::new(2), &mut Counting(0), &LoopConfig { keep_checkpoints: 2, ..config(18, &dir) }).unwrap();
     let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
@@ -180,6 +190,7 @@ fn checkpoints_are_pruned_to_keep_and_leave_no_temporaries() {
 
 #[test]
 fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
+    let _serial = serial();
     let dir = tmp("nan");
     let mut task = Toy::new(3);
     task.nan_at = Some(9);
@@ -196,6 +207,7 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_keeps_the_last_checkpoint() {
 
 #[test]
 fn the_stop_flag_checkpoints_and_ends_cleanly() {
+    let _serial = serial();
     let dir = tmp("stop");
     let stop = Arc::new(AtomicBool::new(true));
     let summary =
@@ -208,6 +220,7 @@ fn the_stop_flag_checkpoints_and_ends_cleanly() {
 
 #[test]
 fn run_directory_mistakes_are_errors_that_name_it() {
+    let _serial = serial();
     let dir = tmp("mistakes");
     let err = fit(&mut Toy::new(5), &mut Counting(0), &LoopConfig { resume: true, ..config(4, &dir) }).unwrap_err();
     assert!(err.to_string().contains("no checkpoint to resume from"), "{err}");
