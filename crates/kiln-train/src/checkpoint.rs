@@ -86,7 +86,7 @@ pub(crate) fn write_checkpoint(
     kiln_core::atomic_write(&tmp.join(TRAINER_FILE), json.as_bytes())?;
     if final_dir.exists() {
         // The same step saved twice (a resumed run that stops where it started): replace it.
-        std::fs::remove_dir_all(&final_dir).map_err(io(&final_dir))?;
+        discard(&root, &final_dir).map_err(io(&final_dir))?;
     }
     std::fs::rename(&tmp, &final_dir).map_err(io(&final_dir))?;
     // Make the rename itself durable before deleting anything older.
@@ -95,15 +95,30 @@ pub(crate) fn write_checkpoint(
     }
     let all = list_checkpoints(out);
     for (_, old) in all.iter().take(all.len().saturating_sub(keep.max(1))) {
-        std::fs::remove_dir_all(old).map_err(io(old))?;
+        discard(&root, old).map_err(io(old))?;
     }
-    // Temporary directories of killed processes are garbage now.
+    // Temporary and half-deleted directories of killed processes are garbage now.
     for entry in std::fs::read_dir(&root).into_iter().flatten().flatten() {
-        if entry.file_name().to_string_lossy().starts_with(".tmp-step-") {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-step-") || name.starts_with(".old-step-") {
             let _ = std::fs::remove_dir_all(entry.path());
         }
     }
     Ok(final_dir)
+}
+
+/// Removes a checkpoint directory without ever leaving it half-deleted under its final name:
+/// deleting a directory is not atomic (a kill between two files would leave a `step-N` without
+/// its `trainer.json`), so it is first renamed out of the way, which is.
+fn discard(root: &Path, dir: &Path) -> std::io::Result<()> {
+    let name = dir.file_name().unwrap_or_default().to_string_lossy();
+    let trash = root.join(format!(".old-{name}-{}", std::process::id()));
+    if trash.exists() {
+        std::fs::remove_dir_all(&trash)?;
+    }
+    std::fs::rename(dir, &trash)?;
+    std::fs::remove_dir_all(&trash)
 }
 
 /// Reads `dir/trainer.json`.
