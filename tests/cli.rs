@@ -629,3 +629,141 @@ fn eval_scores_a_model_next_to_the_real_data_floor() {
         (&200.into(), &200.into(), &200.into())
     );
 }
+
+/// A tiny HTTP/1.1 server on 127.0.0.1 for the weights tests: answers `GET /NAME` with `body`
+/// (whole, ignoring any Range) and anything else with 404, one connection at a time, and logs
+/// every path asked for. Returns its base URL and the log.
+fn serve_file(name: &'static str, body: Vec<u8>) -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = std::sync::Arc::clone(&log);
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut reader = std::io::BufReader::new(&stream);
+            let mut line = String::new();
+            let _ = reader.read_line(&mut line);
+            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let mut header = String::new();
+            while reader.read_line(&mut header).is_ok_and(|n| n > 0) && header != "\r\n" {
+                header.clear();
+            }
+            let found = path == format!("/{name}");
+            seen.lock().unwrap().push(path);
+            let _ = if found {
+                let head = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len());
+                stream.write_all(head.as_bytes()).and_then(|()| stream.write_all(&body))
+            } else {
+                stream.write_all(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+            };
+            let _ = stream.flush();
+        }
+    });
+    (base, log)
+}
+
+/// A `pytorch-weights` manifest for one file, as a mirror of `datasets/pt-inception.toml` would be.
+fn weights_manifest(dir: &Path, name: &str, url: &str, sha256: &str) -> PathBuf {
+    let path = dir.join(format!("{name}.toml"));
+    let text = format!(
+        "name = \"{name}\"\ndescription = \"stand-in Inception weights\"\nhomepage = \"\"\nlicence = \"test\"\n\
+         citation = \"none\"\nformat = \"pytorch-weights\"\n\n[[files]]\nname = \"weights.safetensors\"\n\
+         url = \"{url}\"\nsha256 = \"{sha256}\"\n"
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// `--extractor inception=MANIFEST` downloads the weights once through kiln-data's verified
+/// fetcher, scores with the full InceptionV3 (deterministic stand-in weights, the size of the
+/// real ones), and a second eval reads them from the data directory without touching the server.
+#[test]
+fn eval_inception_fetches_its_weights_once_then_works_offline() {
+    let start = Instant::now();
+    let run = trained();
+    let dir = scratch("inception-fetch");
+    let standin = dir.join("standin.safetensors");
+    kiln_inception::standin::write_safetensors(&standin).unwrap();
+    let sha256 = kiln_data::sha256_file(&standin).unwrap();
+    let (base, log) = serve_file("w.safetensors", std::fs::read(&standin).unwrap());
+    let manifest = weights_manifest(&dir, "inception-mirror", &format!("{base}/w.safetensors"), &sha256);
+    let data = dir.join("data");
+    let extractor = format!("inception={}", s(&manifest));
+    // Ten images each: the fewest the Inception Score's ten splits take.
+    let eval = |out: &Path| {
+        let args = ["--extractor", &extractor, "--data-dir", s(&data), "--n", "10", "--real-n", "10"];
+        let o = kiln(&[&["eval", "--checkpoint", s(run), "--out", s(out)][..], &args[..]].concat());
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out).unwrap()).unwrap();
+        (e, String::from_utf8_lossy(&o.stderr).into_owned())
+    };
+
+    let (e, stderr) = eval(&dir.join("first.json"));
+    let cached = data.join("inception-mirror/weights.safetensors");
+    assert_eq!(*log.lock().unwrap(), ["/w.safetensors"]);
+    assert!(stderr.contains(&format!("downloaded {} from {base}/w.safetensors", cached.display())), "{stderr}");
+    assert_eq!(kiln_data::sha256_file(&cached).unwrap(), sha256);
+    assert!(!kiln_data::part_path(&cached).exists());
+    let x = &e["extractor"];
+    assert_eq!(
+        (&x["name"], &x["sha256"], &x["path"]),
+        (&"inception".into(), &sha256.clone().into(), &s(&cached).into())
+    );
+    assert_eq!((&x["feature_dim"], &x["classes"]), (&2048.into(), &1008.into()));
+    assert_eq!(
+        (&e["reference"]["images"], &e["model"]["images"], &e["real_floor"]["images"]),
+        (&10.into(), &10.into(), &10.into())
+    );
+    assert!(e["model"]["fid"].as_f64().unwrap().is_finite(), "{e}");
+
+    // Cached and verified: the server is not asked again, and the scores are the same.
+    let (again, stderr) = eval(&dir.join("second.json"));
+    assert_eq!(log.lock().unwrap().len(), 1, "the second eval used the network: {:?}", log.lock().unwrap());
+    assert!(!stderr.contains("downloaded"), "{stderr}");
+    assert_eq!((&again["model"], &again["real_floor"]), (&e["model"], &e["real_floor"]));
+    std::fs::remove_dir_all(&dir).unwrap();
+    eprintln!("inception fetch test: {:.1} s", start.elapsed().as_secs_f64());
+}
+
+/// What can go wrong fetching the weights gives one line naming the file, the address or the
+/// manifest, and leaves nothing under the weights' final name.
+#[test]
+fn eval_inception_weights_that_do_not_verify_or_cannot_be_fetched_are_one_clear_line() {
+    let run = trained();
+    let dir = scratch("inception-bad");
+    let body = b"these are not the weights".to_vec();
+    std::fs::write(dir.join("body"), &body).unwrap();
+    let found = kiln_data::sha256_file(&dir.join("body")).unwrap();
+    let (base, log) = serve_file("w.safetensors", body);
+    let data = dir.join("data");
+    let eval = |manifest: &Path| {
+        let extractor = format!("inception={}", s(manifest));
+        kiln(&["eval", "--checkpoint", s(run), "--extractor", &extractor, "--data-dir", s(&data), "--n", "10"])
+    };
+
+    // The server sends other bytes than the manifest pins: both digests and the file are named.
+    let pinned = "ab".repeat(32);
+    let manifest = weights_manifest(&dir, "mirror", &format!("{base}/w.safetensors"), &pinned);
+    let dest = data.join("mirror/weights.safetensors");
+    let o = eval(&manifest);
+    fails_with(&o, &format!("{}: sha256 is {found}, expected {pinned}", dest.display()));
+    fails_with(&o, &format!("{base}/w.safetensors"));
+    assert!(!dest.exists() && !kiln_data::part_path(&dest).exists());
+
+    // Nothing cached and nothing to download: say what is needed, from where, and the ways out.
+    let manifest = weights_manifest(&dir, "gone", &format!("{base}/missing.pth"), &pinned);
+    let o = eval(&manifest);
+    fails_with(&o, &format!("{base}/missing.pth: HTTP 404"));
+    fails_with(&o, &format!("`kiln data fetch {}`", s(&manifest)));
+    fails_with(&o, "--extractor inception=FILE");
+    assert_eq!(log.lock().unwrap().len(), 2);
+
+    // A data set's manifest is not a weights manifest; a missing one is named.
+    fails_with(&eval(&root().join("datasets/mnist.toml")), "pytorch-weights");
+    fails_with(&eval(&dir.join("no-such.toml")), "no-such.toml");
+    // The built-in manifest is listed with the data sets, not fetched.
+    let o = kiln(&["data", "ls", "--data-dir", s(&data)]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("pt-inception"), "{}", String::from_utf8_lossy(&o.stdout));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -1,14 +1,23 @@
 //! `kiln eval`: a trained generator's FID, KID, Inception Score and precision/recall, next to the
 //! same metrics between two disjoint halves of the real data (the floor a perfect model would
 //! reach with this many images), all through one named feature extractor.
+//!
+//! `--extractor inception` fetches pytorch-fid's weights through kiln-data's verified downloader
+//! (the `pt-inception` manifest) into the data directory the first time, and reads them from there
+//! offline afterwards; `inception=MANIFEST.toml` does the same from another manifest (a mirror),
+//! `inception=FILE` reads a weights file as it is.
 
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, anyhow, bail, ensure};
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Tensor, TensorData};
-use kiln_data::{EmojiSet, ImageSet, Mnist, Range, Split, SplitMix64, gather, standard_normal};
+use kiln_data::{
+    DataError, DataFormat as FileFormat, EmojiSet, FetchOptions, Fetched, ImageSet, Manifest, Mnist, Range, Split,
+    SplitMix64, data_dir, fetch_file, gather, sha256_file, standard_normal,
+};
 use kiln_features::FeatureNet;
 use kiln_inception::FidInception;
 use kiln_metrics::{
@@ -28,7 +37,12 @@ pub struct Eval {
     pub out: Option<PathBuf>,
     pub seed: u64,
     pub real_n: Option<usize>,
+    /// Where downloaded weights are cached (`None`: `$KILN_DATA` or the user cache).
+    pub data_dir: Option<PathBuf>,
 }
+
+/// The built-in manifest of pytorch-fid's weights (`datasets/pt-inception.toml`).
+const INCEPTION_MANIFEST: &str = "pt-inception";
 
 /// Seed of the fixed shuffle that splits the real images into reference and floor halves.
 const SPLIT_SEED: u64 = 0x5EED_F1D0;
@@ -134,36 +148,52 @@ impl Job for Eval {
             DataFormat::Mnist => Mnist::load(&exp.data.path, Split::Train)?,
             DataFormat::Emoji => EmojiSet::load(&exp.data.path)?.images,
         };
-        let name = self.extractor.clone().unwrap_or_else(|| {
+        let spec = self.extractor.clone().unwrap_or_else(|| {
             match exp.data.format {
                 DataFormat::Mnist => "mnist",
                 DataFormat::Emoji => "emoji32",
             }
             .to_string()
         });
-        let (net, dir, dim, classes) = if let Some(file) = name.strip_prefix("inception=") {
-            let net = FidInception::<B::InnerBackend>::load(file, &device)
-                .with_context(|| format!("--extractor {name}: pytorch-fid's pt_inception-2015-12-05 weights"))?;
+        // `name` is what the scores record: "inception" however the weights were found (their
+        // path and sha256 say which), else the extractor as given.
+        let (net, name, info, dim, classes) = if let Some(source) = WeightsSource::parse(&spec)? {
             ensure!(
                 real.channels == 1 || real.channels == 3,
                 "--extractor inception takes grey or RGB images; {} has {} channels",
                 exp.data.path.display(),
                 real.channels
             );
-            (Extractor::Inception(net), PathBuf::from(file), kiln_inception::FEATURES, kiln_inception::CLASSES)
+            let (path, sha256) = source.resolve(&spec, self.data_dir.as_deref())?;
+            let net = FidInception::<B::InnerBackend>::load(&path, &device)
+                .with_context(|| format!("--extractor {spec}: pytorch-fid's pt_inception-2015-12-05 weights"))?;
+            // A file given as is: hashed once it has loaded, so that the scores say which weights.
+            let sha256 = match sha256 {
+                Some(sha256) => sha256,
+                None => sha256_file(&path).map_err(|e| anyhow!("--extractor {spec}: {e}"))?,
+            };
+            let (dim, classes) = (kiln_inception::FEATURES, kiln_inception::CLASSES);
+            let info = json!({
+                "name": "inception", "path": path.display().to_string(), "sha256": sha256,
+                "feature_dim": dim, "classes": classes,
+            });
+            (Extractor::Inception(net), "inception".to_string(), info, dim, classes)
         } else {
-            let dir = own_extractor_dir(&name)?;
+            let dir = own_extractor_dir(&spec)?;
             let (fconfig, net) = FeatureNet::<B::InnerBackend>::load(&dir, &device)?;
             let (c, s) = (fconfig.channels, fconfig.image_size);
             ensure!(
                 (real.channels, real.height, real.width) == (c, s, s),
-                "--extractor {name} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
+                "--extractor {spec} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
                 exp.data.path.display(),
                 real.channels,
                 real.height,
                 real.width
             );
-            (Extractor::Own(net), dir, fconfig.feature_dim, fconfig.classes)
+            let (dim, classes) = (fconfig.feature_dim, fconfig.classes);
+            let info =
+                json!({ "name": spec, "path": dir.display().to_string(), "feature_dim": dim, "classes": classes });
+            (Extractor::Own(net), spec.clone(), info, dim, classes)
         };
 
         // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
@@ -195,16 +225,13 @@ impl Job for Eval {
             "experiment": exp.name,
             "device": device_name,
             "seed": self.seed,
-            "extractor": { "name": name, "path": dir.display().to_string(), "feature_dim": dim, "classes": classes },
+            "extractor": info,
             "reference": { "data": exp.data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
             "model": model_scores,
             "real_floor": floor_scores,
         });
         let text = serde_json::to_string_pretty(&result)?;
-        let out = self.out.clone().unwrap_or_else(|| {
-            let tag = if name.starts_with("inception=") { "inception".to_string() } else { file_safe(&name) };
-            run_dir.join(format!("eval-{tag}.json"))
-        });
+        let out = self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(&name))));
         kiln_core::atomic_write(&out, text.as_bytes())?;
         println!("{text}");
         let line = |label: &str, v: &serde_json::Value| {
@@ -259,6 +286,83 @@ fn extract_fake<B: Backend>(
     Ok(out)
 }
 
+/// Where `--extractor inception[=…]` takes pytorch-fid's weights from.
+enum WeightsSource {
+    /// A `pytorch-weights` manifest (`source`: its built-in name or its path): fetched and
+    /// verified into the data directory unless already there.
+    Manifest { manifest: Manifest, source: String },
+    /// A `.pth` or `.safetensors` file, read as it is.
+    File(PathBuf),
+}
+
+impl WeightsSource {
+    /// What `--extractor` names, if it names Inception: `inception` (the built-in manifest),
+    /// `inception=MANIFEST.toml` (another manifest: a mirror) or `inception=FILE`.
+    fn parse(spec: &str) -> Result<Option<Self>> {
+        let Some(arg) = spec.strip_prefix("inception") else { return Ok(None) };
+        if arg.is_empty() {
+            let manifest = Manifest::find(INCEPTION_MANIFEST)?;
+            return Ok(Some(Self::Manifest { manifest, source: INCEPTION_MANIFEST.into() }));
+        }
+        Ok(match arg.strip_prefix('=') {
+            Some(file) if file.ends_with(".toml") => {
+                let manifest = Manifest::load(Path::new(file)).map_err(|e| anyhow!("--extractor {spec}: {e}"))?;
+                Some(Self::Manifest { manifest, source: file.into() })
+            }
+            Some(file) => Some(Self::File(PathBuf::from(file))),
+            None => None,
+        })
+    }
+
+    /// The weights file, and its sha256 if a manifest pins it (its weights are fetched, or found
+    /// verified in the cache).
+    fn resolve(&self, spec: &str, dir: Option<&Path>) -> Result<(PathBuf, Option<String>)> {
+        match self {
+            Self::Manifest { manifest, source } => {
+                fetch_weights(manifest, source, spec, dir).map(|(path, sha256)| (path, Some(sha256)))
+            }
+            Self::File(path) => Ok((path.clone(), None)),
+        }
+    }
+}
+
+/// Makes sure the one file of a `pytorch-weights` manifest is in the data directory, verified:
+/// downloaded once, read from the cache (offline) after that.
+fn fetch_weights(manifest: &Manifest, source: &str, spec: &str, dir: Option<&Path>) -> Result<(PathBuf, String)> {
+    ensure!(
+        manifest.format == FileFormat::PytorchWeights,
+        "--extractor {spec}: {source} is a data set's manifest; weights need format = \"pytorch-weights\""
+    );
+    // Manifest::parse holds a weights manifest to one file.
+    let [file] = manifest.files.as_slice() else {
+        bail!("--extractor {spec}: {source} lists {} files; a weights manifest lists one", manifest.files.len())
+    };
+    let folder = data_dir(dir).join(&manifest.name);
+    let dest = folder.join(&file.name);
+    // A bar and retry notes for a person watching; a script's stderr gets only the outcome.
+    let options = FetchOptions { progress: std::io::stderr().is_terminal(), ..FetchOptions::default() };
+    // DataError's message is complete (it names the file or address); it is formatted into the
+    // one line rather than chained, as an I/O error's cause would otherwise be printed twice.
+    match fetch_file(&file.url, &dest, &file.sha256, &options) {
+        Ok(Fetched::Cached) => {}
+        Ok(Fetched::Downloaded { .. }) => {
+            eprintln!("kiln: downloaded {} from {}, sha256 verified", dest.display(), file.url);
+        }
+        Err(e @ DataError::Download { .. }) => bail!(
+            "--extractor {spec}: pytorch-fid's Inception weights {} are needed and are not in {} \
+             (`kiln data fetch {source}` downloads them where there is a network; \
+             --extractor inception=FILE reads a copy): {e}",
+            file.name,
+            folder.display()
+        ),
+        Err(e @ DataError::Checksum { .. }) => {
+            bail!("--extractor {spec}: {} is not the file {source} pins: {e}", file.url)
+        }
+        Err(e) => bail!("--extractor {spec}: fetching {} into {}: {e}", file.url, folder.display()),
+    }
+    Ok((dest, file.sha256.clone()))
+}
+
 /// The directory of one of kiln's own extractors: a bundled name or a path.
 fn own_extractor_dir(name: &str) -> Result<PathBuf> {
     match kiln_features::bundled(name) {
@@ -274,7 +378,8 @@ fn own_extractor_dir(name: &str) -> Result<PathBuf> {
             let dir = PathBuf::from(name);
             ensure!(
                 dir.join(kiln_features::CONFIG_FILE).is_file(),
-                "--extractor {name}: not a bundled extractor ({}), inception=FILE, nor a directory holding {}",
+                "--extractor {name}: not a bundled extractor ({}), inception[=FILE|MANIFEST.toml], nor a directory \
+                 holding {}",
                 kiln_features::BUNDLED.join(", "),
                 kiln_features::CONFIG_FILE
             );

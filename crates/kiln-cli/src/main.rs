@@ -147,9 +147,11 @@ enum Command {
         #[arg(long)]
         n: Option<usize>,
         /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights), a
-        /// directory with features.json + features.safetensors, or `inception=FILE` (pytorch-fid's
-        /// pt_inception-2015-12-05-6726825d.pth: FID comparable with papers; slow on a CPU).
-        /// Default: kiln's own for the run's data.
+        /// directory with features.json + features.safetensors, or `inception`: pytorch-fid's
+        /// InceptionV3 (FID comparable with papers; slow on a CPU), whose weights (95 MB) are
+        /// downloaded once into the data directory and verified by sha256 (datasets/pt-inception.toml);
+        /// `inception=MANIFEST.toml` fetches them from another manifest (a mirror),
+        /// `inception=FILE` reads a .pth or .safetensors copy. Default: kiln's own for the run's data.
         #[arg(long)]
         extractor: Option<String>,
         /// Real images per half (reference and floor; default: all, split in two).
@@ -161,6 +163,10 @@ enum Command {
         /// Seed of the latents (and of KID's subsets).
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Data directory for downloaded weights (default: $KILN_DATA, else the user cache
+        /// directory's kiln/), as for `kiln data fetch`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
         /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
         #[arg(long, default_value = "cpu")]
         device: String,
@@ -225,8 +231,8 @@ fn main() -> ExitCode {
                 generate::Interpolate { checkpoint, steps, rows, path, out, seed, classes, truncation },
             )
         }
-        Command::Eval { checkpoint, n, extractor, real_n, out, seed, device } => {
-            device::run_on(&device, eval::Eval { checkpoint, n, extractor, out, seed, real_n })
+        Command::Eval { checkpoint, n, extractor, real_n, out, seed, data_dir, device } => {
+            device::run_on(&device, eval::Eval { checkpoint, n, extractor, out, seed, real_n, data_dir })
         }
         Command::Data { command } => data_cmd::run(command),
         Command::Resize { args, device } => device::run_on(&device, ResizeJob(args)),

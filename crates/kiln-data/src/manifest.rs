@@ -1,6 +1,7 @@
 //! Data set manifests (`datasets/*.toml`): where each file comes from, its sha256, the licence
 //! and the citation. The manifests in the repository are compiled in, so `kiln data fetch` works
-//! from any directory.
+//! from any directory. Besides data sets, a manifest can pin a network's weights that kiln
+//! downloads the same way (`datasets/pt-inception.toml`, format `pytorch-weights`).
 
 use std::path::Path;
 
@@ -16,6 +17,10 @@ pub enum DataFormat {
     Idx,
     /// CIFAR-10 binary batches: load with [`crate::Cifar10`].
     Cifar10,
+    /// Not images but a network's weights as PyTorch saved them (a `torch.save`d state dict,
+    /// `.pth`), one file per manifest: e.g. `pt-inception`, pytorch-fid's InceptionV3, which
+    /// `kiln eval --extractor inception` fetches and `kiln_inception::FidInception::load` reads.
+    PytorchWeights,
 }
 
 /// One downloadable file.
@@ -56,16 +61,23 @@ pub struct Manifest {
     pub files: Vec<ManifestFile>,
 }
 
-const BUILTIN: [(&str, &str); 3] = [
+const BUILTIN: [(&str, &str); 4] = [
     ("datasets/mnist.toml", include_str!("../../../datasets/mnist.toml")),
     ("datasets/fashion-mnist.toml", include_str!("../../../datasets/fashion-mnist.toml")),
     ("datasets/cifar-10.toml", include_str!("../../../datasets/cifar-10.toml")),
+    ("datasets/pt-inception.toml", include_str!("../../../datasets/pt-inception.toml")),
 ];
 
 impl Manifest {
     /// Parses a manifest; `path` names it in errors.
     pub fn parse(text: &str, path: &Path) -> Result<Self, DataError> {
         let m: Manifest = toml::from_str(text).map_err(|e| DataError::format(path, e.to_string()))?;
+        if m.format == DataFormat::PytorchWeights && m.files.len() != 1 {
+            return Err(DataError::format(
+                path,
+                format!("format \"pytorch-weights\" takes exactly one file; this manifest lists {}", m.files.len()),
+            ));
+        }
         for f in &m.files {
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 return Err(DataError::format(path, format!("{}: sha256 must be 64 lower-case hex digits", f.name)));
@@ -112,15 +124,26 @@ mod tests {
     #[test]
     fn builtin_manifests_parse_and_bad_ones_are_named() {
         let names: Vec<String> = Manifest::builtin().into_iter().map(|m| m.name).collect();
-        assert_eq!(names, vec!["mnist", "fashion-mnist", "cifar-10"]);
+        assert_eq!(names, vec!["mnist", "fashion-mnist", "cifar-10", "pt-inception"]);
         assert!(Manifest::find("cifar-10").unwrap().files[0].extract);
+        let weights = Manifest::find("pt-inception").unwrap();
+        assert_eq!(weights.format, DataFormat::PytorchWeights);
+        assert_eq!(weights.files.len(), 1);
+        // torch.hub's convention: the name carries the sha256's first 8 hex digits.
+        assert!(weights.files[0].name.contains(&weights.files[0].sha256[..8]));
         let err = Manifest::find("imagenet").unwrap_err().to_string();
-        assert_eq!(err, "datasets: no data set called \"imagenet\"; known: mnist, fashion-mnist, cifar-10");
+        assert_eq!(
+            err,
+            "datasets: no data set called \"imagenet\"; known: mnist, fashion-mnist, cifar-10, pt-inception"
+        );
 
         let bad = BUILTIN[0].1.replacen("440fcabf", "440FCABF", 1);
         let err = Manifest::parse(&bad, Path::new("m.toml")).unwrap_err().to_string();
         assert_eq!(err, "m.toml: train-images-idx3-ubyte.gz: sha256 must be 64 lower-case hex digits");
         let bad = BUILTIN[0].1.replacen("name = \"train-images-idx3-ubyte.gz\"", "name = \"../x\"", 1);
         assert!(Manifest::parse(&bad, Path::new("m.toml")).unwrap_err().to_string().contains("plain file name"));
+        let two = BUILTIN[0].1.replacen("format = \"idx\"", "format = \"pytorch-weights\"", 1);
+        let err = Manifest::parse(&two, Path::new("w.toml")).unwrap_err().to_string();
+        assert_eq!(err, "w.toml: format \"pytorch-weights\" takes exactly one file; this manifest lists 4");
     }
 }

@@ -2,10 +2,10 @@
 """Reference values for kiln-inception's tests, from pytorch-fid 0.3.0 itself.
 
 The real FID weights (pt_inception-2015-12-05-6726825d.pth, ~95 MB) are not needed: every tensor
-of the network is filled from a formula of (tensor name, element index) that the Rust tests
-(`tests/golden.rs`, module `standin`) evaluate bit for bit the same way. So the golden files only
-hold outputs, and a wrong port (a swapped branch, a transposed kernel, the wrong pooling) shows up
-as a feature mismatch.
+of the network is filled from a formula of (tensor name, element index) that the Rust crate
+(`src/standin.rs`, used by `tests/golden.rs`) evaluates bit for bit the same way. So the golden
+files only hold outputs, and a wrong port (a swapped branch, a transposed kernel, the wrong
+pooling) shows up as a feature mismatch.
 
 What it writes into this directory:
 * `golden.json` — the stand-in network's pool3 features (2048-d) and 1008-way logits for four
@@ -67,8 +67,8 @@ MASK32 = 0xFFFFFFFF
 
 
 # ---------------------------------------------------------------------------------------------
-# The stand-in formula. Mirrored in crates/kiln-inception/tests/golden.rs (`standin`); change
-# both together. All arithmetic before the final cast is exact integer work or a single
+# The stand-in formula. Mirrored in crates/kiln-inception/src/standin.rs; change both
+# together. All arithmetic before the final cast is exact integer work or a single
 # correctly rounded float64 operation, so numpy and Rust produce the same float32 bits.
 # ---------------------------------------------------------------------------------------------
 

@@ -20,16 +20,19 @@
 //!
 //! # Weights
 //! The network needs pytorch-fid's converted TensorFlow weights, which this crate does not ship
-//! or download:
+//! or download; `kiln eval --extractor inception` fetches them through kiln-data's verified
+//! downloader (manifest `datasets/pt-inception.toml`). By hand:
 //!
 //! ```text
 //! curl -LO https://github.com/mseitzer/pytorch-fid/releases/download/fid_weights/pt_inception-2015-12-05-6726825d.pth
-//! sha256sum pt_inception-2015-12-05-6726825d.pth   # must start with 6726825d
+//! sha256sum pt_inception-2015-12-05-6726825d.pth
+//! # 6726825d0af5f729cebd5821db510b11b1cfad8faad88a03f1befd49fb9129b2, 95,628,359 bytes
 //! ```
 //!
-//! The file is ~95 MB. pytorch-fid publishes no full checksum: the `6726825d` in the name is the
-//! first 8 hex digits of the file's SHA-256 (torch.hub's convention, which `torch.hub` checks), so
-//! that prefix is all that can be verified against the source; this crate has not seen the file.
+//! pytorch-fid states only the first 8 hex digits of the SHA-256 (the `6726825d` in the name,
+//! torch.hub's convention); the full digest is the one torch-fidelity and other projects pin for
+//! the same bytes. This crate has not seen the file.
+//!
 //! [`FidInception::load`] reads it with burn-store's PyTorch reader (zip or legacy pickle
 //! format). A `.safetensors` file with the same keys also works, e.g. one written from Python by
 //! `safetensors.torch.save_file(torch.load(path), "inception.safetensors")`.
@@ -38,12 +41,15 @@
 //! Without the real weights: `golden/make_golden.py` fills pytorch-fid's own network with
 //! deterministic stand-in weights (a hash of tensor name and index), runs images through it and
 //! stores the features, logits and an FID; `tests/golden.rs` builds the same weights from the same
-//! formula and must agree (see the README for tolerances).
+//! formula (the hidden test-support module `standin`) and must agree (see the README for
+//! tolerances).
 
 #![warn(missing_docs)]
 
 mod error;
 mod model;
+#[doc(hidden)]
+pub mod standin;
 mod weights;
 
 pub use error::InceptionError;
@@ -51,4 +57,4 @@ pub use model::{
     BranchPool, CLASSES, ConvBn, FEATURES, FidInception, INPUT_SIZE, InceptionA, InceptionB, InceptionC, InceptionD,
     InceptionE, InceptionOutput, MIN_INPUT_SIZE, preprocess, resize_bilinear,
 };
-pub use weights::{InceptionConfig, read_state_dict};
+pub use weights::{InceptionConfig, read_state_dict, state_dict_layout};

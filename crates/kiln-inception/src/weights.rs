@@ -110,6 +110,112 @@ impl<B: Backend> FidInception<B> {
     }
 }
 
+/// Every tensor the network reads, keyed and shaped as in pytorch-fid's state dict and in its
+/// order: 94 `BasicConv2d`s (`{prefix}.conv.weight` `[out, in, kh, kw]`, then `{prefix}.bn.weight`,
+/// `.bn.bias`, `.bn.running_mean`, `.bn.running_var`, each `[out]`), then `fc.weight`
+/// `[1008, 2048]` and `fc.bias` `[1008]`; 472 tensors, 23.9M floats. A file with exactly these
+/// (plus keys the network ignores, such as `num_batches_tracked`) loads.
+pub fn state_dict_layout() -> Vec<(String, Vec<usize>)> {
+    let mut out = Vec::with_capacity(472);
+    let mut conv = |prefix: String, cin: usize, cout: usize, kernel: [usize; 2]| {
+        out.push((format!("{prefix}.conv.weight"), vec![cout, cin, kernel[0], kernel[1]]));
+        for leaf in ["weight", "bias", "running_mean", "running_var"] {
+            out.push((format!("{prefix}.bn.{leaf}"), vec![cout]));
+        }
+    };
+    for (name, cin, cout, k) in [
+        ("Conv2d_1a_3x3", 3, 32, 3),
+        ("Conv2d_2a_3x3", 32, 32, 3),
+        ("Conv2d_2b_3x3", 32, 64, 3),
+        ("Conv2d_3b_1x1", 64, 80, 1),
+        ("Conv2d_4a_3x3", 80, 192, 3),
+    ] {
+        conv(name.to_string(), cin, cout, [k, k]);
+    }
+    // Each block's convolutions as (branch, in, out, kernel), `in = 0` standing for the block's.
+    type Branches<'a> = &'a [(&'a str, usize, usize, [usize; 2])];
+    let mut block = |name: &str, cin: usize, branches: Branches<'_>| {
+        for &(branch, bin, bout, kernel) in branches {
+            conv(format!("{name}.{branch}"), if bin == 0 { cin } else { bin }, bout, kernel);
+        }
+    };
+    for (name, cin, pool) in [("Mixed_5b", 192, 32), ("Mixed_5c", 256, 64), ("Mixed_5d", 288, 64)] {
+        block(
+            name,
+            cin,
+            &[
+                ("branch1x1", 0, 64, [1, 1]),
+                ("branch5x5_1", 0, 48, [1, 1]),
+                ("branch5x5_2", 48, 64, [5, 5]),
+                ("branch3x3dbl_1", 0, 64, [1, 1]),
+                ("branch3x3dbl_2", 64, 96, [3, 3]),
+                ("branch3x3dbl_3", 96, 96, [3, 3]),
+                ("branch_pool", 0, pool, [1, 1]),
+            ],
+        );
+    }
+    block(
+        "Mixed_6a",
+        288,
+        &[
+            ("branch3x3", 0, 384, [3, 3]),
+            ("branch3x3dbl_1", 0, 64, [1, 1]),
+            ("branch3x3dbl_2", 64, 96, [3, 3]),
+            ("branch3x3dbl_3", 96, 96, [3, 3]),
+        ],
+    );
+    for (name, c7) in [("Mixed_6b", 128), ("Mixed_6c", 160), ("Mixed_6d", 160), ("Mixed_6e", 192)] {
+        block(
+            name,
+            768,
+            &[
+                ("branch1x1", 0, 192, [1, 1]),
+                ("branch7x7_1", 0, c7, [1, 1]),
+                ("branch7x7_2", c7, c7, [1, 7]),
+                ("branch7x7_3", c7, 192, [7, 1]),
+                ("branch7x7dbl_1", 0, c7, [1, 1]),
+                ("branch7x7dbl_2", c7, c7, [7, 1]),
+                ("branch7x7dbl_3", c7, c7, [1, 7]),
+                ("branch7x7dbl_4", c7, c7, [7, 1]),
+                ("branch7x7dbl_5", c7, 192, [1, 7]),
+                ("branch_pool", 0, 192, [1, 1]),
+            ],
+        );
+    }
+    block(
+        "Mixed_7a",
+        768,
+        &[
+            ("branch3x3_1", 0, 192, [1, 1]),
+            ("branch3x3_2", 192, 320, [3, 3]),
+            ("branch7x7x3_1", 0, 192, [1, 1]),
+            ("branch7x7x3_2", 192, 192, [1, 7]),
+            ("branch7x7x3_3", 192, 192, [7, 1]),
+            ("branch7x7x3_4", 192, 192, [3, 3]),
+        ],
+    );
+    for (name, cin) in [("Mixed_7b", 1280), ("Mixed_7c", 2048)] {
+        block(
+            name,
+            cin,
+            &[
+                ("branch1x1", 0, 320, [1, 1]),
+                ("branch3x3_1", 0, 384, [1, 1]),
+                ("branch3x3_2a", 384, 384, [1, 3]),
+                ("branch3x3_2b", 384, 384, [3, 1]),
+                ("branch3x3dbl_1", 0, 448, [1, 1]),
+                ("branch3x3dbl_2", 448, 384, [3, 3]),
+                ("branch3x3dbl_3a", 384, 384, [1, 3]),
+                ("branch3x3dbl_3b", 384, 384, [3, 1]),
+                ("branch_pool", 0, 192, [1, 1]),
+            ],
+        );
+    }
+    out.push(("fc.weight".to_string(), vec![CLASSES, FEATURES]));
+    out.push(("fc.bias".to_string(), vec![CLASSES]));
+    out
+}
+
 /// Reads every tensor of a `.pth` (torch pickle, zip or legacy format) or `.safetensors` file,
 /// keyed as in the file: for inspecting a checkpoint, or editing one before
 /// [`InceptionConfig::from_tensors`]. Tensors keep their stored dtype.

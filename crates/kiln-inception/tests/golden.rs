@@ -2,60 +2,18 @@
 //!
 //! values: golden/make_golden.py (torch 2.15.0, pytorch-fid 0.3.0 with torchvision 0.29.2's
 //! Inception3, numpy 2.4.6). The script fills the network with weights from a formula that
-//! [`standin`] repeats bit for bit, so the golden files hold only outputs.
+//! `kiln_inception::standin` repeats bit for bit, so the golden files hold only outputs.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Tensor, TensorData};
-use kiln_inception::{FidInception, InceptionConfig, InceptionError, preprocess, read_state_dict};
+use kiln_inception::{
+    FidInception, InceptionConfig, InceptionError, preprocess, read_state_dict, standin, state_dict_layout,
+};
 use kiln_metrics::FeatureStats;
 
 type B = burn_flex::Flex;
-
-/// The stand-in weights and images of `golden/make_golden.py`; see its `standin` for the why.
-mod standin {
-    fn fnv1a32(text: &str) -> u32 {
-        text.bytes().fold(0x811C_9DC5, |h, b| (h ^ u32::from(b)).wrapping_mul(0x0100_0193))
-    }
-
-    /// `n` values in `[0, 1)`, multiples of 2^-24, from a hash of (`name`, index).
-    pub fn uniform(name: &str, n: usize) -> impl Iterator<Item = f64> {
-        let offset = fnv1a32(name).wrapping_mul(0x9E37_79B9);
-        (0..n).map(move |i| {
-            let mut x = u32::try_from(i).expect("index fits u32").wrapping_add(offset);
-            x ^= x >> 16;
-            x = x.wrapping_mul(0x7FEB_352D);
-            x ^= x >> 15;
-            x = x.wrapping_mul(0x846C_A68B);
-            x ^= x >> 16;
-            f64::from(x >> 8) / 16_777_216.0
-        })
-    }
-
-    /// The stand-in value of state-dict tensor `name` of `shape`.
-    pub fn tensor(name: &str, shape: &[usize]) -> Vec<f32> {
-        let n = shape.iter().product();
-        let leaf = name.rsplit('.').next().expect("non-empty name");
-        let u = uniform(name, n);
-        if leaf == "weight" && shape.len() > 1 {
-            let fan_in: usize = shape[1..].iter().product();
-            let scale = (6.0 / fan_in as f64).sqrt();
-            u.map(|u| ((2.0 * u - 1.0) * scale) as f32).collect()
-        } else if leaf == "running_var" || (leaf == "weight" && name.contains(".bn.")) {
-            u.map(|u| (0.75 + 0.5 * u) as f32).collect()
-        } else if leaf == "running_mean" || leaf == "bias" {
-            u.map(|u| ((2.0 * u - 1.0) * 0.1) as f32).collect()
-        } else {
-            panic!("no stand-in rule for {name}")
-        }
-    }
-
-    /// Stand-in image `index`: `[3, size, size]` in `[0, 1)`, row-major.
-    pub fn image(index: usize, size: usize) -> Vec<f32> {
-        uniform(&format!("image{index}"), 3 * size * size).map(|u| u as f32).collect()
-    }
-}
 
 #[derive(serde::Deserialize)]
 struct Golden {
@@ -89,30 +47,6 @@ fn golden_dir() -> PathBuf {
 fn golden() -> Golden {
     let text = std::fs::read_to_string(golden_dir().join("golden.json")).expect("golden.json");
     serde_json::from_str(&text).expect("golden.json parses")
-}
-
-/// Writes `tensors` as an F32 safetensors file: a little-endian u64 header length, the JSON
-/// header (padded to 8 bytes), then the data.
-fn write_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)]) {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for (name, shape, values) in tensors {
-        let end = offset + 4 * values.len();
-        header
-            .insert(name.clone(), serde_json::json!({ "dtype": "F32", "shape": shape, "data_offsets": [offset, end] }));
-        offset = end;
-    }
-    let mut json = serde_json::to_string(&header).expect("header serialises");
-    while !json.len().is_multiple_of(8) {
-        json.push(' ');
-    }
-    let mut bytes = Vec::with_capacity(8 + json.len() + offset);
-    bytes.extend_from_slice(&(json.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(json.as_bytes());
-    for (_, _, values) in tensors {
-        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
-    }
-    std::fs::write(path, bytes).expect("write safetensors");
 }
 
 fn images(indices: &[usize], size: usize) -> Tensor<B, 4> {
@@ -174,14 +108,10 @@ fn fid(rows: &[Vec<f32>], sets: [[usize; 2]; 2]) -> f64 {
 #[test]
 fn matches_pytorch_fid() {
     let golden = golden();
-    let tensors: Vec<(String, Vec<usize>, Vec<f32>)> = golden
-        .state_dict
-        .iter()
-        .map(|(name, shape)| (name.clone(), shape.clone(), standin::tensor(name, shape)))
-        .collect();
+    // The crate's layout is pytorch-fid's state dict, key for key and in order.
+    assert_eq!(state_dict_layout(), golden.state_dict);
     let path = Path::new(env!("CARGO_TARGET_TMPDIR")).join("kiln-inception-standin.safetensors");
-    write_safetensors(&path, &tensors);
-    drop(tensors);
+    standin::write_safetensors(&path).expect("write stand-in weights");
     let net = FidInception::<B>::load(&path, &Default::default()).expect("stand-in loads");
     std::fs::remove_file(&path).expect("remove temp file");
 
@@ -323,9 +253,7 @@ fn preprocessing_follows_pytorch_fid() {
 #[test]
 #[ignore = "timing; run by hand"]
 fn throughput() {
-    let golden = golden();
-    let tensors: HashMap<String, TensorData> = golden
-        .state_dict
+    let tensors: HashMap<String, TensorData> = state_dict_layout()
         .iter()
         .map(|(name, shape)| (name.clone(), TensorData::new(standin::tensor(name, shape), shape.clone())))
         .collect();
