@@ -98,7 +98,12 @@ impl Job for Bench {
             );
             println!("{}", measure::table_header());
         }
+        #[cfg(feature = "flex")]
+        context.insert("block_cache_mb".into(), json!(ALLOC.configure_from_env() >> 20));
         for workload in self.workloads {
+            // Each workload starts with an empty cache, so its peak memory is its own.
+            #[cfg(feature = "flex")]
+            ALLOC.release();
             let record = workloads::run::<B>(workload, self.scale, &device, self.warmup, self.reps)
                 .with_context(|| format!("workload {}", workload.name()))?;
             if self.json {
@@ -117,8 +122,16 @@ impl Job for Bench {
     }
 }
 
+/// Freed large blocks are reused rather than returned to the system and faulted in again on
+/// the next step (see `kiln_cpu::BlockCache`).
+#[cfg(feature = "flex")]
+#[global_allocator]
+static ALLOC: kiln_cpu::BlockCache = kiln_cpu::BlockCache::new();
+
 fn main() -> Result<()> {
     let args = Args::parse();
+    #[cfg(feature = "flex")]
+    ALLOC.configure_from_env();
     let workloads = Workload::parse_list(&args.workload)?;
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     let threads = match args.threads {

@@ -213,8 +213,16 @@ impl device::Job for ResizeJob {
     }
 }
 
+/// Freed large blocks are reused rather than returned to the system and faulted in again on
+/// the next step (see `kiln_cpu::BlockCache`).
+#[cfg(feature = "flex")]
+#[global_allocator]
+static ALLOC: kiln_cpu::BlockCache = kiln_cpu::BlockCache::new();
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    #[cfg(feature = "flex")]
+    ALLOC.configure_from_env();
     let result = match cli.command {
         Command::Train { experiment, resume, device, out, steps, epochs, time_budget, seed, quiet } => {
             train::run(train::TrainArgs { experiment, resume, out, steps, epochs, time_budget, seed, quiet }, &device)

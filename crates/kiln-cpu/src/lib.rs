@@ -39,11 +39,13 @@
 //! ```
 #![warn(missing_docs)]
 
+mod alloc;
 mod conv;
 mod delegate;
 mod gemm;
 mod inner;
 
+pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use inner::CpuInner;
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};

@@ -18,6 +18,10 @@ use kiln_kernels::{
 
 type B = Flex;
 
+/// As in the `kiln` binary: freed large blocks are reused instead of being faulted in afresh.
+#[global_allocator]
+static ALLOC: kiln_cpu::BlockCache = kiln_cpu::BlockCache::new();
+
 fn sync(device: &burn::tensor::Device<B>) {
     B::sync(device).expect("flex sync");
 }

@@ -100,11 +100,17 @@ pub fn scaled_dot_product_attention<B: Backend>(
 }
 
 /// The decomposed attention for autodiff, with fewer passes over the `[B, H, L_q, L_k]` scores
-/// than burn's fallback (1.8× faster forward+backward on the benchmark): the scale is applied to
-/// `Q` (`[L, D]`, not `[L, L]`), the softmax's max is detached, it normalises after the product
-/// with `V`, heads go in cache-sized groups, and there are no clamps. Without a bool mask no row can be
-/// fully masked (a causal row always sees key 0), so the clamps that make burn's fallback
-/// NaN-safe are not needed; an additive mask of all `-inf` on a row gives NaN, as in PyTorch.
+/// than burn's fallback: the scale is applied to `Q` (`[L, D]`, not `[L, L]`), the softmax's max
+/// is detached, it normalises after the product with `V`, and there are no clamps. Without a bool
+/// mask no row can be fully masked (a causal row always sees key 0), so the clamps that make
+/// burn's fallback NaN-safe are not needed; an additive mask of all `-inf` on a row gives NaN, as
+/// in PyTorch.
+///
+/// All heads go through at once. Cutting them into cache-sized groups made the forward pass a
+/// little faster but the backward much slower: autodiff's gradient of each `narrow` is a zero
+/// tensor of the full input's size with the slice written in, so `G` groups cost `G` full-size
+/// writes per input (64 groups: 1.10 s a step on the benchmark, against 0.58 s in one). Memory: the scores and
+/// their exponentials, `[B·H, L_q, L_k]` each, live until the backward pass.
 fn attention_for_training<B: Backend>(
     q: Tensor<B, 4>,
     k: Tensor<B, 4>,
@@ -115,48 +121,32 @@ fn attention_for_training<B: Backend>(
 ) -> Tensor<B, 4> {
     let [b, h, lq, d] = q.dims();
     let [_, _, lk, dv] = v.dims();
-    let shape = [b, h, lq, lk];
-    let bias = match mask {
-        AttentionMask::Additive(m) => Some(m.expand(shape)),
-        AttentionMask::ScaledAdditive { mask, alpha } => Some(mask.mul_scalar(alpha * scale).expand(shape)),
-        AttentionMask::None | AttentionMask::Keep(_) => None,
-    };
-    let future = causal.then(|| Tensor::<B, 2, Bool>::tril_mask([lq, lk], 0, &q.device()).unsqueeze::<3>());
-    // Heads in groups whose scores fit in a few MiB: each group's softmax and its backward then
-    // run in cache instead of streaming the whole [B, H, Lq, Lk] tensor through memory.
     let bh = b * h;
-    let group = (CHUNK_SCORES / (lq * lk).max(1)).clamp(1, bh);
     let q = q.mul_scalar(scale).reshape([bh, lq, d]);
     let k = k.reshape([bh, lk, d]);
     let v = v.reshape([bh, lk, dv]);
-    let bias = bias.map(|t| t.reshape([bh, lq, lk]));
-    let mut outputs = Vec::with_capacity(bh.div_ceil(group));
-    for start in (0..bh).step_by(group) {
-        let len = group.min(bh - start);
-        let qs = q.clone().narrow(0, start, len);
-        let ks = k.clone().narrow(0, start, len);
-        let scores = qs.matmul(ks.swap_dims(1, 2)); // [len, Lq, Lk]
-        let scores = match &bias {
-            Some(t) => scores + t.clone().narrow(0, start, len),
-            None => scores,
-        };
-        let scores = match &future {
-            Some(m) => scores.mask_fill(m.clone().expand([len, lq, lk]), f32::NEG_INFINITY),
-            None => scores,
-        };
-        // softmax(S)·V = (E·V) / Σ_j E with E = exp(S − max S): the normalisation happens on
-        // the [Lq, Dv] output rather than the [Lq, Lk] weights, which saves two passes over the
-        // scores forward and three backward. The max is detached: the value does not depend on it.
-        let max = scores.clone().detach().max_dim(2); // [len, Lq, 1]
-        let e = (scores - max).exp();
-        let z = e.clone().sum_dim(2); // [len, Lq, 1]
-        outputs.push(e.matmul(v.clone().narrow(0, start, len)) / z);
-    }
-    Tensor::cat(outputs, 0).reshape([b, h, lq, dv])
+    let scores = q.matmul(k.swap_dims(1, 2)); // [B·H, Lq, Lk]
+    let scores = match mask {
+        AttentionMask::Additive(m) => scores + m.expand([b, h, lq, lk]).reshape([bh, lq, lk]),
+        AttentionMask::ScaledAdditive { mask, alpha } => {
+            scores + mask.mul_scalar(alpha * scale).expand([b, h, lq, lk]).reshape([bh, lq, lk])
+        }
+        AttentionMask::None | AttentionMask::Keep(_) => scores,
+    };
+    let scores = if causal {
+        let future = Tensor::<B, 2, Bool>::tril_mask([lq, lk], 0, &scores.device()).unsqueeze::<3>();
+        scores.mask_fill(future.expand([bh, lq, lk]), f32::NEG_INFINITY)
+    } else {
+        scores
+    };
+    // softmax(S)·V = (E·V) / Σ_j E with E = exp(S − max S): the normalisation happens on the
+    // [Lq, Dv] output rather than the [Lq, Lk] weights, which saves two passes over the scores
+    // forward and three backward. The max is detached: the value does not depend on it.
+    let max = scores.clone().detach().max_dim(2); // [B·H, Lq, 1]
+    let e = (scores - max).exp(); // [B·H, Lq, Lk]
+    let z = e.clone().sum_dim(2); // [B·H, Lq, 1]
+    (e.matmul(v) / z).reshape([b, h, lq, dv]) // [B, H, Lq, Dv]
 }
-
-/// Scores per head group in [`attention_for_training`]: 2²⁰ floats, 4 MiB in f32.
-const CHUNK_SCORES: usize = 1 << 20;
 
 /// The attention weights `softmax(QKᵀ · scale + mask)`, `[B, H, L_q, L_k]`: for inspection and
 /// tests; [`scaled_dot_product_attention`] does not build them separately.
