@@ -5,7 +5,7 @@
 //! ```text
 //! cargo xtask bench [--compare] [--workload w1,w2,w6] [--reps N] [--warmup N] [--rounds N]
 //!                   [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown]
-//!                   [--python PATH]
+//!                   [--readme] [--python PATH]
 //! ```
 //! Interleaving (kiln, torch, kiln, torch, …) exposes both to the same drift in machine load, so
 //! the per-round ratio is steadier than either figure alone: on a shared 2-core machine a build
@@ -37,6 +37,7 @@ struct Options {
     backend: String,
     history: PathBuf,
     markdown: bool,
+    readme: bool,
     python: Option<PathBuf>,
 }
 
@@ -51,6 +52,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         backend: "flex".into(),
         history: root().join("target/bench-history.jsonl"),
         markdown: false,
+        readme: false,
         python: None,
     };
     let mut it = args.iter();
@@ -60,6 +62,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         match arg {
             "--compare" => o.compare = true,
             "--markdown" => o.markdown = true,
+            "--readme" => o.readme = true,
             "--workload" => o.workload = value()?.to_string(),
             "--reps" => o.reps = number(value()?)?,
             "--warmup" => o.warmup = number(value()?)?,
@@ -74,6 +77,9 @@ fn parse(args: &[&str]) -> Result<Options> {
     if !["flex", "ndarray"].contains(&o.backend.as_str()) {
         bail!("bench: --backend {:?}: expected flex or ndarray", o.backend);
     }
+    if o.readme && !o.compare {
+        bail!("bench: --readme writes the kiln/PyTorch comparison: add --compare");
+    }
     if o.reps == 0 || o.rounds == 0 {
         bail!("bench: --reps and --rounds must be at least 1");
     }
@@ -82,7 +88,7 @@ fn parse(args: &[&str]) -> Result<Options> {
 
 /// Usage text, shown on a bad argument.
 pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w6] [--reps N] [--warmup N] \
-     [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--python PATH]";
+     [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]";
 
 /// `cargo xtask bench …`.
 pub fn run(args: &[&str]) -> Result<()> {
@@ -132,8 +138,22 @@ pub fn run(args: &[&str]) -> Result<()> {
         load.join(" "),
     );
     print!("{}", render(&records, &header, o.markdown));
+    if o.readme {
+        let command = format!(
+            "cargo xtask bench --compare --rounds {} --reps {}{}",
+            rounds,
+            o.reps,
+            o.threads.map_or(String::new(), |t| format!(" --threads {t}"))
+        );
+        let body = format!("`{command}`: {}", render(&records, &header, true));
+        crate::write_readme_section(README_START, README_END, body.trim_end())?;
+        eprintln!("bench: table written to README.md");
+    }
     Ok(())
 }
+
+const README_START: &str = "<!-- performance:start (written by `cargo xtask bench --compare --readme`) -->";
+const README_END: &str = "<!-- performance:end -->";
 
 fn run_kiln(o: &Options) -> Result<Vec<Value>> {
     let device = if o.backend == "flex" { "cpu" } else { "ndarray" };
@@ -311,10 +331,21 @@ fn spread(values: &[f64]) -> Option<[f64; 3]> {
 }
 
 /// The comparison table: per workload, kiln's and PyTorch's items/s (median over rounds, with
-/// min–max) and the kiln/PyTorch ratio of each round (paired by round, so load drift cancels).
+/// min–max), the kiln/PyTorch ratio of each round (paired by round, so load drift cancels) and
+/// each side's peak resident memory.
 fn render(records: &[Value], header: &str, markdown: bool) -> String {
-    // workload → (unit, kiln items/s by round, torch items/s by round, kiln GFLOP/s, loads)
-    type Row = (String, BTreeMap<u64, f64>, BTreeMap<u64, f64>, Vec<f64>, Vec<f64>);
+    #[derive(Default)]
+    struct Row {
+        unit: String,
+        /// items/s by round
+        kiln: BTreeMap<u64, f64>,
+        torch: BTreeMap<u64, f64>,
+        gflops: Vec<f64>,
+        loads: Vec<f64>,
+        /// largest peak RSS over rounds, MiB
+        kiln_mib: f64,
+        torch_mib: f64,
+    }
     let mut rows: Vec<(String, Row)> = Vec::new();
     for r in records {
         let name = r["workload"].as_str().unwrap_or("?").to_string();
@@ -322,23 +353,26 @@ fn render(records: &[Value], header: &str, markdown: bool) -> String {
             Some(i) => i,
             None => {
                 let unit = r["unit"].as_str().unwrap_or("item").to_string();
-                rows.push((name, (unit, BTreeMap::new(), BTreeMap::new(), Vec::new(), Vec::new())));
+                rows.push((name, Row { unit, ..Row::default() }));
                 rows.len() - 1
             }
         };
         let row = &mut rows[index].1;
         let round = r["round"].as_u64().unwrap_or(0);
         let rate = r["items_per_s"].as_f64().unwrap_or(f64::NAN);
+        let mib = r["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
         if r["impl"] == "pytorch" {
-            row.2.insert(round, rate);
+            row.torch.insert(round, rate);
+            row.torch_mib = row.torch_mib.max(mib);
         } else {
-            row.1.insert(round, rate);
+            row.kiln.insert(round, rate);
+            row.kiln_mib = row.kiln_mib.max(mib);
             if let Some(g) = r["gflops"].as_f64() {
-                row.3.push(g);
+                row.gflops.push(g);
             }
         }
         if let Some(l) = r["load1"].as_f64() {
-            row.4.push(l);
+            row.loads.push(l);
         }
     }
     let fmt3 = |s: Option<[f64; 3]>, prec: usize| match s {
@@ -346,7 +380,8 @@ fn render(records: &[Value], header: &str, markdown: bool) -> String {
         None => "—".into(),
     };
     let mut lines = Vec::new();
-    let cols = ["workload", "kiln /s", "PyTorch /s", "kiln/PyTorch", "kiln GFLOP/s", "load1"];
+    let cols =
+        ["workload", "kiln /s", "PyTorch /s", "kiln/PyTorch", "kiln GFLOP/s", "peak MiB kiln / PyTorch", "load1"];
     if markdown {
         lines.push(format!("{header}\n"));
         lines.push(format!("| {} |", cols.join(" | ")));
@@ -354,26 +389,32 @@ fn render(records: &[Value], header: &str, markdown: bool) -> String {
     } else {
         lines.push(header.to_string());
         lines.push(format!(
-            "{:<24} {:>26} {:>26} {:>20} {:>12} {:>16}",
-            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5]
+            "{:<24} {:>26} {:>26} {:>20} {:>12} {:>24} {:>10}",
+            cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6]
         ));
     }
-    for (name, (unit, kiln, torch, gflops, loads)) in &rows {
-        let ratios: Vec<f64> = kiln.iter().filter_map(|(round, k)| torch.get(round).map(|t| k / t)).collect();
-        let kiln_s = fmt3(spread(&kiln.values().copied().collect::<Vec<_>>()), 1);
-        let torch_s = fmt3(spread(&torch.values().copied().collect::<Vec<_>>()), 1);
+    for (name, row) in &rows {
+        let ratios: Vec<f64> = row.kiln.iter().filter_map(|(round, k)| row.torch.get(round).map(|t| k / t)).collect();
+        let kiln_s = fmt3(spread(&row.kiln.values().copied().collect::<Vec<_>>()), 1);
+        let torch_s = fmt3(spread(&row.torch.values().copied().collect::<Vec<_>>()), 1);
         let ratio_s = fmt3(spread(&ratios), 2);
-        let gflops_s = spread(gflops).map_or("—".into(), |[m, _, _]| format!("{m:.1}"));
-        let load_s = spread(loads).map_or("—".into(), |[_, lo, hi]| format!("{lo:.1}–{hi:.1}"));
-        let label = format!("{name} ({unit})");
+        let gflops_s = spread(&row.gflops).map_or("—".into(), |[m, _, _]| format!("{m:.1}"));
+        let load_s = spread(&row.loads).map_or("—".into(), |[_, lo, hi]| format!("{lo:.1}–{hi:.1}"));
+        let mib = |v: f64| if v > 0.0 { format!("{v:.0}") } else { "—".into() };
+        let mem_s = format!("{} / {}", mib(row.kiln_mib), mib(row.torch_mib));
+        let label = format!("{name} ({})", row.unit);
         if markdown {
-            lines.push(format!("| {label} | {kiln_s} | {torch_s} | {ratio_s} | {gflops_s} | {load_s} |"));
+            lines.push(format!("| {label} | {kiln_s} | {torch_s} | {ratio_s} | {gflops_s} | {mem_s} | {load_s} |"));
         } else {
-            lines.push(format!("{label:<24} {kiln_s:>26} {torch_s:>26} {ratio_s:>20} {gflops_s:>12} {load_s:>16}"));
+            lines.push(format!(
+                "{label:<24} {kiln_s:>26} {torch_s:>26} {ratio_s:>20} {gflops_s:>12} {mem_s:>24} {load_s:>10}"
+            ));
         }
     }
     let note = "Items per second at each run's median time; median (min–max) over rounds; the ratio is taken \
-                per round. GFLOP/s: conv/convT/linear multiply-adds ×2 from layer shapes, fwd+bwd = 3× fwd.";
+                per round. GFLOP/s: conv/convT/linear multiply-adds ×2 from layer shapes, fwd+bwd = 3× fwd. \
+                Peak MiB: the largest VmHWM of a workload over the rounds (PyTorch's includes the ~0.7 GB its \
+                CUDA build maps at import).";
     lines.push(if markdown { format!("\n{note}") } else { note.to_string() });
     lines.join("\n") + "\n"
 }
@@ -393,13 +434,16 @@ mod tests {
     fn ratios_are_paired_by_round() {
         let rec = |imp: &str, round: u64, rate: f64| {
             json!({"impl": imp, "workload": "w1-dcgan64", "unit": "img", "round": round, "items_per_s": rate,
-                   "gflops": 1.0, "load1": 2.0})
+                   "gflops": 1.0, "load1": 2.0, "peak_rss_mib": 100.0 * rate})
         };
         let records = [rec("kiln", 0, 10.0), rec("pytorch", 0, 20.0), rec("kiln", 1, 30.0), rec("pytorch", 1, 30.0)];
         let table = render(&records, "h", true);
         // Ratios 0.5 and 1.0: median 0.75.
         assert!(table.contains("0.75 (0.50–1.00)"), "{table}");
+        // The largest peak of each side over the rounds.
+        assert!(table.contains("| 3000 / 3000 |"), "{table}");
         assert!(parse(&["--backend", "cuda"]).is_err());
+        assert!(parse(&["--readme"]).is_err(), "--readme needs --compare");
         assert_eq!(parse(&["--reps", "2", "--compare"]).unwrap().reps, 2);
     }
 }

@@ -270,18 +270,12 @@ pub fn report(args: &[&str]) -> Result<()> {
         ));
     }
     let block = format!(
-        "{README_START}\n{table}\nFloor: the same metric between two disjoint halves of the real training images \
+        "{table}\nFloor: the same metric between two disjoint halves of the real training images \
          (what a model that drew real images would score with these counts). Scores from different extractors \
-         are not comparable.\n\n{}\n{README_END}",
+         are not comparable.\n\n{}",
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
     );
-    let readme_path = root().join("README.md");
-    let readme = std::fs::read_to_string(&readme_path).context("reading README.md")?;
-    let (Some(start), Some(end)) = (readme.find(README_START), readme.find(README_END)) else {
-        bail!("README.md has no results markers ({README_START} … {README_END})")
-    };
-    let updated = format!("{}{block}{}", &readme[..start], &readme[end + README_END.len()..]);
-    std::fs::write(&readme_path, updated).context("writing README.md")?;
+    crate::write_readme_section(README_START, README_END, &block)?;
     eprintln!("report: {} experiments → README.md", runs.len());
     Ok(())
 }

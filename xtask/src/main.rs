@@ -67,3 +67,21 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     }
     Ok(())
 }
+
+/// Replaces the text between the `start` and `end` marker lines of README.md with `body` (the
+/// markers stay), so generated tables can live in the hand-written README.
+fn write_readme_section(start: &str, end: &str, body: &str) -> Result<()> {
+    let path = root().join("README.md");
+    let readme = std::fs::read_to_string(&path).context("reading README.md")?;
+    let (Some(from), Some(to)) = (readme.find(start), readme.find(end)) else {
+        bail!("README.md has no markers {start} … {end}")
+    };
+    if to < from {
+        bail!("README.md: {end} comes before {start}");
+    }
+    let updated = format!("{}{start}\n{body}\n{end}{}", &readme[..from], &readme[to + end.len()..]);
+    let tmp = path.with_extension("md.tmp");
+    std::fs::write(&tmp, updated).context("writing README.md.tmp")?;
+    std::fs::rename(&tmp, &path).context("replacing README.md")?;
+    Ok(())
+}

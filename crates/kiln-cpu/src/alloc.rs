@@ -59,6 +59,25 @@ struct Table {
     tick: u64,
 }
 
+impl Table {
+    /// Frees the least recently cached block; false when there is none.
+    fn evict_oldest(&mut self) -> bool {
+        let oldest = self
+            .blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, b)| !b.ptr.is_null())
+            .min_by_key(|(_, b)| b.tick)
+            .map(|(i, _)| i);
+        let Some(oldest) = oldest else { return false };
+        let old = std::mem::replace(&mut self.blocks[oldest], EMPTY);
+        self.cached -= old.size;
+        // SAFETY: the block came from `System` with exactly this size and alignment.
+        unsafe { System.dealloc(old.ptr, Layout::from_size_align_unchecked(old.size, old.align)) };
+        true
+    }
+}
+
 // SAFETY: the table owns the blocks it lists (no one else holds their pointers while they are
 // cached) and is only reached through the mutex.
 unsafe impl Send for Table {}
@@ -123,20 +142,9 @@ impl BlockCache {
         self.capacity.store(bytes, Ordering::Relaxed);
         if let Ok(mut table) = self.table.lock() {
             while table.cached > bytes {
-                let Some(oldest) = table
-                    .blocks
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, b)| !b.ptr.is_null())
-                    .min_by_key(|(_, b)| b.tick)
-                    .map(|(i, _)| i)
-                else {
+                if !table.evict_oldest() {
                     break;
-                };
-                let old = std::mem::replace(&mut table.blocks[oldest], EMPTY);
-                table.cached -= old.size;
-                // SAFETY: the block came from `System` with exactly this size and alignment.
-                unsafe { System.dealloc(old.ptr, Layout::from_size_align_unchecked(old.size, old.align)) };
+                }
             }
         }
     }
@@ -210,20 +218,9 @@ impl BlockCache {
             if !full && table.cached + size <= capacity {
                 break;
             }
-            let Some(oldest) = table
-                .blocks
-                .iter()
-                .enumerate()
-                .filter(|(_, b)| !b.ptr.is_null())
-                .min_by_key(|(_, b)| b.tick)
-                .map(|(i, _)| i)
-            else {
+            if !table.evict_oldest() {
                 return false;
-            };
-            let old = std::mem::replace(&mut table.blocks[oldest], EMPTY);
-            table.cached -= old.size;
-            // SAFETY: the block came from `System` with exactly this size and alignment.
-            unsafe { System.dealloc(old.ptr, Layout::from_size_align_unchecked(old.size, old.align)) };
+            }
         }
         table.tick += 1;
         let tick = table.tick;

@@ -4,12 +4,13 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum DataError {
     /// The file could not be opened or read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {error}")]
     Io {
         /// The file.
         path: PathBuf,
-        /// What the OS said.
-        source: std::io::Error,
+        /// What the OS said. Not marked as the error's `source`: the message already says it,
+        /// and an error chain (anyhow's `{:#}`) would print it twice.
+        error: std::io::Error,
     },
     /// The file ended before its header said it would.
     #[error("{path}: truncated: the header promises {expected} bytes of data but the file holds {found}")]
@@ -79,7 +80,7 @@ pub enum DataError {
 impl DataError {
     /// An [`DataError::Io`] for `path`.
     pub(crate) fn io(path: &std::path::Path) -> impl FnOnce(std::io::Error) -> DataError + '_ {
-        move |source| DataError::Io { path: path.to_path_buf(), source }
+        move |error| DataError::Io { path: path.to_path_buf(), error }
     }
 
     /// A [`DataError::Format`] for `path`.

@@ -21,7 +21,7 @@ const IDX_U8: u8 = 0x08;
 
 /// Reads an IDX file of `u8` elements, gzip-compressed or raw.
 pub fn read_idx(path: &Path) -> Result<IdxArray, DataError> {
-    let raw = std::fs::read(path).map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
+    let raw = std::fs::read(path).map_err(DataError::io(path))?;
     IdxArray::parse(&raw, path)
 }
 
