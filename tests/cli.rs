@@ -767,3 +767,20 @@ fn eval_inception_weights_that_do_not_verify_or_cannot_be_fetched_are_one_clear_
     assert!(String::from_utf8_lossy(&o.stdout).contains("pt-inception"), "{}", String::from_utf8_lossy(&o.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn threads_sizes_the_cpu_pool_and_zero_is_an_error() {
+    let dir = scratch("threads");
+    let exp = dir.join("tiny.toml");
+    std::fs::write(&exp, TINY).unwrap();
+    let out = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--steps", "2", "--quiet", "--threads", "1"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let info: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("run.json")).unwrap()).unwrap();
+    let device = info["device"].as_str().unwrap_or_default();
+    assert!(device.starts_with("cpu (") && device.ends_with(", 1 thread)"), "{info}");
+    // A global flag: accepted before the subcommand as well as after it.
+    fails_with(&kiln(&["--threads", "0", "data", "ls"]), "--threads must be at least 1");
+    std::fs::remove_dir_all(dir).unwrap();
+}

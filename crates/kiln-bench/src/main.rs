@@ -51,27 +51,6 @@ struct Args {
     tiny: bool,
 }
 
-/// Physical cores from `/proc/cpuinfo` (distinct `physical id`/`core id` pairs); the logical
-/// count where that file says nothing. Hyper-threads share a core's FMA units, so GEMM-bound code
-/// gains nothing from them and PyTorch defaults to physical cores too.
-fn physical_cores() -> usize {
-    let logical = std::thread::available_parallelism().map_or(1, usize::from);
-    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
-    let mut pairs = std::collections::BTreeSet::new();
-    let mut physical = None;
-    for line in text.lines() {
-        let mut parts = line.splitn(2, ':').map(str::trim);
-        match (parts.next(), parts.next()) {
-            (Some("physical id"), Some(v)) => physical = Some(v.to_string()),
-            (Some("core id"), Some(v)) => {
-                pairs.insert((physical.clone(), v.to_string()));
-            }
-            _ => {}
-        }
-    }
-    if pairs.is_empty() { logical } else { pairs.len().min(logical) }
-}
-
 struct Bench {
     workloads: Vec<Workload>,
     scale: Scale,
@@ -134,15 +113,19 @@ fn main() -> Result<()> {
     ALLOC.configure_from_env();
     let workloads = Workload::parse_list(&args.workload)?;
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
-    let threads = match args.threads {
-        Some(0) => anyhow::bail!("--threads must be at least 1"),
-        Some(n) => n,
-        None => physical_cores(),
+    #[cfg(feature = "flex")]
+    let threads = kiln_cpu::init_threads(args.threads)?;
+    // Without kiln-cpu (a GPU-only build) rayon's pool is still sized, for the host-side work.
+    #[cfg(not(feature = "flex"))]
+    let threads = {
+        let n = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
+        anyhow::ensure!(n > 0, "--threads must be at least 1");
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()
+            .context("could not size rayon's global thread pool")?;
+        n
     };
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .build_global()
-        .context("could not size rayon's global thread pool")?;
     let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
     let job = Bench { workloads, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
     backend::run_on(&args.device, job)

@@ -88,13 +88,22 @@ impl DeviceSpec {
 
     fn name(&self) -> String {
         match self {
-            Self::Cpu => "cpu (kiln-cpu over burn-flex)".into(),
-            Self::Flex => "flex (burn-flex)".into(),
-            Self::NdArray => "ndarray (burn-ndarray)".into(),
+            Self::Cpu => format!("cpu (kiln-cpu over burn-flex, {})", cpu_threads()),
+            Self::Flex => format!("flex (burn-flex, {})", cpu_threads()),
+            Self::NdArray => format!("ndarray (burn-ndarray, {})", cpu_threads()),
             Self::Cuda(n) => format!("cuda:{n}"),
             Self::Wgpu => "wgpu".into(),
         }
     }
+}
+
+/// The size of rayon's global pool, which the CPU backends run on (`--threads`).
+fn cpu_threads() -> String {
+    #[cfg(feature = "flex")]
+    let n = kiln_cpu::threads();
+    #[cfg(not(feature = "flex"))]
+    let n = std::thread::available_parallelism().map_or(1, usize::from);
+    if n == 1 { "1 thread".into() } else { format!("{n} threads") }
 }
 
 /// Runs `job` on the backend and device that `device` names.

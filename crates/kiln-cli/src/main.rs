@@ -23,6 +23,10 @@ use clap::{Parser, Subcommand, ValueEnum};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Threads of the CPU backends (rayon's pool, which burn-flex, its GEMM and kiln-cpu run
+    /// on); default: the number of physical cores, since hyper-threads share a core's FMA units.
+    #[arg(long, global = true, value_name = "N")]
+    threads: Option<usize>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -223,6 +227,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     #[cfg(feature = "flex")]
     ALLOC.configure_from_env();
+    #[cfg(feature = "flex")]
+    if let Err(e) = kiln_cpu::init_threads(cli.threads) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A build without the CPU backend has no pool of its own to size.
+    #[cfg(not(feature = "flex"))]
+    let _ = cli.threads;
     let result = match cli.command {
         Command::Train { experiment, resume, device, out, steps, epochs, time_budget, seed, quiet } => {
             train::run(train::TrainArgs { experiment, resume, out, steps, epochs, time_budget, seed, quiet }, &device)

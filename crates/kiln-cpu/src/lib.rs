@@ -44,9 +44,11 @@ mod conv;
 mod delegate;
 mod gemm;
 mod inner;
+mod threads;
 
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use inner::CpuInner;
+pub use threads::{ThreadsError, init_threads, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};
 use burn_flex::Flex;

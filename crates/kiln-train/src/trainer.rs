@@ -85,6 +85,12 @@ pub struct Summary {
     pub wall_s: f64,
     /// Training throughput: examples per second of time spent in `step`.
     pub examples_per_s: f64,
+    /// Seconds of this process's loop spent in `step` itself.
+    pub step_s: f64,
+    /// Seconds spent waiting for the next batch (the loader runs on the loop's thread).
+    pub data_s: f64,
+    /// Seconds spent writing preview grids and checkpoints (in the loop, between steps).
+    pub io_s: f64,
     /// Mean of each metric over the last logging window.
     pub final_metrics: Vec<(String, f64)>,
     /// Why the loop ended.
@@ -233,6 +239,8 @@ where
     let device = task.device();
     let start = Instant::now();
     let mut step_time = Duration::ZERO;
+    // Time outside `step`, so a slow loader or slow writes show up in the summary.
+    let (mut data_time, mut io_time) = (Duration::ZERO, Duration::ZERO);
     let mut examples = 0usize;
     let mut window = Window::default();
     let mut last_means = Vec::new();
@@ -241,7 +249,9 @@ where
         write_checkpoint(out, state, config.keep_checkpoints, |dir| task.save_state(dir))
     };
     for step in start_step..config.steps {
+        let t = Instant::now();
         let batch = loader.next_batch();
+        data_time += t.elapsed();
         B::seed(&device, step_seed(config.seed, step));
         let t = Instant::now();
         let output = task.step(batch, step);
@@ -289,7 +299,9 @@ where
         }
         bar.set_position(steps_done as u64);
         if config.preview_every > 0 && steps_done % config.preview_every == 0 && !last {
+            let t = Instant::now();
             write_previews(task, out, steps_done)?;
+            io_time += t.elapsed();
         }
         if stop_asked && !last {
             stopped_by = StopReason::Signal;
@@ -300,18 +312,25 @@ where
             break;
         }
         if config.checkpoint_every > 0 && steps_done % config.checkpoint_every == 0 && !last {
+            let t = Instant::now();
             checkpoint(task, &state)?;
+            io_time += t.elapsed();
         }
     }
     bar.finish();
+    let t = Instant::now();
     write_previews(task, out, state.step)?;
     let final_checkpoint = checkpoint(task, &state)?;
     task.save(out)?;
+    io_time += t.elapsed();
     let summary = Summary {
         steps: state.step,
         start_step,
         wall_s: start.elapsed().as_secs_f64(),
         examples_per_s: examples as f64 / step_time.as_secs_f64().max(1e-9),
+        step_s: step_time.as_secs_f64(),
+        data_s: data_time.as_secs_f64(),
+        io_s: io_time.as_secs_f64(),
         final_metrics: last_means,
         stopped_by,
         checkpoint: final_checkpoint,

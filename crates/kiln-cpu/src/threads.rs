@@ -1,0 +1,77 @@
+//! How many threads the CPU backend runs on.
+//!
+//! burn-flex and the `gemm` crate under it (and kiln-cpu's own convolution kernels) run on
+//! rayon's global pool, which by default has one thread per *logical* CPU. Hyper-threads share a
+//! core's FMA units, so GEMM-bound training gains nothing from them and loses to the extra
+//! contention; PyTorch defaults to physical cores for the same reason. The binaries size the pool
+//! once, at start-up, with [`init_threads`].
+
+/// Physical cores from `/proc/cpuinfo` (distinct `physical id` / `core id` pairs); the logical
+/// count where that file says nothing (other systems, containers that hide it).
+pub fn physical_cores() -> usize {
+    let logical = std::thread::available_parallelism().map_or(1, usize::from);
+    let Ok(text) = std::fs::read_to_string("/proc/cpuinfo") else { return logical };
+    count_cores(&text).map_or(logical, |cores| cores.min(logical))
+}
+
+fn count_cores(cpuinfo: &str) -> Option<usize> {
+    let mut pairs = std::collections::BTreeSet::new();
+    let mut physical = None;
+    for line in cpuinfo.lines() {
+        let mut parts = line.splitn(2, ':').map(str::trim);
+        match (parts.next(), parts.next()) {
+            (Some("physical id"), Some(v)) => physical = Some(v.to_string()),
+            (Some("core id"), Some(v)) => {
+                pairs.insert((physical.clone(), v.to_string()));
+            }
+            _ => {}
+        }
+    }
+    (!pairs.is_empty()).then_some(pairs.len())
+}
+
+/// Why [`init_threads`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ThreadsError {
+    /// `--threads 0`.
+    #[error("--threads must be at least 1")]
+    Zero,
+    /// rayon refused (the global pool was already built, by this or another call).
+    #[error("could not size rayon's global thread pool: {0}")]
+    Pool(#[from] rayon::ThreadPoolBuildError),
+}
+
+/// Sizes rayon's global pool to `threads`, or to [`physical_cores`] when `None`; returns the
+/// count. Call it once, before any tensor work.
+pub fn init_threads(threads: Option<usize>) -> Result<usize, ThreadsError> {
+    let n = match threads {
+        Some(0) => return Err(ThreadsError::Zero),
+        Some(n) => n,
+        None => physical_cores(),
+    };
+    rayon::ThreadPoolBuilder::new().num_threads(n).build_global()?;
+    Ok(n)
+}
+
+/// The size of rayon's global pool now (built on first use if [`init_threads`] was not called).
+pub fn threads() -> usize {
+    rayon::current_num_threads()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cores_are_counted_once_per_physical_core() {
+        // Two sockets, two cores each, two hyper-threads per core.
+        let mut text = String::new();
+        for (socket, core) in [(0, 0), (0, 0), (0, 1), (0, 1), (1, 0), (1, 0), (1, 1), (1, 1)] {
+            text.push_str(&format!("processor\t: x\nphysical id\t: {socket}\ncore id\t\t: {core}\n\n"));
+        }
+        assert_eq!(count_cores(&text), Some(4));
+        assert_eq!(count_cores("processor : 0\nflags : avx2\n"), None);
+        assert!(physical_cores() >= 1);
+        assert!(matches!(init_threads(Some(0)), Err(ThreadsError::Zero)));
+    }
+}
