@@ -115,16 +115,14 @@ fn main() -> Result<()> {
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     #[cfg(feature = "flex")]
     let threads = kiln_cpu::init_threads(args.threads)?;
-    // Without kiln-cpu (a GPU-only build) rayon's pool is still sized, for the host-side work.
+    // Without kiln-cpu (a GPU-only build) there is no CPU backend whose pool --threads would size.
     #[cfg(not(feature = "flex"))]
     let threads = {
-        let n = args.threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from));
-        anyhow::ensure!(n > 0, "--threads must be at least 1");
-        rayon::ThreadPoolBuilder::new()
-            .num_threads(n)
-            .build_global()
-            .context("could not size rayon's global thread pool")?;
-        n
+        anyhow::ensure!(
+            args.threads.is_none(),
+            "--threads sizes the CPU backend's pool: build with the `flex` feature"
+        );
+        rayon::current_num_threads()
     };
     let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
     let job = Bench { workloads, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };

@@ -341,8 +341,7 @@ fn fetch_weights(manifest: &Manifest, source: &str, spec: &str, dir: Option<&Pat
     let dest = folder.join(&file.name);
     // A bar and retry notes for a person watching; a script's stderr gets only the outcome.
     let options = FetchOptions { progress: std::io::stderr().is_terminal(), ..FetchOptions::default() };
-    // DataError's message is complete (it names the file or address); it is formatted into the
-    // one line rather than chained, as an I/O error's cause would otherwise be printed twice.
+    // DataError's message is complete (it names the file or address): it goes into the one line.
     match fetch_file(&file.url, &dest, &file.sha256, &options) {
         Ok(Fetched::Cached) => {}
         Ok(Fetched::Downloaded { .. }) => {
