@@ -1,7 +1,8 @@
 //! Per-op profile of the DCGAN-64 convolutions (batch 64) on burn-flex and on `KilnCpu<Flex>`,
 //! a `gemm`-crate ceiling for the same shapes, and a full DCGAN-64 train step on both backends.
 //!
-//! `cargo bench -p kiln-cpu --bench conv [-- ops|gemm|step|all] [reps]`
+//! `cargo bench -p kiln-cpu --bench conv [-- ops|kiln|gemm|step|all] [reps]` (`kiln`: the per-op
+//! table without flex's column, which takes most of the run time)
 //!
 //! Baseline and KilnCpu are interleaved op by op (and step by step), and the load average is
 //! printed with every table: other builds on the same two cores disturb the figures, so only
@@ -128,7 +129,8 @@ fn time_layer<B: Backend<FloatTensorPrimitive = FloatTensor<Flex>>>(l: &Layer, r
     }
 }
 
-fn ops(reps: usize) {
+/// `with_flex = false` times only kiln (flex's ops take most of the run time).
+fn ops(reps: usize, with_flex: bool) {
     println!("\n## Per-op times, batch {BATCH} (best of {reps}; load before: {})\n", load());
     println!("| layer | GFLOP | op | flex ms | flex GFLOP/s | kiln ms | kiln GFLOP/s | speed-up |");
     println!("|---|---|---|---|---|---|---|---|");
@@ -136,7 +138,7 @@ fn ops(reps: usize) {
     // `KILN_BENCH_LAYER=D1` restricts the table to matching layers (for profiling one op).
     let filter = std::env::var("KILN_BENCH_LAYER").unwrap_or_default();
     for l in LAYERS.iter().filter(|l| l.name.contains(filter.as_str())) {
-        let f = time_layer::<Flex>(l, reps);
+        let f = if with_flex { time_layer::<Flex>(l, reps) } else { [f64::NAN; 3] };
         let k = time_layer::<Kiln>(l, reps);
         let gf = l.flops() / 1e9;
         for (i, op) in ["fwd", "dx", "dw"].iter().enumerate() {
@@ -325,7 +327,10 @@ fn main() {
     let reps = args.get(1).and_then(|r| r.parse().ok()).unwrap_or(3);
     println!("threads: {}", rayon::current_num_threads());
     if matches!(what, "ops" | "all") {
-        ops(reps);
+        ops(reps, true);
+    }
+    if what == "kiln" {
+        ops(reps, false);
     }
     if matches!(what, "gemm" | "all") {
         gemm_ceiling(reps);
