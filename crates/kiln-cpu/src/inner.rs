@@ -18,7 +18,7 @@ pub trait CpuInner: Backend {
     fn f32_view(tensor: &FloatTensor<Self>) -> Option<Cow<'_, [f32]>>;
 
     /// A float tensor of `shape` that takes ownership of `data` (row-major, `f32`).
-    fn f32_tensor(data: Vec<f32>, shape: [usize; 4]) -> FloatTensor<Self>;
+    fn f32_tensor(data: Vec<f32>, shape: Shape) -> FloatTensor<Self>;
 }
 
 impl CpuInner for Flex {
@@ -32,7 +32,7 @@ impl CpuInner for Flex {
         }
     }
 
-    fn f32_tensor(data: Vec<f32>, shape: [usize; 4]) -> FlexTensor {
-        FlexTensor::from_data(TensorData::new(data, Shape::new(shape)))
+    fn f32_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {
+        FlexTensor::from_data(TensorData::new(data, shape))
     }
 }
