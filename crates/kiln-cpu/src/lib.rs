@@ -45,6 +45,7 @@ mod delegate;
 mod gemm;
 mod inner;
 mod threads;
+mod transpose;
 
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use inner::CpuInner;
