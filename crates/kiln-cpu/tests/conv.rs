@@ -201,9 +201,18 @@ fn dcgan_shapes_match_flex() {
         // ≥ 256 column positions per image: the per-image GEMM path.
         Case { x: [3, 3, 40, 40], w: [5, 3, 3, 3], bias: true, op: Op::Conv(unit.clone()), strided_x: false },
         Case { x: [3, 4, 20, 20], w: [4, 3, 4, 4], bias: true, op: Op::ConvT(convt), strided_x: true },
-        // 8192-row column matrices: the batched path splits a batch of 3 into chunks of 2 and 1.
+        // 8192-row column matrices, each above the chunk budget: the chunk-wide path runs one
+        // chunk per image, and the weight gradient accumulates over the chunks.
         Case { x: [3, 512, 16, 16], w: [2, 512, 4, 4], bias: false, op: Op::Conv(unit), strided_x: false },
         Case { x: [3, 2, 15, 15], w: [2, 512, 4, 4], bias: true, op: Op::ConvT(first_big), strided_x: false },
+        // One output position per image (DCGAN's last discriminator layer), once handed to flex.
+        Case {
+            x: [4, 16, 4, 4],
+            w: [1, 16, 4, 4],
+            bias: true,
+            op: Op::Conv(ConvOptions::new([1, 1], [0, 0], [1, 1], 1)),
+            strided_x: false,
+        },
     ] {
         check(&case);
     }
