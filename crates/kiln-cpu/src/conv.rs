@@ -127,6 +127,31 @@ fn with_scratch<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
     out
 }
 
+/// One thread's scratch buffers for a chunk of the channels-last path, each sized for a full
+/// chunk: its images channels-last, its patch matrix, and a `rows × positions`-per-image matrix
+/// (the output before its transpose, `y` after its transpose, or `y` side by side).
+struct ChunkBuffers<'a> {
+    nhwc: &'a mut [f32],
+    patches: &'a mut [f32],
+    per_row: &'a mut [f32],
+}
+
+/// Calls `f(first image, images, buffers)` for each chunk of a batch of `batch` images, in
+/// order, with this thread's scratch buffers.
+fn for_each_chunk(g: &Geometry, batch: usize, rows: usize, mut f: impl FnMut(usize, usize, ChunkBuffers<'_>)) {
+    let (chunk, positions) = (g.chunk(batch), g.positions());
+    with_scratch(chunk * g.image_len(), |nhwc| {
+        with_scratch(g.col_rows() * chunk * positions, |patches| {
+            with_scratch(rows * chunk * positions, |per_row| {
+                for b0 in (0..batch).step_by(chunk) {
+                    let buffers = ChunkBuffers { nhwc: &mut *nhwc, patches: &mut *patches, per_row: &mut *per_row };
+                    f(b0, chunk.min(batch - b0), buffers);
+                }
+            })
+        })
+    });
+}
+
 /// Fills `dst` (`positions` floats) with tap row `row = (c, kh, kw)` of one image's im2col.
 fn im2col_row(g: &Geometry, img: &[f32], row: usize, dst: &mut [f32]) {
     let [ih, iw] = g.in_size;
@@ -297,24 +322,15 @@ pub(crate) fn im2col_gemm(
     }
     // Chunk-wide, channels-last: out_t[(b, p), r] = patches[(b, p), :] · A'[r, :].
     let a_tm_t = taps_major_t(g, a.data, rows);
-    let chunk = g.chunk(batch);
     let plane = g.in_size[0] * g.in_size[1];
-    with_scratch(chunk * g.image_len(), |nhwc| {
-        with_scratch(k * chunk * positions, |patches| {
-            with_scratch(rows * chunk * positions, |out_t| {
-                for b0 in (0..batch).step_by(chunk) {
-                    let nb = chunk.min(batch - b0);
-                    let width = nb * positions;
-                    transpose_batch(&img[b0 * g.image_len()..], nb, g.channels, plane, nhwc);
-                    patches_chunk(g, nhwc, nb, patches);
-                    let (p_m, a_m) = (MatRef::row_major(patches, k), MatRef::row_major(&a_tm_t, rows));
-                    sgemm(width, rows, k, p_m, a_m, out_t, rows, false, true);
-                    let dst = &mut out[b0 * rows * positions..][..nb * rows * positions];
-                    transpose_batch(out_t, nb, positions, rows, dst);
-                    dst.par_chunks_mut(rows * positions).for_each(|d| add_bias(d, positions, bias));
-                }
-            })
-        })
+    for_each_chunk(g, batch, rows, |b0, nb, ChunkBuffers { nhwc, patches, per_row: out_t }| {
+        transpose_batch(&img[b0 * g.image_len()..], nb, g.channels, plane, nhwc);
+        patches_chunk(g, nhwc, nb, patches);
+        let (p_m, a_m) = (MatRef::row_major(patches, k), MatRef::row_major(&a_tm_t, rows));
+        sgemm(nb * positions, rows, k, p_m, a_m, out_t, rows, false, true);
+        let dst = &mut out[b0 * rows * positions..][..nb * rows * positions];
+        transpose_batch(out_t, nb, positions, rows, dst);
+        dst.par_chunks_mut(rows * positions).for_each(|d| add_bias(d, positions, bias));
     });
     out
 }
@@ -340,31 +356,13 @@ pub(crate) fn gemm_col2im(g: &Geometry, y: &[f32], batch: usize, a: &[f32], rows
     // Chunk-wide, channels-last: patches[(b, p), :] = Σ_r y[b, r, p] · A'[r, :], added into the
     // chunk's channels-last images, which are transposed back at the end.
     let a_tm = taps_major(g, a, rows);
-    let chunk = g.chunk(batch);
-    with_scratch(chunk * g.image_len(), |nhwc| {
-        with_scratch(k * chunk * positions, |patches| {
-            with_scratch(rows * chunk * positions, |y_t| {
-                for b0 in (0..batch).step_by(chunk) {
-                    let nb = chunk.min(batch - b0);
-                    let width = nb * positions;
-                    transpose_batch(&y[b0 * rows * positions..], nb, rows, positions, y_t);
-                    sgemm(
-                        width,
-                        k,
-                        rows,
-                        MatRef::row_major(y_t, rows),
-                        MatRef::row_major(&a_tm, k),
-                        patches,
-                        k,
-                        false,
-                        true,
-                    );
-                    nhwc[..nb * g.image_len()].fill(0.0);
-                    patches_add_chunk(g, patches, nb, nhwc);
-                    transpose_batch(nhwc, nb, plane, g.channels, &mut img[b0 * g.image_len()..]);
-                }
-            })
-        })
+    for_each_chunk(g, batch, rows, |b0, nb, ChunkBuffers { nhwc, patches, per_row: y_t }| {
+        transpose_batch(&y[b0 * rows * positions..], nb, rows, positions, y_t);
+        let (y_m, a_m) = (MatRef::row_major(y_t, rows), MatRef::row_major(&a_tm, k));
+        sgemm(nb * positions, k, rows, y_m, a_m, patches, k, false, true);
+        nhwc[..nb * g.image_len()].fill(0.0);
+        patches_add_chunk(g, patches, nb, nhwc);
+        transpose_batch(nhwc, nb, plane, g.channels, &mut img[b0 * g.image_len()..]);
     });
     img
 }
@@ -398,22 +396,16 @@ pub(crate) fn weight_grad(g: &Geometry, img: &[f32], y: &[f32], batch: usize, ro
     // Chunk-wide, channels-last: grad'[r, :] += Σ_(b, p) y[b, r, p] · patches[(b, p), :], a
     // product with both operands row-major, which `gemm` runs at its best.
     let mut grad_tm = vec![0.0; rows * k];
-    let chunk = g.chunk(batch);
     let plane = g.in_size[0] * g.in_size[1];
-    with_scratch(chunk * g.image_len(), |nhwc| {
-        with_scratch(k * chunk * positions, |patches| {
-            with_scratch(rows * chunk * positions, |y_cols| {
-                for (i, b0) in (0..batch).step_by(chunk).enumerate() {
-                    let nb = chunk.min(batch - b0);
-                    let width = nb * positions;
-                    transpose_batch(&img[b0 * g.image_len()..], nb, g.channels, plane, nhwc);
-                    patches_chunk(g, nhwc, nb, patches);
-                    batch_to_cols(&y[b0 * rows * positions..][..nb * rows * positions], nb, rows, positions, y_cols);
-                    let (y_m, p_m) = (MatRef::row_major(y_cols, width), MatRef::row_major(patches, k));
-                    sgemm(rows, k, width, y_m, p_m, &mut grad_tm, k, i > 0, true);
-                }
-            })
-        })
+    let mut first = true;
+    for_each_chunk(g, batch, rows, |b0, nb, ChunkBuffers { nhwc, patches, per_row: y_cols }| {
+        let width = nb * positions;
+        transpose_batch(&img[b0 * g.image_len()..], nb, g.channels, plane, nhwc);
+        patches_chunk(g, nhwc, nb, patches);
+        batch_to_cols(&y[b0 * rows * positions..][..nb * rows * positions], nb, rows, positions, y_cols);
+        let (y_m, p_m) = (MatRef::row_major(y_cols, width), MatRef::row_major(patches, k));
+        sgemm(rows, k, width, y_m, p_m, &mut grad_tm, k, !first, true);
+        first = false;
     });
     // [rows, (ty, tx, c)] → [rows, (c, ty, tx)]
     let mut grad = vec![0.0; rows * k];
