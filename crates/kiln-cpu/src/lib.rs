@@ -6,7 +6,8 @@
 //! default backward ops re-express each gradient as another convolution with swapped batch and
 //! channel axes and a kernel as large as the feature map, which flex's convolution was not
 //! built for. This crate sits *under* autodiff and replaces exactly those ops with im2col /
-//! col2im plus one large GEMM per batch chunk (the `gemm` crate, the one flex itself uses):
+//! col2im around the `gemm` crate (the one flex itself uses): per image on large maps, and on
+//! small deep maps one GEMM per batch chunk over channels-last patches (see `src/conv.rs`):
 //!
 //! | op (`ModuleOps`)                    | kernel                                   |
 //! |-------------------------------------|------------------------------------------|
@@ -16,6 +17,7 @@
 //! | `conv_transpose2d`                  | `out = col2im(Wᵀ · x)`                   |
 //! | `conv_transpose2d_x_backward`       | `dx = W · im2col(dy)`                    |
 //! | `conv_transpose2d_weight_backward`  | `dW = x · im2col(dy)ᵀ`                   |
+//! | `conv2d_bias_backward`, `conv_transpose2d_bias_backward` | `db[c] = Σ dy[·, c, ·, ·]` |
 //!
 //! Every other op, and any convolution these kernels do not handle (a dtype other than `f32`,
 //! `groups > 1`, empty tensors), is forwarded unchanged to the inner backend, whose tensor
@@ -56,7 +58,8 @@ use burn_flex::Flex;
 use core::marker::PhantomData;
 
 /// A backend that runs `B`'s kernels except for f32 2-D convolutions and their gradients, which
-/// it computes with its own im2col/col2im + GEMM kernels (crate docs list the ops).
+/// it computes with its own im2col/col2im + GEMM kernels, and their bias gradients (crate docs
+/// list the ops).
 ///
 /// The tensor primitives are `B`'s own, so wrapping costs nothing at op boundaries. Use it
 /// under autodiff as `burn::backend::Autodiff<KilnCpu<Flex>>`.
