@@ -32,6 +32,7 @@
 
 use crate::CpuInner;
 use crate::gemm::{MatRef, sgemm};
+use crate::threads::grain;
 use crate::transpose::transpose_batch;
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_backend::tensor::FloatTensor;
@@ -211,12 +212,6 @@ fn col2im_row(g: &Geometry, src: &[f32], row: usize, dst: &mut [f32]) {
     }
 }
 
-/// Segments per rayon task for work split into `len`-float segments: at least ~8K floats per
-/// task, or the 1-float segments of DCGAN's last layer become half a million tasks.
-fn grain(len: usize) -> usize {
-    (8192 / len.max(1)).max(1)
-}
-
 /// Writes the chunk's channels-last patch matrix `patches[(b, oy, ox), (ty, tx, c)]` (row-major,
 /// `nb · positions` rows of `taps · channels`) from `nhwc`, the chunk's `nb` images channels-last
 /// (`[nb, ih, iw, channels]`). Every tap is one contiguous copy of `channels` floats, which is
@@ -287,14 +282,9 @@ fn taps_major(g: &Geometry, a: &[f32], rows: usize) -> Vec<f32> {
 /// row-major. `gemm` 0.19 runs a right operand stored column-major at half speed or less when
 /// the contraction is long (D4's 256 × 512 × 4096: 6.9 ms against 2.9 ms).
 fn taps_major_t(g: &Geometry, a: &[f32], rows: usize) -> Vec<f32> {
-    let (c, taps) = (g.channels, g.taps());
-    let mut a_t = vec![0.0; rows * g.col_rows()];
-    transpose_batch(a, 1, rows, g.col_rows(), &mut a_t);
+    let a_tm = taps_major(g, a, rows);
     let mut out = vec![0.0; rows * g.col_rows()];
-    out.par_chunks_mut(rows).enumerate().with_min_len(grain(rows)).for_each(|(tc, dst)| {
-        let (t, ch) = (tc / c, tc % c);
-        dst.copy_from_slice(&a_t[(ch * taps + t) * rows..][..rows]);
-    });
+    transpose_batch(&a_tm, 1, rows, g.col_rows(), &mut out);
     out
 }
 

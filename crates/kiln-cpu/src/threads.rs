@@ -58,6 +58,12 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// Segments per rayon task for work split into `len`-float segments: at least ~8K floats per
+/// task, or the 1-float segments of DCGAN's last layer become half a million tasks.
+pub(crate) fn grain(len: usize) -> usize {
+    (8192 / len.max(1)).max(1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,6 +12,7 @@
 //! that was bounds-checked for exactly the four floats it touches.
 #![allow(unsafe_code)]
 
+use crate::threads::grain;
 use rayon::prelude::*;
 
 /// Writes the transposes of the `n` row-major `rows × cols` matrices in `src` into `dst`
@@ -30,9 +31,7 @@ pub(crate) fn transpose_batch(src: &[f32], n: usize, rows: usize, cols: usize, d
         });
         return;
     }
-    // At least ~8K floats per rayon task.
-    let per_task = (8192 / len).max(1);
-    dst[..n * len].par_chunks_mut(len).zip(src.par_chunks(len)).with_min_len(per_task).for_each(|(out, src)| {
+    dst[..n * len].par_chunks_mut(len).zip(src.par_chunks(len)).with_min_len(grain(len)).for_each(|(out, src)| {
         for (band, out) in out.chunks_mut(BAND * rows).enumerate() {
             transpose_band(src, rows, cols, band * BAND, out);
         }
