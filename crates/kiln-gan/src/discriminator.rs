@@ -17,7 +17,7 @@ use burn::tensor::{Int, Tensor};
 use kiln_kernels::{SelfAttention2d, SelfAttention2dConfig};
 
 use crate::config::{GanConfig, Norm};
-use crate::layers::{BatchNorm, Conv, ConvKind, materialize, one_hot};
+use crate::layers::{BatchNorm, Conv, ConvConfig, ConvKind, materialize, one_hot};
 
 /// DCGAN's leaky ReLU slope.
 const SLOPE: f64 = 0.2;
@@ -63,11 +63,16 @@ impl GanConfig {
             // DCGAN leaves the first layer without batch norm; a layer followed by batch norm
             // needs no bias (pytorch/examples uses none anywhere in the batch-norm network).
             let norm = (bn && i > 0).then(|| BatchNorm::new(width(i), 1, device));
-            let conv = Conv::new(ConvKind::Forward, [cin, width(i)], 4, 2, 1, !bn, sn, device);
+            let conv = ConvConfig::new(ConvKind::Forward, [cin, width(i)], 4)
+                .with_stride(2)
+                .with_padding(1)
+                .with_bias(!bn)
+                .with_spectral(sn)
+                .init(device);
             blocks.push(DiscBlock { conv, norm });
         }
         let top = width(k - 1);
-        let output = Conv::new(ConvKind::Forward, [top, 1], s0, 1, 0, !bn, sn, device);
+        let output = ConvConfig::new(ConvKind::Forward, [top, 1], s0).with_bias(!bn).with_spectral(sn).init(device);
         let attention_after =
             self.attention.map_or(0, |side| (0..k).find(|&i| self.image_size >> (i + 1) == side).unwrap_or(0));
         let attention = self.attention.map(|_| SelfAttention2dConfig::new(width(attention_after)).init(device));

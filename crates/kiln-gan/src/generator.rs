@@ -17,7 +17,7 @@ use kiln_kernels::{SelfAttention2d, SelfAttention2dConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{GENERATOR_FILE, GanConfig, GanError};
-use crate::layers::{BatchNorm, Conv, ConvKind, materialize, one_hot};
+use crate::layers::{BatchNorm, Conv, ConvConfig, ConvKind, materialize, one_hot};
 
 /// One generator stage: a transposed convolution, (conditional) batch norm, ReLU.
 #[derive(Module, Debug)]
@@ -82,15 +82,28 @@ impl GanConfig {
         for i in 0..k {
             let conv = if i == 0 {
                 // A conditional G also sees its class code beside z (Mirza & Osindero 2014).
-                Conv::new(ConvKind::Transposed, [self.nz + self.num_classes, width(0)], s0, 1, 0, false, sn, device)
+                ConvConfig::new(ConvKind::Transposed, [self.nz + self.num_classes, width(0)], s0)
+                    .with_bias(false)
+                    .with_spectral(sn)
+                    .init(device)
             } else {
-                Conv::new(ConvKind::Transposed, [width(i - 1), width(i)], 4, 2, 1, false, sn, device)
+                ConvConfig::new(ConvKind::Transposed, [width(i - 1), width(i)], 4)
+                    .with_stride(2)
+                    .with_padding(1)
+                    .with_bias(false)
+                    .with_spectral(sn)
+                    .init(device)
             };
             blocks.push(GenBlock { conv, norm: BatchNorm::new(width(i), rows, device) });
         }
         let attention_after = self.attention.map_or(0, |side| (0..k).find(|&i| s0 << i == side).unwrap_or(0));
         let attention = self.attention.map(|_| SelfAttention2dConfig::new(width(attention_after)).init(device));
-        let output = Conv::new(ConvKind::Transposed, [width(k - 1), self.channels], 4, 2, 1, false, sn, device);
+        let output = ConvConfig::new(ConvKind::Transposed, [width(k - 1), self.channels], 4)
+            .with_stride(2)
+            .with_padding(1)
+            .with_bias(false)
+            .with_spectral(sn)
+            .init(device);
         materialize(Generator {
             blocks,
             attention,

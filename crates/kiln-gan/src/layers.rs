@@ -3,19 +3,21 @@
 //! discriminator built from them is twice differentiable under nested `Autodiff` (the gradient
 //! penalties need `∇θ ‖∇x D(x)‖²`; see the crate docs for which burn ops block that).
 
+use burn::config::Config;
 use burn::module::{Initializer, Module, ModuleVisitor, Param, RunningState};
 use burn::tensor::backend::Backend;
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
 use burn::tensor::{Int, Tensor};
 use kiln_kernels::{SpectralNorm, SpectralNormConfig};
+use serde::{Deserialize, Serialize};
 
 /// DCGAN's initialisation (Radford et al. 2015, §4; pytorch/examples `weights_init`):
 /// every convolution weight drawn from N(0, 0.02).
 pub(crate) const DCGAN_INIT: Initializer = Initializer::Normal { mean: 0.0, std: 0.02 };
 
 /// Whether a convolution is strided (`Conv2d`) or transposed (`ConvTranspose2d`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConvKind {
     /// `[N, in, H, W]` → `[N, out, (H + 2p − k)/s + 1, …]`.
     Forward,
@@ -39,32 +41,58 @@ pub struct Conv<B: Backend> {
     padding: usize,
 }
 
-impl<B: Backend> Conv<B> {
-    /// A layer `channels[0] → channels[1]` with a `kernel × kernel` window.
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        kind: ConvKind,
-        channels: [usize; 2],
-        kernel: usize,
-        stride: usize,
-        padding: usize,
-        bias: bool,
-        spectral: bool,
-        device: &B::Device,
-    ) -> Self {
-        let [cin, cout] = channels;
-        let shape = match kind {
-            ConvKind::Forward => [cout, cin, kernel, kernel],
-            ConvKind::Transposed => [cin, cout, kernel, kernel],
+/// Configuration of [`Conv`]: a layer `channels[0] → channels[1]` with a `kernel × kernel`
+/// window. The defaults are PyTorch's (`stride = 1`, `padding = 0`, with a bias) and no spectral
+/// normalisation.
+#[derive(Config, Debug)]
+pub struct ConvConfig {
+    /// Strided or transposed.
+    pub kind: ConvKind,
+    /// `[in, out]` channels.
+    pub channels: [usize; 2],
+    /// Side of the square window.
+    pub kernel: usize,
+    /// Step of the window, the same along both axes.
+    #[config(default = 1)]
+    pub stride: usize,
+    /// Zero padding on every side.
+    #[config(default = 0)]
+    pub padding: usize,
+    /// Whether the layer adds a learned bias (zeros at first).
+    #[config(default = true)]
+    pub bias: bool,
+    /// Whether the weight is spectrally normalised.
+    #[config(default = false)]
+    pub spectral: bool,
+}
+
+impl ConvConfig {
+    /// The layer on `device`: the weight drawn from [`DCGAN_INIT`], then the bias, then the
+    /// spectral-norm state (that order fixes which random draws each gets).
+    pub fn init<B: Backend>(&self, device: &B::Device) -> Conv<B> {
+        let [cin, cout] = self.channels;
+        let k = self.kernel;
+        let shape = match self.kind {
+            ConvKind::Forward => [cout, cin, k, k],
+            ConvKind::Transposed => [cin, cout, k, k],
         };
-        let weight = DCGAN_INIT.init_with(shape, Some(cin * kernel * kernel), Some(cout * kernel * kernel), device);
-        let bias = bias.then(|| Initializer::Zeros.init([cout], device));
+        let weight = DCGAN_INIT.init_with(shape, Some(cin * k * k), Some(cout * k * k), device);
+        let bias = self.bias.then(|| Initializer::Zeros.init([cout], device));
         // PyTorch's spectral_norm normalises over the output channels (dim 1 of a transposed
         // convolution's weight), so `u` has one entry per output channel either way.
-        let sn = spectral.then(|| SpectralNormConfig::new().init(cout, device));
-        Self { weight, bias, sn, transposed: kind == ConvKind::Transposed, stride, padding }
+        let sn = self.spectral.then(|| SpectralNormConfig::new().init(cout, device));
+        Conv {
+            weight,
+            bias,
+            sn,
+            transposed: self.kind == ConvKind::Transposed,
+            stride: self.stride,
+            padding: self.padding,
+        }
     }
+}
 
+impl<B: Backend> Conv<B> {
     /// The weight the layer applies: the raw one, or `W / σ(W)`.
     pub fn effective_weight(&self) -> Tensor<B, 4> {
         let w = self.weight.val();

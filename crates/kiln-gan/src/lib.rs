@@ -99,7 +99,7 @@ pub mod task;
 pub use config::{CONFIG_FILE, DISCRIMINATOR_FILE, GENERATOR_FILE, GanConfig, GanError, Norm};
 pub use discriminator::{DiscBlock, Discriminator};
 pub use generator::{GenBlock, Generator, LatentPath, SampleRequest, latent_path, to_unit};
-pub use layers::{BatchNorm, Conv, ConvKind, one_hot};
+pub use layers::{BatchNorm, Conv, ConvConfig, ConvKind, one_hot};
 pub use loss::{GanLoss, Penalty, PenaltyOutput, gradient_penalty, interpolates, softplus};
 pub use task::{GanTask, GanTaskConfig, LIVE_GENERATOR_FILE, diversity};
 
