@@ -12,6 +12,7 @@ use std::io::{BufReader, Read, Write};
 use std::path::{Component, Path, PathBuf};
 
 use crate::DataError;
+use crate::part::part_path;
 
 /// Bounds on what an archive may write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,7 +155,7 @@ impl Extractor<'_> {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(DataError::io(parent))?;
         }
-        let tmp = crate::fetch::part_path(&path);
+        let tmp = part_path(&path);
         let mut out = File::create(&tmp).map_err(DataError::io(&tmp))?;
         let allowed = self.limits.max_entry_bytes.min(self.limits.max_total_bytes.saturating_sub(self.total));
         let copied = std::io::copy(&mut reader.take(allowed + 1), &mut out).map_err(|e| self.corrupt(e))?;

@@ -16,6 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::DataError;
 use crate::archive::{ExtractLimits, extract};
 use crate::manifest::{Manifest, ManifestFile};
+use crate::part::part_path;
 
 /// The environment variable that names the data directory.
 pub const DATA_ENV: &str = "KILN_DATA";
@@ -30,13 +31,6 @@ pub fn data_dir(explicit: Option<&Path>) -> PathBuf {
         Some(dir) if !dir.is_empty() => PathBuf::from(dir),
         _ => dirs::cache_dir().map_or_else(|| PathBuf::from("kiln-data"), |d| d.join("kiln")),
     }
-}
-
-/// `path` with `.part` appended: where a file is written before it is complete.
-pub fn part_path(path: &Path) -> PathBuf {
-    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(".part");
-    path.with_file_name(name)
 }
 
 /// Lower-case hex sha256 of a file.

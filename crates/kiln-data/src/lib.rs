@@ -27,6 +27,7 @@ mod idx;
 mod images;
 mod manifest;
 mod mnist;
+mod part;
 mod rng;
 mod transform;
 
@@ -37,8 +38,7 @@ pub use cifar::Cifar10;
 pub use emoji::{EmojiEntry, EmojiSet, SheetMeta};
 pub use error::DataError;
 pub use fetch::{
-    CacheState, DATA_ENV, FetchOptions, Fetched, cache_state, data_dir, fetch_dataset, fetch_file, part_path,
-    sha256_file,
+    CacheState, DATA_ENV, FetchOptions, Fetched, cache_state, data_dir, fetch_dataset, fetch_file, sha256_file,
 };
 pub use folder::{
     CaptionedSet, FolderOptions, ImageFolder, Picture, decode_picture, encode_png, load_picture, load_pictures,
@@ -48,6 +48,7 @@ pub use idx::{IdxArray, encode_idx, read_idx};
 pub use images::ImageSet;
 pub use manifest::{DataFormat, Manifest, ManifestFile};
 pub use mnist::{Mnist, Split};
+pub use part::part_path;
 pub use rng::{SplitMix64, standard_normal};
 pub use transform::{Fit, default_filter, fit_u8, flatten_rgba, resize_u8};
 
