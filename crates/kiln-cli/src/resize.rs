@@ -16,7 +16,8 @@ use std::str::FromStr;
 use anyhow::{Context, Result, bail, ensure};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData};
-use image::{ColorType, DynamicImage, ImageEncoder};
+use image::{ColorType, DynamicImage};
+use kiln_data::{PngCompression, PngSamples, png_bytes};
 use kiln_kernels::{Filter, ResizeOptions, ResizeTarget, resize};
 
 /// Arguments of `kiln resize`.
@@ -220,18 +221,15 @@ fn divide_alpha<B: Backend>(x: Tensor<B, 4>) -> Tensor<B, 4> {
 
 /// Writes `values` (interleaved, `[0, 1]`) as an 8- or 16-bit PNG, atomically.
 fn write_png(path: &Path, values: &[f32], width: u32, height: u32, channels: usize, deep: bool) -> Result<()> {
-    let (color, bytes): (ColorType, Vec<u8>) = if deep {
-        let color = [ColorType::L16, ColorType::La16, ColorType::Rgb16, ColorType::Rgba16][channels - 1];
-        // The encoder takes 16-bit samples in native byte order.
-        (color, values.iter().flat_map(|v| ((v * 65535.0).round() as u16).to_ne_bytes()).collect())
+    let (width, height) = (width as usize, height as usize);
+    let png = if deep {
+        let samples: Vec<u16> = values.iter().map(|v| (v * 65535.0).round() as u16).collect();
+        png_bytes(width, height, channels, PngSamples::U16(&samples), PngCompression::Fast)
     } else {
-        let color = [ColorType::L8, ColorType::La8, ColorType::Rgb8, ColorType::Rgba8][channels - 1];
-        (color, values.iter().map(|v| (v * 255.0).round() as u8).collect())
-    };
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&bytes, width, height, color.into())
-        .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
+        let samples: Vec<u8> = values.iter().map(|v| (v * 255.0).round() as u8).collect();
+        png_bytes(width, height, channels, PngSamples::U8(&samples), PngCompression::Fast)
+    }
+    .with_context(|| format!("{}: cannot encode PNG", path.display()))?;
     kiln_core::atomic_write(path, &png)?;
     Ok(())
 }

@@ -72,6 +72,9 @@ pub enum DataError {
         /// Why it was refused.
         reason: String,
     },
+    /// An image that cannot be written as a PNG.
+    #[error(transparent)]
+    Png(#[from] crate::PngError),
     /// A size or filter that the resampler refuses.
     #[error("resize: {0}")]
     Resize(#[from] kiln_kernels::KernelError),

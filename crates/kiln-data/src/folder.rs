@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 
 use kiln_kernels::resize::ResizeOptions;
 
+use crate::png::{PngCompression, PngSamples, png_bytes};
 use crate::transform::{Fit, default_filter, fit_u8, flatten_rgba};
 use crate::{DataError, ImageSet};
 
@@ -297,28 +298,15 @@ pub fn make_sheet(set: &ImageSet, columns: usize, background: [u8; 3]) -> Pictur
     Picture { pixels, height, width }
 }
 
-/// Encodes channel-first RGB as a PNG (deterministic: same pixels, same bytes).
+/// Encodes channel-first RGB as a PNG, compressed as hard as the encoder goes: it writes the
+/// sprite sheets committed under `datasets/` (same pixels, same bytes, as their `SHA256SUMS` need).
 pub fn encode_png(picture: &Picture) -> Result<Vec<u8>, DataError> {
     let plane = picture.height * picture.width;
     let mut hwc = Vec::with_capacity(3 * plane);
     for i in 0..plane {
         hwc.extend([picture.pixels[i], picture.pixels[plane + i], picture.pixels[2 * plane + i]]);
     }
-    let mut out = Vec::new();
-    let encoder = image::codecs::png::PngEncoder::new_with_quality(
-        &mut out,
-        image::codecs::png::CompressionType::Best,
-        image::codecs::png::FilterType::Adaptive,
-    );
-    image::ImageEncoder::write_image(
-        encoder,
-        &hwc,
-        picture.width as u32,
-        picture.height as u32,
-        image::ExtendedColorType::Rgb8,
-    )
-    .map_err(|e| DataError::Mismatch { message: format!("encoding PNG: {e}") })?;
-    Ok(out)
+    Ok(png_bytes(picture.width, picture.height, 3, PngSamples::U8(&hwc), PngCompression::Best)?)
 }
 
 #[cfg(test)]

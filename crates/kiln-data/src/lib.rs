@@ -28,6 +28,7 @@ mod images;
 mod manifest;
 mod mnist;
 mod part;
+mod png;
 mod rng;
 mod transform;
 
@@ -49,6 +50,7 @@ pub use images::ImageSet;
 pub use manifest::{DataFormat, Manifest, ManifestFile};
 pub use mnist::{Mnist, Split};
 pub use part::part_path;
+pub use png::{PngCompression, PngError, PngSamples, png_bytes};
 pub use rng::{SplitMix64, standard_normal};
 pub use transform::{Fit, default_filter, fit_u8, flatten_rgba, resize_u8};
 

@@ -4,8 +4,8 @@ use std::path::Path;
 
 use burn::tensor::Tensor;
 use burn::tensor::backend::Backend;
-use image::{ExtendedColorType, ImageEncoder};
 use kiln_core::SaveError;
+use kiln_data::{PngCompression, PngSamples, png_bytes};
 
 /// Pixels of background between and around the tiles.
 const GAP: usize = 2;
@@ -43,12 +43,7 @@ fn layout_png<B: Backend>(images: Tensor<B, 4>, columns: usize, gap: usize) -> R
             }
         }
     }
-    let color = if c == 1 { ExtendedColorType::L8 } else { ExtendedColorType::Rgb8 };
-    let mut png = Vec::new();
-    image::codecs::png::PngEncoder::new(&mut png)
-        .write_image(&canvas, gw as u32, gh as u32, color)
-        .map_err(|e| e.to_string())?;
-    Ok(png)
+    png_bytes(gw, gh, c, PngSamples::U8(&canvas), PngCompression::Fast).map_err(|e| e.to_string())
 }
 
 /// Writes [`grid_png`] of `images` to `path` atomically.
