@@ -89,9 +89,11 @@ fn train_writes_a_complete_run_directory_and_the_loss_falls() {
         "samples.png",
         "reconstructions.png",
         "samples/samples-000020.png",
+        "kiln.json",
         "vae.json",
         "vae.safetensors",
         "experiment.toml",
+        "resolved.json",
         "run.json",
         "summary.json",
         "eval.json",
@@ -108,7 +110,13 @@ fn train_writes_a_complete_run_directory_and_the_loss_falls() {
     assert!(eval["neg_elbo_nats"].as_f64().unwrap() < losses[0]);
     let info: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(run.join("run.json")).unwrap()).unwrap();
-    assert_eq!(info["seed"], 7);
+    assert_eq!((&info["seed"], &info["family"]), (&serde_json::json!(7), &serde_json::json!("vae")));
+    // The directory says what it is, and so does every checkpoint in it.
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("kiln.json")).unwrap()).unwrap();
+    assert_eq!((&manifest["family"], &manifest["format"]), (&serde_json::json!("vae"), &serde_json::json!(1)));
+    let checkpoints: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!checkpoints.is_empty() && checkpoints.iter().all(|c| c.join("kiln.json").is_file()), "{checkpoints:?}");
 }
 
 #[test]
@@ -175,7 +183,7 @@ fn checkpoint_errors_are_one_clear_line() {
     );
     fails_with(
         &kiln(&["sample", "--checkpoint", s(&out), "--out", s(&png)]),
-        "not a kiln checkpoint (no vae.json or gan.json here)",
+        "not a kiln model directory (no kiln.json, nor the vae.json or gan.json or features.json of a run written before it)",
     );
 
     // Truncated weights.
@@ -485,6 +493,13 @@ fn a_conditional_gan_trains_and_samples_the_classes_asked_for() {
     for file in ["gan.json", "generator.safetensors", "discriminator.safetensors", "samples.png", "samples-ema.png"] {
         assert!(run.join(file).is_file(), "missing {file}");
     }
+    // The run records the whole recipe it trained with, the preset's learning rates and betas too.
+    let resolved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("resolved.json")).unwrap()).unwrap();
+    assert_eq!(resolved["family"], "gan");
+    let train = &resolved["settings"]["train"];
+    assert!(train["g_optim"]["lr"].is_number() && train["d_optim"]["beta1"].is_number(), "{resolved}");
+    assert_eq!(resolved["settings"]["model"]["num_classes"], 10);
     let log = std::fs::read_to_string(run.join("metrics.jsonl")).unwrap();
     let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
     for metric in ["d_loss", "g_loss", "d_real_acc", "d_fake_acc", "diversity"] {
@@ -771,6 +786,23 @@ fn eval_inception_weights_that_do_not_verify_or_cannot_be_fetched_are_one_clear_
     let o = kiln(&["data", "ls", "--data-dir", s(&data)]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("pt-inception"), "{}", String::from_utf8_lossy(&o.stdout));
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn families_lists_the_registry_and_a_classifier_directory_is_no_generator() {
+    let o = kiln(&["families", "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let families: Vec<serde_json::Value> =
+        String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let names: Vec<&str> = families.iter().map(|f| f["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["vae", "gan", "classifier"]);
+    assert_eq!(families.iter().map(|f| f["generator"].as_bool().unwrap()).collect::<Vec<_>>(), [true, true, false]);
+    // A model directory names its family; one this kiln does not know is a clear error.
+    let dir = scratch("foreign");
+    std::fs::write(dir.join("kiln.json"), r#"{"family": "hologram", "format": 1, "kiln_version": "9.0.0"}"#).unwrap();
+    fails_with(&kiln(&["sample", "--checkpoint", s(&dir), "--out", s(&dir.join("x.png"))]), "family \"hologram\"");
+    std::fs::write(dir.join("kiln.json"), r#"{"family": "vae", "format": 99, "kiln_version": "9.0.0"}"#).unwrap();
+    fails_with(&kiln(&["sample", "--checkpoint", s(&dir), "--out", s(&dir.join("x.png"))]), "written by a newer kiln");
 }
 
 #[test]

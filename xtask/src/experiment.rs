@@ -79,6 +79,28 @@ fn train_steps(file: &Path) -> Result<usize> {
     bail!("{}: no `steps = N` under [train]", file.display())
 }
 
+/// Whether the run in `out` trained a generator (so `kiln eval` scores it): its family, from
+/// `run.json`, as the `kiln` binary's registry describes it (`kiln families --json`).
+fn generates_images(cargo: &[&str], out: &Path) -> Result<bool> {
+    let run_json = out.join("run.json");
+    let run: Value = serde_json::from_str(
+        &std::fs::read_to_string(&run_json).with_context(|| format!("reading {}", run_json.display()))?,
+    )
+    .with_context(|| format!("{}: not JSON", run_json.display()))?;
+    let family = run["family"].as_str().with_context(|| format!("{}: no \"family\"", run_json.display()))?;
+    let mut args = cargo.to_vec();
+    args.extend(["--", "families", "--json"]);
+    let listing = std::process::Command::new("cargo").args(&args).output().context("running kiln families")?;
+    ensure!(listing.status.success(), "kiln families failed: {}", String::from_utf8_lossy(&listing.stderr));
+    for line in String::from_utf8_lossy(&listing.stdout).lines() {
+        let f: Value = serde_json::from_str(line).with_context(|| format!("kiln families printed {line:?}"))?;
+        if f["name"] == family {
+            return Ok(f["generator"].as_bool().unwrap_or(false));
+        }
+    }
+    bail!("kiln families does not list the run's family {family:?}")
+}
+
 /// `vae-mnist` → `experiments/vae-mnist.toml`; a path is taken as it is.
 fn resolve(name: &str) -> Result<PathBuf> {
     let as_path = PathBuf::from(name);
@@ -120,8 +142,7 @@ pub fn run_experiment(args: &[&str]) -> Result<()> {
     run("cargo", &train)?;
     let train_s = started.elapsed().as_secs_f64();
 
-    let family = std::fs::read_to_string(out.join("experiment.toml")).unwrap_or_default();
-    let generator = family.contains("family = \"vae\"") || family.contains("family = \"gan\"");
+    let generator = generates_images(&cargo, &out)?;
     let mut eval_s = None;
     if generator && !o.no_eval {
         let mut eval = cargo.clone();

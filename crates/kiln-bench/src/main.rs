@@ -9,7 +9,6 @@
 //! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
 //! See `workloads.rs` for what each workload is and `flops.rs` for how FLOPs are counted.
 
-mod backend;
 mod flops;
 mod measure;
 mod workloads;
@@ -19,8 +18,8 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::Parser;
 use serde_json::{Value, json};
 
-use crate::backend::Job;
 use crate::workloads::{Scale, Workload};
+use kiln_device::{DeviceInfo, Job};
 
 /// Throughput benchmarks of kiln's training steps and kernels.
 #[derive(Parser, Debug)]
@@ -61,9 +60,10 @@ struct Bench {
 }
 
 impl Job for Bench {
-    type Output = ();
+    type Output = Result<()>;
 
-    fn run<B: AutodiffBackend>(self, device: B::Device, backend: &'static str) -> Result<()> {
+    fn run<B: AutodiffBackend>(self, device: B::Device, info: &DeviceInfo) -> Result<()> {
+        let backend = info.backend;
         let mut context = serde_json::Map::new();
         context.insert("impl".into(), json!("kiln"));
         context.insert("backend".into(), json!(backend));
@@ -113,18 +113,8 @@ fn main() -> Result<()> {
     ALLOC.configure_from_env();
     let workloads = Workload::parse_list(&args.workload)?;
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
-    #[cfg(feature = "flex")]
-    let threads = kiln_cpu::init_threads(args.threads)?;
-    // Without kiln-cpu (a GPU-only build) there is no CPU backend whose pool --threads would size.
-    #[cfg(not(feature = "flex"))]
-    let threads = {
-        anyhow::ensure!(
-            args.threads.is_none(),
-            "--threads sizes the CPU backend's pool: build with the `flex` feature"
-        );
-        rayon::current_num_threads()
-    };
+    let threads = kiln_device::init_threads(args.threads)?;
     let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
     let job = Bench { workloads, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
-    backend::run_on(&args.device, job)
+    kiln_device::run_on(&args.device, job)?
 }

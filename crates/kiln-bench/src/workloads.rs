@@ -307,7 +307,7 @@ mod tests {
     #[cfg(feature = "flex")]
     #[test]
     fn every_workload_runs_tiny() {
-        type B = burn::backend::Autodiff<crate::backend::Cpu>;
+        type B = burn::backend::Autodiff<kiln_device::Cpu>;
         let device = Default::default();
         for w in Workload::ALL {
             let record = run::<B>(w, Scale::Tiny, &device, 1, 1).unwrap();

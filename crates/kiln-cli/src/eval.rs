@@ -11,33 +11,57 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, anyhow, bail, ensure};
+use burn::tensor::Tensor;
 use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
+use kiln_core::{Generative, PixelRange, SampleRequest};
 use kiln_data::{
-    DataError, DataFormat as FileFormat, EmojiSet, FetchOptions, Fetched, ImageSet, Manifest, Mnist, Range, Split,
-    SplitMix64, data_dir, fetch_file, gather, sha256_file, standard_normal,
+    DataError, DataFormat as FileFormat, EmojiSet, FetchOptions, Fetched, ImageSet, Manifest, Mnist, Split, SplitMix64,
+    data_dir, fetch_file, gather, sha256_file,
 };
-use kiln_features::FeatureNet;
+use kiln_device::{DeviceInfo, Job};
 use kiln_inception::FidInception;
 use kiln_metrics::{
     DEFAULT_K, DEFAULT_SPLITS, FeatureStats, KidConfig, Rows, fid, inception_score, kid, precision_recall,
 };
 use serde_json::json;
 
-use crate::checkpoint::{self, Model};
-use crate::device::Job;
+use crate::checkpoint::run_dir_of;
 use crate::experiment::{DataFormat, Experiment};
+use crate::family::classifier::Extractor as OwnExtractor;
+use crate::family::registry;
 
-/// `kiln eval`.
+/// `kiln eval`: score a trained model — FID, KID, Inception Score, precision/recall against the
+/// real data, next to the floor two disjoint halves of the real data reach. Writes JSON.
+#[derive(clap::Args, Debug)]
 pub struct Eval {
+    /// A run directory written by `kiln train` (or one of its checkpoints/step-N).
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Samples to draw (default: as many as the real half they are compared with, so model and
+    /// floor are measured with the same counts).
+    #[arg(long)]
     pub n: Option<usize>,
+    /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights), a
+    /// directory with features.json + features.safetensors, or `inception`: pytorch-fid's
+    /// InceptionV3 (FID comparable with papers; slow on a CPU), whose weights (95 MB) are
+    /// downloaded once into the data directory and verified by sha256 (datasets/pt-inception.toml);
+    /// `inception=MANIFEST.toml` fetches them from another manifest (a mirror),
+    /// `inception=FILE` reads a .pth or .safetensors copy. Default: kiln's own for the run's data.
+    #[arg(long)]
     pub extractor: Option<String>,
+    /// The JSON file to write (default: RUN/eval-<extractor>.json).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Seed of the latents (and of KID's subsets).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Real images per half (reference and floor; default: all, split in two).
+    #[arg(long)]
     pub real_n: Option<usize>,
-    /// Where downloaded weights are cached (`None`: `$KILN_DATA` or the user cache).
+    /// Data directory for downloaded weights (default: $KILN_DATA, else the user cache
+    /// directory's kiln/), as for `kiln data fetch`.
+    #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -53,8 +77,8 @@ const BATCH: usize = 250;
 /// The network that turns images into features and class probabilities.
 #[allow(clippy::large_enum_variant)] // one per command run
 enum Extractor<B: Backend> {
-    /// kiln's own classifier for the data (`kiln-features`).
-    Own(FeatureNet<B>),
+    /// kiln's own classifier for the data (the classifier family's networks).
+    Own(OwnExtractor<B>),
     /// pytorch-fid's InceptionV3 (`kiln-inception`): scores comparable with published ones.
     Inception(FidInception<B>),
 }
@@ -63,10 +87,7 @@ impl<B: Backend> Extractor<B> {
     /// Features `[N, F]` and class logits `[N, K]` of images in `[0, 1]`.
     fn run(&self, images: Tensor<B, 4>) -> Result<(Tensor<B, 2>, Tensor<B, 2>)> {
         match self {
-            Self::Own(net) => {
-                let features = net.features(images);
-                Ok((features.clone(), net.head(features)))
-            }
+            Self::Own(net) => Ok(net.run(images)),
             Self::Inception(net) => {
                 let out = net.forward(images)?;
                 Ok((out.features, out.logits))
@@ -139,22 +160,32 @@ fn compare(
 }
 
 impl Job for Eval {
-    fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, info: &DeviceInfo) -> Result<()> {
+        let device_name = &info.description;
         let device: burn::tensor::Device<B::InnerBackend> = device;
-        let model = checkpoint::load::<B::InnerBackend>(&self.checkpoint, &device)?;
+        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let run_dir = run_dir_of(&self.checkpoint)?;
         let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
         let real = match exp.data.format {
             DataFormat::Mnist => Mnist::load(&exp.data.path, Split::Train)?,
             DataFormat::Emoji => EmojiSet::load(&exp.data.path)?.images,
         };
-        let spec = self.extractor.clone().unwrap_or_else(|| {
-            match exp.data.format {
-                DataFormat::Mnist => "mnist",
-                DataFormat::Emoji => "emoji32",
-            }
-            .to_string()
-        });
+        let spec = match &self.extractor {
+            Some(spec) => spec.clone(),
+            None => OwnExtractor::<B::InnerBackend>::default_for([real.channels, real.height, real.width])
+                .with_context(|| {
+                    format!(
+                        "{}: kiln has no feature network of its own for {}×{}×{} images; pass --extractor inception",
+                        exp.data.path.display(),
+                        real.channels,
+                        real.height,
+                        real.width
+                    )
+                })?
+                .to_string(),
+        };
         // `name` is what the scores record: "inception" however the weights were found (their
         // path and sha256 say which), else the extractor as given.
         let (net, name, info, dim, classes) = if let Some(source) = WeightsSource::parse(&spec)? {
@@ -179,20 +210,19 @@ impl Job for Eval {
             });
             (Extractor::Inception(net), "inception".to_string(), info, dim, classes)
         } else {
-            let dir = own_extractor_dir(&spec)?;
-            let (fconfig, net) = FeatureNet::<B::InnerBackend>::load(&dir, &device)?;
-            let (c, s) = (fconfig.channels, fconfig.image_size);
+            let net = OwnExtractor::<B::InnerBackend>::load(&spec, &device)?;
+            let [c, s, _] = net.image;
             ensure!(
-                (real.channels, real.height, real.width) == (c, s, s),
+                [real.channels, real.height, real.width] == net.image,
                 "--extractor {spec} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
                 exp.data.path.display(),
                 real.channels,
                 real.height,
                 real.width
             );
-            let (dim, classes) = (fconfig.feature_dim, fconfig.classes);
+            let (dim, classes) = (net.feature_dim, net.classes);
             let info =
-                json!({ "name": spec, "path": dir.display().to_string(), "feature_dim": dim, "classes": classes });
+                json!({ "name": spec, "path": net.dir.display().to_string(), "feature_dim": dim, "classes": classes });
             (Extractor::Own(net), spec.clone(), info, dim, classes)
         };
 
@@ -215,8 +245,8 @@ impl Job for Eval {
         let reference = extract_real(&net, &real, first, &device)?;
         let floor = extract_real(&net, &real, second, &device)?;
 
-        let k = model.classes();
-        let fakes = extract_fake(&net, &model, n, self.seed, &device)?;
+        let k = model.card().classes;
+        let fakes = extract_fake(&net, model.as_ref(), n, self.seed, &device)?;
         let mut model_scores = compare(&reference, &fakes, dim, classes, self.seed)?;
         if k > 0 && k == classes && matches!(net, Extractor::Own(_)) {
             // A conditional model asked for class i % k: how often does the classifier agree?
@@ -264,28 +294,27 @@ fn extract_real<B: Backend>(
 ) -> Result<Extracted> {
     let mut out = Extracted::new();
     for chunk in indices.chunks(BATCH) {
-        out.push(net, gather::<B>(set, chunk, Range::ZeroOne, device).images)?;
+        out.push(net, gather::<B>(set, chunk, PixelRange::ZeroOne, device).images)?;
     }
     Ok(out)
 }
 
-/// `n` samples from the model, latents seeded on the host batch by batch; a conditional model is
-/// asked for class `i % k` for sample `i`, so every class is drawn equally.
+/// `n` samples from the model, seeded batch by batch; a conditional model is asked for class
+/// `i % k` for sample `i`, so every class is drawn equally.
 fn extract_fake<B: Backend>(
     net: &Extractor<B>,
-    model: &Model<B>,
+    model: &dyn Generative<B>,
     n: usize,
     seed: u64,
     device: &B::Device,
 ) -> Result<Extracted> {
-    let (d, k) = (model.latent(), model.classes());
+    let k = model.card().classes;
     let mut out = Extracted::new();
     for (b, start) in (0..n).step_by(BATCH).enumerate() {
         let len = BATCH.min(n - start);
-        let z = standard_normal(len * d, seed.wrapping_add(b as u64), None);
-        let z = Tensor::<B, 2>::from_data(TensorData::new(z, [len, d]), device);
-        let labels: Vec<usize> = if k == 0 { Vec::new() } else { (start..start + len).map(|i| i % k).collect() };
-        out.push(net, model.generate(z, &labels)?)?;
+        let classes = if k == 0 { Vec::new() } else { (start..start + len).map(|i| i % k).collect() };
+        let request = SampleRequest { classes, ..SampleRequest::new(len, seed.wrapping_add(b as u64)) };
+        out.push(net, model.sample(&request, device)?.images)?;
     }
     Ok(out)
 }
@@ -364,42 +393,6 @@ fn fetch_weights(manifest: &Manifest, source: &str, spec: &str, dir: Option<&Pat
         Err(e) => bail!("--extractor {spec}: fetching {} into {}: {e}", file.url, folder.display()),
     }
     Ok((dest, file.sha256.clone()))
-}
-
-/// The directory of one of kiln's own extractors: a bundled name or a path.
-fn own_extractor_dir(name: &str) -> Result<PathBuf> {
-    match kiln_features::bundled(name) {
-        Some(dir) => {
-            ensure!(
-                dir.join(kiln_features::CONFIG_FILE).is_file(),
-                "--extractor {name}: its weights are missing from {} (`cargo xtask features {name}` builds them)",
-                dir.display()
-            );
-            Ok(dir)
-        }
-        None => {
-            let dir = PathBuf::from(name);
-            ensure!(
-                dir.join(kiln_features::CONFIG_FILE).is_file(),
-                "--extractor {name}: not a bundled extractor ({}), inception[=FILE|MANIFEST.toml], nor a directory \
-                 holding {}",
-                kiln_features::BUNDLED.join(", "),
-                kiln_features::CONFIG_FILE
-            );
-            Ok(dir)
-        }
-    }
-}
-
-/// The run directory a checkpoint belongs to: itself, or `RUN` for `RUN/checkpoints/step-N`.
-fn run_dir_of(checkpoint: &Path) -> Result<PathBuf> {
-    if checkpoint.join("experiment.toml").is_file() {
-        return Ok(checkpoint.to_path_buf());
-    }
-    match checkpoint.parent().and_then(Path::parent) {
-        Some(run) if run.join("experiment.toml").is_file() => Ok(run.to_path_buf()),
-        _ => bail!("{}: no experiment.toml here or two levels up, so the run's data is unknown", checkpoint.display()),
-    }
 }
 
 fn file_safe(name: &str) -> String {

@@ -1,40 +1,86 @@
 //! `kiln sample`, `kiln reconstruct`, `kiln interpolate`: a trained model in, images out.
+//!
+//! Every family answers through `kiln_core::Generative`, so these commands never ask which family
+//! a model is: the model checks the request and names the option it cannot honour.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail, ensure};
+use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Tensor, TensorData};
-use kiln_data::{Mnist, Range, Split, gather, standard_normal};
+use clap::ValueEnum;
+use kiln_core::{Interpolation, LatentPath, PixelRange, SampleRequest};
+use kiln_data::{Mnist, Split, gather};
+use kiln_device::{DeviceInfo, Job};
 use kiln_train::{grid_png, image_png};
 
-use crate::checkpoint::{self, Model};
-use crate::device::Job;
 use crate::experiment::{DataFormat, Experiment};
-use crate::{Format, Walk};
+use crate::family::registry;
 
-/// `kiln sample`.
+/// `kiln sample`: draw samples from a trained model (a conditional model: of the classes asked for).
+#[derive(clap::Args, Debug)]
 pub struct Sample {
+    /// A run directory written by `kiln train`.
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// How many samples.
+    #[arg(long, default_value_t = 64)]
     pub n: usize,
+    /// A .png file (one grid), a directory (one PNG per sample), or a .npy file.
+    #[arg(long)]
     pub out: PathBuf,
+    /// Output format; `npy` writes one float32 array [N, C, H, W] in [0, 1].
+    #[arg(long, value_enum, default_value_t = Format::Png)]
     pub format: Format,
+    /// Seed of the sampling noise (the same seed gives the same samples on every backend).
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Classes of a conditional model (grid row by grid row, cycling); empty: every class in turn.
+    /// Class(es) of a conditional model, e.g. `--class 7` or `--class 0,3` (grid rows cycle
+    /// through them); by default every class in turn.
+    #[arg(long = "class", value_delimiter = ',')]
     pub classes: Vec<usize>,
+    /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
+    #[arg(long)]
     pub truncation: Option<f64>,
+}
+
+/// Output formats of `kiln sample`.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// PNG: a grid for a .png path, one file per sample for a directory.
+    Png,
+    /// NumPy .npy, float32 [N, C, H, W].
+    Npy,
 }
 
 /// Images per row of the grids `kiln sample` writes.
 const COLUMNS: usize = 8;
 
+/// The class of each of `n` images laid out `per_row` to a grid row: row `r` takes the `r`-th
+/// of `wanted` (cycling), or class `r mod k` when none are wanted. Empty when nothing is wanted
+/// of an unconditional model; the model checks what is asked.
+fn layout_classes(n: usize, per_row: usize, wanted: &[usize], k: usize) -> Vec<usize> {
+    if wanted.is_empty() && k == 0 {
+        return Vec::new();
+    }
+    let per_row = per_row.max(1);
+    (0..n)
+        .map(|i| {
+            let row = i / per_row;
+            if wanted.is_empty() { row % k } else { wanted[row % wanted.len()] }
+        })
+        .collect()
+}
+
 impl Job for Sample {
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &str) -> Result<()> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one sample");
-        let model = checkpoint::load::<B::InnerBackend>(&self.checkpoint, &device)?;
-        let labels = model.labels(self.n, COLUMNS, &self.classes)?;
-        let z = latents::<B::InnerBackend>(self.n, model.latent(), self.seed, self.truncation, &device)?;
-        let images = model.generate(z, &labels)?; // [n, C, S, S]
+        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
+        let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
+        let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
+        let images = model.sample(&request, &device)?.images; // [n, C, H, W]
         match self.format {
             Format::Npy => write_file(&self.out, &npy_f32(&images.dims(), &to_vec(images)?))?,
             Format::Png if has_ext(&self.out, "png") => {
@@ -54,24 +100,29 @@ impl Job for Sample {
     }
 }
 
-/// `kiln reconstruct`.
+/// `kiln reconstruct`: held-out images, each row followed by its reconstruction.
+#[derive(clap::Args, Debug)]
 pub struct Reconstruct {
+    /// A run directory written by `kiln train`.
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Data directory (default: the one the run trained on, from its experiment.toml).
+    #[arg(long)]
     pub data: Option<PathBuf>,
+    /// How many test images (a multiple of 8 reads best).
+    #[arg(long, default_value_t = 32)]
     pub n: usize,
+    /// The PNG to write.
+    #[arg(long)]
     pub out: PathBuf,
 }
 
 impl Job for Reconstruct {
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &str) -> Result<()> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one image");
-        let vae = match checkpoint::load::<B::InnerBackend>(&self.checkpoint, &device)? {
-            Model::Vae(_, vae) => vae,
-            Model::Gan(..) => bail!(
-                "{}: a GAN has no encoder, so it cannot reconstruct images (try `kiln sample` or `kiln interpolate`)",
-                self.checkpoint.display()
-            ),
-        };
+        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let dir = match self.data {
             Some(dir) => dir,
             None => {
@@ -87,8 +138,8 @@ impl Job for Reconstruct {
         };
         let test = Mnist::load(&dir, Split::Test)?;
         let n = self.n.min(test.len);
-        let x = gather::<B::InnerBackend>(&test, &(0..n).collect::<Vec<_>>(), Range::ZeroOne, &device).images;
-        let recon = vae.reconstruct(x.clone());
+        let x = gather::<B::InnerBackend>(&test, &(0..n).collect::<Vec<_>>(), PixelRange::ZeroOne, &device).images;
+        let recon = model.reconstruct(x.clone()).with_context(|| self.checkpoint.display().to_string())?;
         // Rows of 8 originals, each followed by a row of their reconstructions.
         let [_, c, h, w] = x.dims();
         let mut rows = Vec::new();
@@ -110,81 +161,69 @@ impl Job for Reconstruct {
     }
 }
 
-/// `kiln interpolate`.
+/// `kiln interpolate`: walk between pairs of prior latents, one decoded strip per pair.
+#[derive(clap::Args, Debug)]
 pub struct Interpolate {
+    /// A run directory written by `kiln train`.
+    #[arg(long)]
     pub checkpoint: PathBuf,
+    /// Images per strip, endpoints included.
+    #[arg(long, default_value_t = 10)]
     pub steps: usize,
+    /// Strips (pairs of latents).
+    #[arg(long, default_value_t = 4)]
     pub rows: usize,
+    /// lerp (straight line) or slerp (great circle: stays where the prior has its mass).
+    #[arg(long, value_enum, default_value_t = Walk::Slerp)]
     pub path: Walk,
+    /// The PNG to write.
+    #[arg(long)]
     pub out: PathBuf,
+    /// Seed of the endpoint latents.
+    #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    /// Classes of a conditional model's strips (cycling); empty: strip `r` has class `r`.
+    /// Class(es) of a conditional model, e.g. `--class 7` or `--class 0,3` (strips cycle
+    /// through them); by default strip r has class r.
+    #[arg(long = "class", value_delimiter = ',')]
     pub classes: Vec<usize>,
+    /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
+    #[arg(long)]
     pub truncation: Option<f64>,
 }
 
+/// Interpolation paths, as `--path` spells them.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Walk {
+    /// Linear interpolation.
+    Lerp,
+    /// Spherical linear interpolation.
+    Slerp,
+}
+
 impl Job for Interpolate {
-    fn run<B: AutodiffBackend>(self, device: B::Device, _name: &str) -> Result<()> {
-        ensure!(self.steps >= 2, "--steps {}: a strip needs at least its two endpoints", self.steps);
-        ensure!(self.rows > 0, "--rows 0: ask for at least one strip");
-        let model = checkpoint::load::<B::InnerBackend>(&self.checkpoint, &device)?;
-        // Each strip keeps one class from end to end.
-        let labels = model.labels(self.rows * self.steps, self.steps, &self.classes)?;
-        let d = model.latent();
-        check_truncation(self.truncation)?;
-        let ends = standard_normal(2 * self.rows * d, self.seed, self.truncation);
-        let mut z = Vec::with_capacity(self.rows * self.steps * d);
-        for r in 0..self.rows {
-            let (a, b) = (&ends[2 * r * d..(2 * r + 1) * d], &ends[(2 * r + 1) * d..(2 * r + 2) * d]);
-            for s in 0..self.steps {
-                let t = s as f32 / (self.steps - 1) as f32;
-                z.extend(walk(self.path, a, b, t));
-            }
-        }
-        let z = Tensor::<B::InnerBackend, 2>::from_data(TensorData::new(z, [self.rows * self.steps, d]), &device);
-        let png = grid_png(model.generate(z, &labels)?, self.steps).map_err(anyhow::Error::msg)?;
-        write_file(&self.out, &png)?;
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
+        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
+        let classes = layout_classes(self.rows, 1, &self.classes, model.card().classes);
+        let path = match self.path {
+            Walk::Lerp => LatentPath::Linear,
+            Walk::Slerp => LatentPath::Spherical,
+        };
+        let walk = Interpolation {
+            rows: self.rows,
+            steps: self.steps,
+            path,
+            seed: self.seed,
+            classes,
+            truncation: self.truncation,
+        };
+        let images = kiln_core::interpolate(model.as_ref(), &walk, &device)
+            .with_context(|| self.checkpoint.display().to_string())?;
+        write_file(&self.out, &grid_png(images, self.steps).map_err(anyhow::Error::msg)?)?;
         eprintln!("kiln: wrote {} strips of {} to {}", self.rows, self.steps, self.out.display());
         Ok(())
     }
-}
-
-/// A point a fraction `t` of the way from `a` to `b`.
-fn walk(path: Walk, a: &[f32], b: &[f32], t: f32) -> Vec<f32> {
-    let lerp = || a.iter().zip(b).map(|(x, y)| (1.0 - t) * x + t * y).collect();
-    match path {
-        Walk::Lerp => lerp(),
-        Walk::Slerp => {
-            let norm = |v: &[f32]| v.iter().map(|x| x * x).sum::<f32>().sqrt();
-            let cos = a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>() / (norm(a) * norm(b)).max(1e-12);
-            let omega = cos.clamp(-1.0, 1.0).acos();
-            if omega.sin().abs() < 1e-6 {
-                return lerp(); // (anti)parallel endpoints: the great circle is undefined
-            }
-            let (wa, wb) = (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin());
-            a.iter().zip(b).map(|(x, y)| wa * x + wb * y).collect()
-        }
-    }
-}
-
-/// `n` latents `[n, d]` from `N(0, I)` drawn on the host from `seed` (the same on every
-/// backend), truncated to `[−τ, τ]` when asked.
-fn latents<B: Backend>(
-    n: usize,
-    d: usize,
-    seed: u64,
-    truncation: Option<f64>,
-    device: &B::Device,
-) -> Result<Tensor<B, 2>> {
-    check_truncation(truncation)?;
-    Ok(Tensor::from_data(TensorData::new(standard_normal(n * d, seed, truncation), [n, d]), device))
-}
-
-fn check_truncation(truncation: Option<f64>) -> Result<()> {
-    if let Some(tau) = truncation {
-        ensure!(tau.is_finite() && tau > 0.0, "--truncation {tau}: must be a positive number (0.5 to 1 is usual)");
-    }
-    Ok(())
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 4>) -> Result<Vec<f32>> {
@@ -223,19 +262,6 @@ fn npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn slerp_and_lerp_hit_the_endpoints() {
-        let (a, b) = ([1.0, 0.0], [0.0, 2.0]);
-        for path in [Walk::Lerp, Walk::Slerp] {
-            assert_eq!(walk(path, &a, &b, 0.0), vec![1.0, 0.0]);
-            let end = walk(path, &a, &b, 1.0);
-            assert!((end[0]).abs() < 1e-6 && (end[1] - 2.0).abs() < 1e-6, "{end:?}");
-        }
-        // Halfway along the great circle between orthogonal unit-ish vectors keeps both weights equal.
-        let mid = walk(Walk::Slerp, &a, &b, 0.5);
-        assert!((mid[0] * 2.0 - mid[1]).abs() < 1e-6, "{mid:?}");
-    }
 
     #[test]
     fn npy_header_is_aligned() {

@@ -1,30 +1,52 @@
 //! `kiln train`: experiment file → run directory with metrics, grids, checkpoint and evaluation.
+//!
+//! What every family shares lives here — the run directory and its records, the data, the loop
+//! settings, Ctrl-C, the closing report — and [`TrainRun`] hands it to the family's adapter
+//! (`family/`), which builds its task and trains it.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Range, Split, gather};
-use kiln_features::{ClassifierTask, accuracy};
-use kiln_gan::GanTask;
+use burn::tensor::backend::AutodiffBackend;
+use kiln_core::{ImageBatch, Task, UtcTime};
+use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Split};
+use kiln_device::{DeviceInfo, Job};
 use kiln_train::{LoopConfig, StopReason, Summary, fit};
-use kiln_vae::{Vae, VaeTask, VaeTaskConfig};
+use serde::Serialize;
 
-use crate::device::{self, Job};
-use crate::experiment::{ClassifierSpec, DataFormat, Experiment, GanSpec, ModelSpec, VaeSpec};
+use crate::experiment::{DataFormat, Experiment};
+use crate::family::Family;
+use crate::family::registry::{self, Visit};
 
-/// Arguments of `kiln train` other than the device.
+/// `kiln train`'s arguments.
+#[derive(clap::Args, Debug)]
 pub struct TrainArgs {
+    /// The experiment file, e.g. experiments/vae-mnist.toml (with --resume: the run's own).
+    #[arg(required_unless_present = "resume")]
     pub experiment: Option<PathBuf>,
+    /// Continue the run in this directory from its newest checkpoint, bit for bit.
+    #[arg(long, conflicts_with_all = ["out", "seed"])]
     pub resume: Option<PathBuf>,
+    /// Run directory (default: runs/<name>/<UTC time>).
+    #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Override the experiment's step budget (the run's total, counting resumed steps).
+    #[arg(long, conflicts_with = "epochs")]
     pub steps: Option<usize>,
+    /// Train for this many passes over the training set instead of a step count.
+    #[arg(long)]
     pub epochs: Option<usize>,
+    /// Stop after this much wall time, with a checkpoint: 90s, 10m, 1h30m.
+    #[arg(long, value_parser = parse_duration)]
     pub time_budget: Option<Duration>,
+    /// Override the experiment's seed.
+    #[arg(long)]
     pub seed: Option<u64>,
+    /// No progress bar.
+    #[arg(long)]
     pub quiet: bool,
 }
 
@@ -55,8 +77,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(total))
 }
 
-/// Images in the fixed reconstruction preview.
-const PREVIEW_RECON: usize = 32;
+/// The file a run's resolved family settings go to.
+pub const RESOLVED_FILE: &str = "resolved.json";
 
 pub fn run(args: TrainArgs, device: &str) -> Result<()> {
     let experiment = match (&args.experiment, &args.resume) {
@@ -74,7 +96,7 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
     let out = match (&args.resume, args.out) {
         (Some(run), _) => run.clone(),
         (None, Some(out)) => out,
-        (None, None) => PathBuf::from("runs").join(&exp.name).join(utc_stamp()),
+        (None, None) => PathBuf::from("runs").join(&exp.name).join(UtcTime::now().stamp()),
     };
     // Fail fast, before loading data or a device, on a run directory that cannot be used.
     match (args.resume.is_some(), kiln_train::latest_checkpoint(&out)) {
@@ -96,6 +118,13 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
         anyhow::ensure!(epochs > 0 && per_epoch > 0, "--epochs {epochs}: must be at least 1");
         exp.train.steps = epochs * per_epoch;
     }
+    anyhow::ensure!(
+        exp.train.batch_size <= train.len,
+        "train.batch_size = {}: larger than the {} training images",
+        exp.train.batch_size,
+        train.len
+    );
+    let data = DataInfo::of(&exp, &train)?;
     // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -107,8 +136,62 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
         eprintln!("\nkiln: stopping after this step with a checkpoint (Ctrl-C again to abort)");
     })
     .context("installing the Ctrl-C handler")?;
-    let resume = args.resume.is_some();
-    device::run_on(device, TrainJob { exp, out, resume, stop, quiet: args.quiet, train, test })
+    let loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
+    let family = exp.family()?.to_string();
+    let start = Start { exp: &exp, loop_config, train, test, data, device };
+    registry::with_family(&family, start)?
+}
+
+/// Resolves the family's settings against the data, then trains on the device.
+struct Start<'a> {
+    exp: &'a Experiment,
+    loop_config: LoopConfig,
+    train: Arc<ImageSet>,
+    test: Arc<ImageSet>,
+    data: DataInfo,
+    device: &'a str,
+}
+
+impl Visit for Start<'_> {
+    type Output = Result<()>;
+
+    fn visit<F: Family>(self) -> Result<()> {
+        let resolved = F::resolve(self.exp, Some(&self.data))?;
+        let job = TrainJob::<F> {
+            exp: self.exp,
+            loop_config: self.loop_config,
+            train: self.train,
+            test: self.test,
+            data: self.data,
+            resolved,
+        };
+        kiln_device::run_on(self.device, job)?
+    }
+}
+
+struct TrainJob<'a, F: Family> {
+    exp: &'a Experiment,
+    loop_config: LoopConfig,
+    train: Arc<ImageSet>,
+    test: Arc<ImageSet>,
+    data: DataInfo,
+    resolved: F::Resolved,
+}
+
+impl<F: Family> Job for TrainJob<'_, F> {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, info: &DeviceInfo) -> Result<()> {
+        let run = TrainRun {
+            exp: self.exp,
+            loop_config: self.loop_config,
+            device_name: &info.description,
+            train: self.train,
+            test: self.test,
+            data: self.data,
+        };
+        F::train::<B>(run, self.resolved, &device)
+    }
 }
 
 /// The training and test images. Emoji has one split, used for both.
@@ -125,179 +208,130 @@ fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
     }
 }
 
-struct TrainJob {
-    exp: Experiment,
-    out: PathBuf,
-    resume: bool,
-    stop: Arc<AtomicBool>,
-    quiet: bool,
-    train: Arc<ImageSet>,
-    test: Arc<ImageSet>,
+/// What a family may ask of the training data before choosing its model's shape.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataInfo {
+    /// `[C, H, W]` of the images.
+    pub image: [usize; 3],
+    /// Classes of a labelled set (largest label + 1), `None` for an unlabelled one.
+    pub classes: Option<usize>,
+    /// The test split is the training set (a one-split data set such as emoji).
+    pub test_is_train: bool,
 }
 
-impl Job for TrainJob {
-    fn run<B: AutodiffBackend>(self, device: B::Device, device_name: &str) -> Result<()> {
-        let TrainJob { exp, out, resume, stop, quiet, train, test } = self;
-        let batch_size = exp.train.batch_size;
-        anyhow::ensure!(
-            batch_size <= train.len,
-            "train.batch_size = {batch_size}: larger than the {} training images",
-            train.len
-        );
-        let run = Run { loop_config: loop_config(&exp, &out, resume, stop, quiet), exp: &exp, device_name, train };
-        match &exp.model {
-            ModelSpec::Vae(spec) => run.vae::<B>(spec, &test, &device),
-            ModelSpec::Gan(spec) => run.gan::<B>(spec, &device),
-            ModelSpec::Classifier(spec) => run.classifier::<B>(spec, &test, &device),
-        }
+impl DataInfo {
+    fn of(exp: &Experiment, train: &ImageSet) -> Result<Self> {
+        let classes = match train.labels.iter().max() {
+            None => None,
+            Some(&max) => {
+                let k = max as usize + 1;
+                anyhow::ensure!(
+                    k <= 10_000,
+                    "data: label {max} — more than 10,000 classes is not a class-conditional set"
+                );
+                Some(k)
+            }
+        };
+        Ok(Self {
+            image: [train.channels, train.height, train.width],
+            classes,
+            test_is_train: exp.data.format == DataFormat::Emoji,
+        })
     }
 }
 
-/// What every family's training shares: the experiment, the loop settings, the training images.
-struct Run<'a> {
-    exp: &'a Experiment,
-    loop_config: LoopConfig,
-    device_name: &'a str,
-    train: Arc<ImageSet>,
+/// One training run as a family adapter sees it: the experiment, the loop settings, the data.
+pub struct TrainRun<'a> {
+    /// The experiment.
+    pub exp: &'a Experiment,
+    /// Budget, logging, checkpoints, Ctrl-C.
+    pub loop_config: LoopConfig,
+    /// The device, described for records.
+    pub device_name: &'a str,
+    /// The training images.
+    pub train: Arc<ImageSet>,
+    /// The test images (the training images again for a one-split set).
+    pub test: Arc<ImageSet>,
+    /// Facts about the data.
+    pub data: DataInfo,
 }
 
-impl Run<'_> {
-    /// Checks the images fit a model of `channels`×`size`×`size`, makes the run directory and
-    /// records the run.
-    fn prepare(&self, channels: usize, size: usize) -> Result<()> {
-        let (exp, train) = (self.exp, &self.train);
+impl TrainRun<'_> {
+    /// The run directory.
+    pub fn out(&self) -> &Path {
+        &self.loop_config.out_dir
+    }
+
+    /// Checks the images fit a model of `channels`×`size`×`size`, makes the run directory,
+    /// records the run and the family's resolved settings, and seeds the device.
+    pub fn prepare<B: AutodiffBackend>(
+        &self,
+        family: &str,
+        image: [usize; 3],
+        resolved: &impl Serialize,
+        device: &B::Device,
+    ) -> Result<()> {
+        let exp = self.exp;
+        let [c, h, w] = image;
+        let [dc, dh, dw] = self.data.image;
         anyhow::ensure!(
-            (train.channels, train.height, train.width) == (channels, size, size),
-            "{}: images are {}×{}×{} but the model expects {channels}×{size}×{size} (model.preset / image size)",
+            [dc, dh, dw] == image,
+            "{}: images are {dc}×{dh}×{dw} but the model expects {c}×{h}×{w} (model.preset / image size)",
             exp.data.path.display(),
-            train.channels,
-            train.height,
-            train.width
         );
-        let out = &self.loop_config.out_dir;
+        let out = self.out();
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
         write_run_info(exp, out, self.device_name, self.loop_config.resume)?;
+        let resolved = serde_json::json!({ "family": family, "settings": resolved });
+        kiln_core::atomic_write(&out.join(RESOLVED_FILE), serde_json::to_string_pretty(&resolved)?.as_bytes())?;
         let verb = if self.loop_config.resume { "resuming" } else { "training" };
         eprintln!(
-            "kiln: {verb} {} ({}) on {}: {} steps of {} images ({} training images) → {}",
+            "kiln: {verb} {} ({family}) on {}: {} steps of {} images ({} training images) → {}",
             exp.name,
-            exp.model.family(),
             self.device_name,
             exp.train.steps,
             exp.train.batch_size,
-            train.len,
+            self.train.len,
             out.display()
         );
+        B::seed(device, exp.seed);
         Ok(())
     }
 
-    fn vae<B: AutodiffBackend>(self, spec: &VaeSpec, test: &ImageSet, device: &B::Device) -> Result<()> {
-        let exp = self.exp;
-        let config = spec.config()?;
-        self.prepare(config.channels, config.image_size)?;
-        B::seed(device, exp.seed);
-        let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
-        let fixed_n = PREVIEW_RECON.min(test.len) / 8 * 8;
-        let fixed =
-            gather::<B::InnerBackend>(test, &(0..fixed_n.max(1)).collect::<Vec<_>>(), Range::ZeroOne, &inner).images;
-        let task_config = VaeTaskConfig {
-            optim: exp.train.optim.clone().unwrap_or_default(),
-            ema_decay: exp.train.ema_decay,
-            ..Default::default()
+    /// Trains `task` on the training images, in the pixel range the task asks for.
+    pub fn fit<B: AutodiffBackend, T: Task<B, Batch = ImageBatch<B>>>(
+        &self,
+        task: &mut T,
+        device: &B::Device,
+    ) -> Result<Summary> {
+        let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?;
+        Ok(fit(task, &mut batches.on::<B>(device), &self.loop_config)?)
+    }
+
+    /// Writes the family's evaluation of the trained model as `eval.json`.
+    pub fn write_eval(&self, eval: &serde_json::Value) -> Result<()> {
+        Ok(kiln_core::atomic_write(&self.out().join("eval.json"), serde_json::to_string_pretty(eval)?.as_bytes())?)
+    }
+
+    /// The closing lines every run prints, with the family's own figures in `extra`.
+    pub fn report(&self, summary: &Summary, extra: &str) {
+        let why = match summary.stopped_by {
+            StopReason::Steps => "",
+            StopReason::Time => " (time budget reached; --resume continues)",
+            StopReason::Signal => " (stopped; --resume continues)",
         };
-        let mut task = VaeTask::<B>::new(config, &task_config, exp.train.steps, fixed, device)?;
-        let mut batches =
-            Batcher::new(self.train.clone(), exp.train.batch_size, Range::ZeroOne, exp.seed)?.on::<B>(device);
-        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
-
-        let out = &self.loop_config.out_dir;
-        let model = task.sampling_model();
-        let nelbo = test_nelbo(&model, test, exp.train.batch_size, &inner);
-        let eval =
-            serde_json::json!({ "split": "test", "images": test.len, "neg_elbo_nats": nelbo, "samples_per_image": 1 });
-        kiln_core::atomic_write(&out.join("eval.json"), serde_json::to_string_pretty(&eval)?.as_bytes())?;
-        report(exp, &summary, &format!("; test negative ELBO {nelbo:.2} nats/image"));
         eprintln!(
-            "kiln: samples: {}  reconstructions: {}",
-            out.join("samples.png").display(),
-            out.join("reconstructions.png").display()
+            "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}",
+            summary.steps,
+            self.exp.train.steps,
+            summary.wall_s,
+            summary.examples_per_s,
+            summary.checkpoint.display(),
         );
-        Ok(())
-    }
-
-    fn gan<B: AutodiffBackend>(self, spec: &GanSpec, device: &B::Device) -> Result<()> {
-        let exp = self.exp;
-        let classes = class_count(&self.train)?;
-        let config = spec.config(classes)?;
-        let settings = spec.settings(exp.train.gan.as_ref(), exp.train.ema_decay)?;
-        self.prepare(config.channels, config.image_size)?;
-        B::seed(device, exp.seed);
-        let ema = settings.ema_decay.is_some();
-        let mut task = GanTask::<B>::new(config, settings, exp.train.steps, device)?;
-        // The generator ends in tanh: real images are scaled to the same [−1, 1].
-        let mut batches =
-            Batcher::new(self.train.clone(), exp.train.batch_size, Range::MinusOneOne, exp.seed)?.on::<B>(device);
-        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
-        report(exp, &summary, "");
-        let out = &self.loop_config.out_dir;
-        let grid = if ema { "samples-ema.png" } else { "samples.png" };
-        eprintln!("kiln: samples: {}", out.join(grid).display());
-        Ok(())
     }
 }
 
-impl Run<'_> {
-    fn classifier<B: AutodiffBackend>(self, spec: &ClassifierSpec, test: &ImageSet, device: &B::Device) -> Result<()> {
-        let exp = self.exp;
-        let classes = class_count(&self.train)?
-            .with_context(|| format!("{}: the images have no labels to classify", exp.data.path.display()))?;
-        let config = spec.config(self.train.channels, self.train.height, classes)?;
-        anyhow::ensure!(
-            self.train.height == self.train.width,
-            "{}: images are {}×{}; the classifier takes square images",
-            exp.data.path.display(),
-            self.train.height,
-            self.train.width
-        );
-        self.prepare(config.channels, config.image_size)?;
-        B::seed(device, exp.seed);
-        let optim = exp.train.optim.clone().unwrap_or_default();
-        let mut task = ClassifierTask::<B>::new(config, optim, exp.train.steps, device)?;
-        let mut batches =
-            Batcher::new(self.train.clone(), exp.train.batch_size, Range::ZeroOne, exp.seed)?.on::<B>(device);
-        let summary = fit(&mut task, &mut batches, &self.loop_config)?;
-        let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
-        let net = task.net();
-        // Emoji has one split: its accuracy is on the training images, and says so.
-        let split = if exp.data.format == DataFormat::Emoji { "train" } else { "test" };
-        let acc = accuracy(&net, test, 256, &inner);
-        let train_acc = accuracy(&net, &self.train, 256, &inner);
-        let eval =
-            serde_json::json!({ "split": split, "images": test.len, "accuracy": acc, "train_accuracy": train_acc });
-        kiln_core::atomic_write(
-            &self.loop_config.out_dir.join("eval.json"),
-            serde_json::to_string_pretty(&eval)?.as_bytes(),
-        )?;
-        report(exp, &summary, &format!("; {split} accuracy {:.2} %", 100.0 * acc));
-        Ok(())
-    }
-}
-
-/// The number of classes in a labelled set (largest label + 1), `None` for an unlabelled one.
-fn class_count(set: &ImageSet) -> Result<Option<usize>> {
-    let Some(&max) = set.labels.iter().max() else { return Ok(None) };
-    let k = max as usize + 1;
-    anyhow::ensure!(k <= 10_000, "data: label {max} — more than 10,000 classes is not a class-conditional set");
-    Ok(Some(k))
-}
-
-fn loop_config(
-    exp: &Experiment,
-    out: &std::path::Path,
-    resume: bool,
-    stop: Arc<AtomicBool>,
-    quiet: bool,
-) -> LoopConfig {
+fn loop_config(exp: &Experiment, out: &Path, resume: bool, stop: Arc<AtomicBool>, quiet: bool) -> LoopConfig {
     LoopConfig {
         steps: exp.train.steps,
         time_budget: exp.train.time_budget_s.map(Duration::from_secs_f64),
@@ -313,42 +347,10 @@ fn loop_config(
     }
 }
 
-/// The closing lines every run prints.
-fn report(exp: &Experiment, summary: &Summary, extra: &str) {
-    let why = match summary.stopped_by {
-        StopReason::Steps => "",
-        StopReason::Time => " (time budget reached; --resume continues)",
-        StopReason::Signal => " (stopped; --resume continues)",
-    };
-    eprintln!(
-        "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}",
-        summary.steps,
-        exp.train.steps,
-        summary.wall_s,
-        summary.examples_per_s,
-        summary.checkpoint.display(),
-    );
-}
-
-/// The negative ELBO (β = 1, one posterior sample per image) averaged over the whole test split.
-fn test_nelbo<B: Backend>(model: &Vae<B>, test: &ImageSet, batch_size: usize, device: &B::Device) -> f64 {
-    let mut total = 0.0;
-    let indices: Vec<usize> = (0..test.len).collect();
-    for chunk in indices.chunks(batch_size) {
-        let x = gather::<B>(test, chunk, Range::ZeroOne, device).images;
-        let l = model.loss(x);
-        let per_image = l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>();
-        total += per_image * chunk.len() as f64;
-    }
-    total / test.len.max(1) as f64
-}
-
-use burn::tensor::ElementConversion;
-
-/// Writes the resolved experiment and the facts needed to reproduce the run.
+/// Writes the experiment as read and the facts needed to reproduce the run.
 ///
 /// A resumed run keeps its `run.json` and records the resume in `resumes.jsonl`.
-fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str, resume: bool) -> Result<()> {
+fn write_run_info(exp: &Experiment, out: &Path, device_name: &str, resume: bool) -> Result<()> {
     let resolved = toml::to_string_pretty(exp).context("serialising the resolved experiment")?;
     kiln_core::atomic_write(&out.join("experiment.toml"), resolved.as_bytes())?;
     let git = std::process::Command::new("git")
@@ -360,12 +362,13 @@ fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str, re
         .unwrap_or_else(|| "unknown".into());
     let info = serde_json::json!({
         "experiment": exp.name,
+        "family": exp.family()?,
         "seed": exp.seed,
         "git_revision": git,
         "device": device_name,
         "kiln_version": env!("CARGO_PKG_VERSION"),
         "command": std::env::args().collect::<Vec<_>>(),
-        "started_utc": utc_stamp(),
+        "started_utc": UtcTime::now().stamp(),
     });
     if resume {
         use std::io::Write;
@@ -380,20 +383,4 @@ fn write_run_info(exp: &Experiment, out: &std::path::Path, device_name: &str, re
         kiln_core::atomic_write(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
     }
     Ok(())
-}
-
-/// `YYYYMMDD-HHMMSS` in UTC, from the system clock (civil-from-days, no date crate needed).
-fn utc_stamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
 }

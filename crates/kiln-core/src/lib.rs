@@ -11,7 +11,32 @@
 //! training state ([`Task::save_state`], [`Task::load_state`]); the trainer decides *when* and
 //! *where* (checkpoint directories written atomically), and keeps the step counter, the seed and
 //! the data position ([`Loader`]) itself.
+//!
+//! Beside `Task` sit the other seams every family shares: [`Generative`] (a trained model asked
+//! for images: sampling, interpolation, reconstruction), [`ModelManifest`] (`kiln.json`, what a
+//! saved model directory is), the batch type the data crate makes and models consume
+//! ([`ImageBatch`], [`PixelRange`]) and the host-side seeded generator ([`SplitMix64`]) — all here
+//! so that a model crate depends on this crate and burn, not on the data crate's downloader and
+//! image codecs.
 #![warn(missing_docs)]
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+mod batch;
+mod manifest;
+mod metrics;
+mod rng;
+mod sample;
+mod time;
+
+pub use batch::{ImageBatch, PixelRange};
+pub use manifest::{MANIFEST_FILE, ModelManifest};
+pub use metrics::read_scalars;
+pub use rng::{SplitMix64, standard_normal};
+pub use sample::{
+    Generative, Interpolation, LatentPath, LatentSpace, ModelCard, SampleError, SampleOption, SampleRequest, Samples,
+    check_truncation, interpolate, latent_path,
+};
+pub use time::UtcTime;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -67,6 +92,12 @@ pub trait Task<B: AutodiffBackend> {
 
     /// The device the task trains on (the trainer seeds its random generator per step).
     fn device(&self) -> Device<B>;
+
+    /// The range its batches' pixels must be in: the model knows whether it ends in a sigmoid
+    /// (`[0, 1]`, the default) or a `tanh` (`[-1, 1]`).
+    fn pixel_range(&self) -> PixelRange {
+        PixelRange::ZeroOne
+    }
 }
 
 /// Where a [`Loader`] stands: enough to continue the same sequence of batches in a new process.

@@ -3,39 +3,11 @@
 use std::sync::Arc;
 
 use burn::tensor::backend::Backend;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Tensor, TensorData};
 
 use kiln_core::{Loader, LoaderPosition};
 
-use crate::{Augment, DataError, ImageSet, SplitMix64};
-
-/// The value range pixels are mapped to. Explicit, because models disagree: a Bernoulli decoder
-/// wants `[0, 1]`, a `tanh` GAN generator `[-1, 1]`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Range {
-    /// `0 → 0.0`, `255 → 1.0`.
-    ZeroOne,
-    /// `0 → -1.0`, `255 → 1.0`.
-    MinusOneOne,
-}
-
-impl Range {
-    fn map(self, px: u8) -> f32 {
-        match self {
-            Range::ZeroOne => px as f32 / 255.0,
-            Range::MinusOneOne => px as f32 / 127.5 - 1.0,
-        }
-    }
-}
-
-/// A batch of images with their labels (zeros for unlabelled sets).
-#[derive(Debug, Clone)]
-pub struct ImageBatch<B: Backend> {
-    /// `[N, C, H, W]` in the batcher's [`Range`].
-    pub images: Tensor<B, 4>,
-    /// `[N]`.
-    pub labels: Tensor<B, 1, Int>,
-}
+use crate::{Augment, DataError, ImageBatch, ImageSet, PixelRange, SplitMix64};
 
 /// Endless batches of a data set: each epoch visits every image once in a fresh order drawn from a
 /// seeded generator, and the last incomplete batch of an epoch is dropped (so every step sees the
@@ -47,7 +19,7 @@ pub struct ImageBatch<B: Backend> {
 pub struct Batcher {
     set: Arc<ImageSet>,
     batch_size: usize,
-    range: Range,
+    range: PixelRange,
     seed: u64,
     order: Vec<usize>,
     cursor: usize,
@@ -58,7 +30,7 @@ pub struct Batcher {
 
 impl Batcher {
     /// Batches of `batch_size` from `set`, shuffled from `seed`.
-    pub fn new(set: Arc<ImageSet>, batch_size: usize, range: Range, seed: u64) -> Result<Self, DataError> {
+    pub fn new(set: Arc<ImageSet>, batch_size: usize, range: PixelRange, seed: u64) -> Result<Self, DataError> {
         if batch_size == 0 || batch_size > set.len {
             return Err(DataError::Mismatch {
                 message: format!("batch size {batch_size} must be between 1 and the data set's {} images", set.len),
@@ -171,7 +143,7 @@ impl<B: Backend> Loader for DeviceBatcher<B> {
 ///
 /// # Panics
 /// If an index is out of range: indices come from code, not from user files.
-pub fn gather<B: Backend>(set: &ImageSet, indices: &[usize], range: Range, device: &B::Device) -> ImageBatch<B> {
+pub fn gather<B: Backend>(set: &ImageSet, indices: &[usize], range: PixelRange, device: &B::Device) -> ImageBatch<B> {
     let mut pixels = Vec::with_capacity(indices.len() * set.image_len());
     for &i in indices {
         pixels.extend_from_slice(set.image(i));
@@ -184,10 +156,10 @@ fn to_batch<B: Backend>(
     set: &ImageSet,
     pixels: &[u8],
     indices: &[usize],
-    range: Range,
+    range: PixelRange,
     device: &B::Device,
 ) -> ImageBatch<B> {
-    let pixels: Vec<f32> = pixels.iter().map(|&p| range.map(p)).collect();
+    let pixels: Vec<f32> = pixels.iter().map(|&p| range.value(p)).collect();
     let labels: Vec<i64> = if set.labels.is_empty() {
         vec![0; indices.len()]
     } else {
@@ -217,9 +189,9 @@ mod tests {
         });
         let dev = Default::default();
         let aug = Augment { flip: true, crop_padding: 1 };
-        let mut plain = Batcher::new(set.clone(), 2, Range::ZeroOne, 4).unwrap();
-        let mut a = Batcher::new(set.clone(), 2, Range::ZeroOne, 4).unwrap().with_augment(aug);
-        let mut b = Batcher::new(set, 2, Range::ZeroOne, 4).unwrap().with_augment(aug);
+        let mut plain = Batcher::new(set.clone(), 2, PixelRange::ZeroOne, 4).unwrap();
+        let mut a = Batcher::new(set.clone(), 2, PixelRange::ZeroOne, 4).unwrap().with_augment(aug);
+        let mut b = Batcher::new(set, 2, PixelRange::ZeroOne, 4).unwrap().with_augment(aug);
         let mut differs = false;
         for _ in 0..6 {
             let (p, x, y) = (plain.next_batch::<B>(&dev), a.next_batch::<B>(&dev), b.next_batch::<B>(&dev));
@@ -247,7 +219,7 @@ mod tests {
     fn a_seeked_batcher_continues_the_same_stream_across_epochs() {
         let dev = Default::default();
         let aug = Augment { flip: true, crop_padding: 0 };
-        let make = || Batcher::new(set(10), 3, Range::ZeroOne, 9).unwrap().with_augment(aug).on::<B>(&dev);
+        let make = || Batcher::new(set(10), 3, PixelRange::ZeroOne, 9).unwrap().with_augment(aug).on::<B>(&dev);
         let mut whole = make();
         let all: Vec<_> = (0..8).map(|_| whole.next_batch().images.into_data()).collect();
         let mut first = make();
@@ -266,7 +238,7 @@ mod tests {
 
     #[test]
     fn epochs_cover_every_image_once_and_drop_the_remainder() {
-        let mut b = Batcher::new(set(10), 3, Range::ZeroOne, 5).unwrap();
+        let mut b = Batcher::new(set(10), 3, PixelRange::ZeroOne, 5).unwrap();
         let dev = Default::default();
         let mut seen = Vec::new();
         for _ in 0..3 {
@@ -286,7 +258,7 @@ mod tests {
         let s =
             Arc::new(ImageSet { pixels: vec![0, 255], labels: vec![4, 2], len: 2, channels: 1, height: 1, width: 1 });
         let dev = Default::default();
-        let b = gather::<B>(&s, &[1, 0], Range::MinusOneOne, &dev);
+        let b = gather::<B>(&s, &[1, 0], PixelRange::MinusOneOne, &dev);
         assert_eq!(b.images.into_data().to_vec::<f32>().unwrap(), vec![1.0, -1.0]);
         assert_eq!(b.labels.into_data().convert::<i64>().to_vec::<i64>().unwrap(), vec![2, 4]);
     }
@@ -294,13 +266,13 @@ mod tests {
     #[test]
     fn same_seed_same_batches() {
         let dev = Default::default();
-        let mut a = Batcher::new(set(50), 8, Range::ZeroOne, 11).unwrap();
-        let mut b = Batcher::new(set(50), 8, Range::ZeroOne, 11).unwrap();
+        let mut a = Batcher::new(set(50), 8, PixelRange::ZeroOne, 11).unwrap();
+        let mut b = Batcher::new(set(50), 8, PixelRange::ZeroOne, 11).unwrap();
         for _ in 0..10 {
             let x = a.next_batch::<B>(&dev).labels.into_data();
             let y = b.next_batch::<B>(&dev).labels.into_data();
             assert_eq!(x, y);
         }
-        assert!(Batcher::new(set(5), 6, Range::ZeroOne, 0).is_err());
+        assert!(Batcher::new(set(5), 6, PixelRange::ZeroOne, 0).is_err());
     }
 }

@@ -132,7 +132,7 @@ mod tests {
         assert!(white_corners > 1500, "{white_corners}");
         // And it batches like any other set.
         let mut batcher =
-            crate::Batcher::new(std::sync::Arc::new(set.images), 16, crate::Range::MinusOneOne, 0).unwrap();
+            crate::Batcher::new(std::sync::Arc::new(set.images), 16, crate::PixelRange::MinusOneOne, 0).unwrap();
         let batch = batcher.next_batch::<burn::backend::Flex>(&Default::default());
         assert_eq!(batch.images.dims(), [16, 3, 32, 32]);
     }

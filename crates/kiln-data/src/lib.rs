@@ -29,12 +29,13 @@ mod manifest;
 mod mnist;
 mod part;
 mod png;
-mod rng;
 mod transform;
 
 pub use archive::{ArchiveKind, ExtractLimits, extract};
 pub use augment::Augment;
-pub use batch::{Batcher, DeviceBatcher, ImageBatch, Range, gather};
+pub use batch::{Batcher, DeviceBatcher, gather};
+// Defined in kiln-core so that model crates need not depend on this crate (its HTTP client,
+// archive readers and image codecs); re-exported here beside the batcher that makes them.
 pub use cifar::Cifar10;
 pub use emoji::{EmojiEntry, EmojiSet, SheetMeta};
 pub use error::DataError;
@@ -47,11 +48,11 @@ pub use folder::{
 };
 pub use idx::{IdxArray, encode_idx, read_idx};
 pub use images::ImageSet;
+pub use kiln_core::{ImageBatch, PixelRange, SplitMix64, standard_normal};
 pub use manifest::{DataFormat, Manifest, ManifestFile};
 pub use mnist::{Mnist, Split};
 pub use part::part_path;
 pub use png::{PngCompression, PngError, PngSamples, png_bytes};
-pub use rng::{SplitMix64, standard_normal};
 pub use transform::{Fit, default_filter, fit_u8, flatten_rgba, resize_u8};
 
 /// A deterministic mini-fuzzer: thousands of corrupted inputs (bytes flipped, truncated,

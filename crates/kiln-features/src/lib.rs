@@ -40,6 +40,10 @@ pub use task::{ClassifierTask, accuracy};
 pub const CONFIG_FILE: &str = "features.json";
 /// The weights file.
 pub const WEIGHTS_FILE: &str = "features.safetensors";
+/// The family name in `kiln.json` and in experiment files (`family = "classifier"`).
+pub const FAMILY: &str = "classifier";
+/// Version of the directory layout (`kiln.json`, `features.json`, `features.safetensors`).
+pub const FORMAT: u32 = 1;
 
 /// What can go wrong building, saving or loading a feature network.
 #[derive(Debug, thiserror::Error)]
@@ -196,6 +200,7 @@ impl<B: Backend> FeatureNet<B> {
             .map_err(|e| FeaturesError::File { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
         kiln_core::atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())?;
         kiln_optim::save_module(self, &dir.join(WEIGHTS_FILE), &[("kiln.family", "features".into())])?;
+        kiln_core::ModelManifest::new(FAMILY, FORMAT).write(dir)?;
         Ok(())
     }
 

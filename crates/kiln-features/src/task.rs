@@ -5,9 +5,9 @@ use std::path::Path;
 use burn::module::AutodiffModule;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Device, ElementConversion, Tensor};
-use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
-use kiln_data::{ImageBatch, ImageSet, Range, gather};
+use burn::tensor::{Device, ElementConversion};
+use kiln_core::{ImageBatch, LoadError, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars};
+use kiln_data::{ImageSet, gather};
 use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
 
 use crate::{FeatureNet, FeatureNetConfig, FeaturesError, WEIGHTS_FILE};
@@ -59,8 +59,8 @@ impl<B: AutodiffBackend> Task<B> for ClassifierTask<B> {
         let grads = loss.backward();
         self.net = self.optim.step(self.net.clone(), &grads);
         let correct = logits.inner().argmax(1).squeeze_dim::<1>(1).equal(labels.inner()).int().sum().float();
-        let values: Vec<f64> = Tensor::cat(vec![loss.inner(), correct], 0).into_data().iter::<f64>().collect();
-        StepOutput { metrics: vec![("loss", values[0]), ("acc", values[1] / examples as f64)], examples }
+        let accuracy = correct.div_scalar(examples as f64);
+        StepOutput { metrics: read_scalars(vec![("loss", loss.inner()), ("acc", accuracy)]), examples }
     }
 
     fn previews(&self) -> Vec<Preview<B::InnerBackend>> {
@@ -98,7 +98,7 @@ pub fn accuracy<B: Backend>(net: &FeatureNet<B>, set: &ImageSet, batch: usize, d
     let indices: Vec<usize> = (0..set.len).collect();
     let mut correct = 0i64;
     for chunk in indices.chunks(batch.max(1)) {
-        let b = gather::<B>(set, chunk, Range::ZeroOne, device);
+        let b = gather::<B>(set, chunk, PixelRange::ZeroOne, device);
         let hits = net.logits(b.images).argmax(1).squeeze_dim::<1>(1).equal(b.labels).int().sum();
         correct += hits.into_scalar().elem::<i64>();
     }

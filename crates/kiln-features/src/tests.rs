@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use burn::backend::Autodiff;
 use burn_flex::Flex;
-use kiln_data::{Batcher, Mnist, Range, Split};
+use kiln_data::{Batcher, Mnist, PixelRange, Split};
 use kiln_optim::OptimConfig;
 use kiln_train::{LoopConfig, fit};
 
@@ -75,7 +75,7 @@ fn the_classifier_learns_the_bundled_digits() {
     let steps = 400;
     let mut task = ClassifierTask::<Autodiff<B>>::new(config, optim, steps, &device).unwrap();
     let before = accuracy(&task.net(), &test, 250, &device);
-    let mut loader = Batcher::new(train, 64, Range::ZeroOne, 1).unwrap().on::<Autodiff<B>>(&device);
+    let mut loader = Batcher::new(train, 64, PixelRange::ZeroOne, 1).unwrap().on::<Autodiff<B>>(&device);
     let dir = tmp("learn");
     fit(&mut task, &mut loader, &LoopConfig::new(steps, &dir)).unwrap();
     let after = accuracy(&task.net(), &test, 250, &device);

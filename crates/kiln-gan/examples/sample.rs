@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result, bail};
 use burn::tensor::Tensor;
-use burn::tensor::backend::Backend as _;
-use kiln_gan::{Generator, LatentPath, SampleRequest};
+use kiln_core::{Generative, Interpolation, LatentPath, SampleRequest, interpolate};
+use kiln_gan::Generator;
 
 type Backend = burn_flex::Flex;
 
@@ -41,26 +41,25 @@ fn main() -> Result<()> {
         }
     }
     let device = Default::default();
-    Backend::seed(&device, seed);
     let (config, g) = Generator::<Backend>::load(&dir, &device)?;
     let k = config.num_classes;
 
     let (images, columns): (Tensor<Backend, 4>, usize) = match strips {
         Some(steps) => {
             let rows = n.map_or(if k > 0 { k } else { 8 }, |n| (n / 8).max(1));
-            let labels: Option<Vec<usize>> = (k > 0).then(|| (0..rows).map(|r| class.unwrap_or(r % k)).collect());
-            let from = g.latent(rows, truncation, &device)?;
-            let to = g.latent(rows, truncation, &device)?;
-            (g.interpolate(from, to, steps, labels.as_deref(), LatentPath::Spherical)?, steps)
+            let classes = if k > 0 { (0..rows).map(|r| class.unwrap_or(r % k)).collect() } else { Vec::new() };
+            let walk = Interpolation { rows, steps, path: LatentPath::Spherical, seed, classes, truncation };
+            (interpolate(&g, &walk, &device)?, steps)
         }
         None => {
-            let labels: Option<Vec<usize>> = match (class, k) {
-                (Some(c), _) => Some(vec![c; n.unwrap_or(64)]),
-                (None, 0) => None,
-                (None, k) => Some((0..n.unwrap_or(8 * k)).map(|i| i / 8 % k).collect()),
+            let classes: Vec<usize> = match (class, k) {
+                (Some(c), _) => vec![c; n.unwrap_or(64)],
+                (None, 0) => Vec::new(),
+                (None, k) => (0..n.unwrap_or(8 * k)).map(|i| i / 8 % k).collect(),
             };
-            let count = labels.as_ref().map_or(n.unwrap_or(64), Vec::len);
-            (g.sample_with(&SampleRequest { n: count, labels, truncation }, &device)?, 8)
+            let count = if classes.is_empty() { n.unwrap_or(64) } else { classes.len() };
+            let request = SampleRequest { classes, truncation, ..SampleRequest::new(count, seed) };
+            (g.sample(&request, &device)?.images, 8)
         }
     };
     kiln_train::write_grid(images, columns, &out)?;

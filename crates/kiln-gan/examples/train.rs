@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Range, Split};
+use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, PixelRange, Split};
 use kiln_gan::{GanConfig, GanTask, GanTaskConfig, Penalty};
 use kiln_train::{LoopConfig, fit};
 
@@ -89,7 +89,7 @@ fn main() -> Result<()> {
     let device = Default::default();
     <Backend as burn::tensor::backend::Backend>::seed(&device, seed);
     let mut gan = GanTask::<Backend>::new(model.clone(), task.clone(), steps, &device)?;
-    let mut loader = Batcher::new(set.clone(), batch, Range::MinusOneOne, seed)?.on::<Backend>(&device);
+    let mut loader = Batcher::new(set.clone(), batch, PixelRange::MinusOneOne, seed)?.on::<Backend>(&device);
     let config = LoopConfig {
         log_every: (steps / 50).clamp(1, 50),
         preview_every,

@@ -12,6 +12,10 @@ pub const CONFIG_FILE: &str = "gan.json";
 pub const GENERATOR_FILE: &str = "generator.safetensors";
 /// File name of the discriminator weights.
 pub const DISCRIMINATOR_FILE: &str = "discriminator.safetensors";
+/// The family name in `kiln.json` and in experiment files.
+pub const FAMILY: &str = "gan";
+/// Version of the directory layout (`kiln.json`, `gan.json`, the two weight files).
+pub const FORMAT: u32 = 1;
 
 /// How the discriminator's hidden convolutions are normalised. Mutually exclusive, hence an enum.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,11 +12,11 @@ use std::path::Path;
 use burn::module::Module;
 use burn::tensor::activation::{relu, tanh};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, ElementConversion, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use kiln_core::{Generative, LatentSpace, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples};
 use kiln_kernels::{SelfAttention2d, SelfAttention2dConfig};
-use serde::{Deserialize, Serialize};
 
-use crate::config::{GENERATOR_FILE, GanConfig, GanError};
+use crate::config::{FAMILY, FORMAT, GENERATOR_FILE, GanConfig, GanError};
 use crate::layers::{BatchNorm, Conv, ConvConfig, ConvKind, materialize, one_hot};
 
 /// One generator stage: a transposed convolution, (conditional) batch norm, ReLU.
@@ -37,32 +37,8 @@ pub struct Generator<B: Backend> {
     pub(crate) output: Conv<B>,
     pub(crate) nz: usize,
     pub(crate) num_classes: usize,
-}
-
-/// How [`Generator::interpolate`] walks from one latent to another.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LatentPath {
-    /// A straight line: `(1 − t)·a + t·b`. Its midpoints have a smaller norm than typical
-    /// Gaussian samples, so they can look washed out.
-    Linear,
-    /// Spherical interpolation (White 2016, arXiv:1609.04468): keeps the norm typical of
-    /// `N(0, I)` samples along the way. The usual choice.
-    #[default]
-    Spherical,
-}
-
-/// What [`Generator::sample_with`] draws.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct SampleRequest {
-    /// Number of images.
-    pub n: usize,
-    /// One class per image (length `n`) for a conditional model; `None` draws classes uniformly.
-    /// Must be `None` for an unconditional model.
-    pub labels: Option<Vec<usize>>,
-    /// Truncation threshold `τ > 0`: every latent entry is redrawn until `|z_i| ≤ τ`, trading
-    /// variety for fidelity (BigGAN §3.1). `None` samples `N(0, I)`.
-    pub truncation: Option<f64>,
+    /// `[C, S, S]` of its images.
+    pub(crate) image: [usize; 3],
 }
 
 impl GanConfig {
@@ -111,6 +87,7 @@ impl GanConfig {
             output,
             nz: self.nz,
             num_classes: self.num_classes,
+            image: [self.channels, self.image_size, self.image_size],
         })
     }
 }
@@ -131,7 +108,7 @@ impl<B: Backend> Generator<B> {
     ///
     /// # Panics
     /// If a conditional model gets no labels or an unconditional one gets some (a mistake in the
-    /// calling code; [`Generator::sample_with`] checks user input).
+    /// calling code; [`Generative::sample`] checks user input).
     pub fn generate(&self, z: Tensor<B, 2>, labels: Option<Tensor<B, 1, Int>>) -> Tensor<B, 4> {
         let code = self.code(labels);
         self.forward_code(z, code.as_ref())
@@ -166,116 +143,31 @@ impl<B: Backend> Generator<B> {
         }
     }
 
-    /// `n` latents `[n, nz]` from `N(0, I)`, or from the normal truncated to `[−τ, τ]` when
-    /// `truncation = Some(τ)` (entries outside are redrawn; after 64 rounds the rare survivors
-    /// are clamped).
-    pub fn latent(&self, n: usize, truncation: Option<f64>, device: &B::Device) -> Result<Tensor<B, 2>, GanError> {
-        let normal = Distribution::Normal(0.0, 1.0);
-        let mut z = Tensor::<B, 2>::random([n, self.nz], normal, device);
-        let Some(tau) = truncation else { return Ok(z) };
-        if !(tau.is_finite() && tau > 0.0) {
-            return Err(crate::config::config_err("truncation", tau, "must be a positive number"));
-        }
-        for _ in 0..64 {
-            let outside = z.clone().abs().greater_elem(tau);
-            let outside_count: i64 = outside.clone().int().sum().into_scalar().elem();
-            if outside_count == 0 {
-                break;
-            }
-            z = z.mask_where(outside, Tensor::random([n, self.nz], normal, device));
-        }
-        Ok(z.clamp(-tau, tau))
-    }
-
-    /// `n` images in `[0, 1]` from `z ~ N(0, I)`; a conditional model draws their classes
-    /// uniformly. `[n, C, S, S]`.
-    pub fn sample(&self, n: usize, device: &B::Device) -> Tensor<B, 4> {
-        let z = Tensor::random([n, self.nz], Distribution::Normal(0.0, 1.0), device);
-        let labels = (self.num_classes > 0).then(|| self.random_labels(n, device));
-        to_unit(self.generate(z, labels))
-    }
-
-    /// One image in `[0, 1]` per entry of `labels` (a conditional model only). `[len, C, S, S]`.
+    /// One image in `[0, 1]` per entry of `labels` (a conditional model only), from latents drawn
+    /// on the device's generator. `[len, C, S, S]`. (Seeded, host-drawn sampling with truncation
+    /// is [`Generative::sample`].)
     pub fn sample_class(&self, labels: &[usize], device: &B::Device) -> Result<Tensor<B, 4>, GanError> {
-        self.sample_with(&SampleRequest { n: labels.len(), labels: Some(labels.to_vec()), truncation: None }, device)
-    }
-
-    /// Images in `[0, 1]` as `request` says, its labels and truncation checked. `[n, C, S, S]`.
-    pub fn sample_with(&self, request: &SampleRequest, device: &B::Device) -> Result<Tensor<B, 4>, GanError> {
-        let labels = self.labels_for(request.n, request.labels.as_deref(), device)?;
-        let z = self.latent(request.n, request.truncation, device)?;
-        Ok(to_unit(self.generate(z, labels)))
-    }
-
-    /// Latent interpolation strips: row `i` walks in `steps` images from `from[i]` to `to[i]`
-    /// (`[n, nz]` each), with class `labels[i]` (conditional models; `None` draws one class per
-    /// strip). Images in `[0, 1]`, row-major: `[n·steps, C, S, S]`, ready for a grid of `steps`
-    /// columns.
-    pub fn interpolate(
-        &self,
-        from: Tensor<B, 2>,
-        to: Tensor<B, 2>,
-        steps: usize,
-        labels: Option<&[usize]>,
-        path: LatentPath,
-    ) -> Result<Tensor<B, 4>, GanError> {
-        let [n, nz] = from.dims();
-        if nz != self.nz || to.dims() != [n, nz] {
-            return Err(crate::config::config_err(
-                "interpolate",
-                format!("{:?} → {:?}", from.dims(), to.dims()),
-                format!("endpoints must both be [n, {}]", self.nz),
-            ));
-        }
-        if steps < 2 {
-            return Err(crate::config::config_err("steps", steps, "a strip needs at least 2 images"));
-        }
-        let device = from.device();
-        let z = latent_path(from, to, steps, path); // [n·steps, nz]
-        let labels = self.labels_for(n, labels, &device)?;
-        // Each strip keeps its class: repeat label i `steps` times.
-        let labels = labels.map(|l| l.reshape([n, 1]).repeat_dim(1, steps).reshape([n * steps]));
-        Ok(to_unit(self.generate(z, labels)))
-    }
-
-    /// Checked labels as a tensor: `None` for an unconditional model, uniform random classes
-    /// when none are given.
-    fn labels_for(
-        &self,
-        n: usize,
-        labels: Option<&[usize]>,
-        device: &B::Device,
-    ) -> Result<Option<Tensor<B, 1, Int>>, GanError> {
         let k = self.num_classes;
-        match labels {
-            None if k == 0 => Ok(None),
-            None => Ok(Some(self.random_labels(n, device))),
-            Some(given) => {
-                if k == 0 {
-                    let label = given.first().copied().unwrap_or(0);
-                    return Err(GanError::Label { label, reason: "this model is unconditional".into() });
-                }
-                if let Some(&label) = given.iter().find(|&&l| l >= k) {
-                    return Err(GanError::Label { label, reason: format!("the model has classes 0..{k}") });
-                }
-                if given.len() != n {
-                    return Err(crate::config::config_err("labels", given.len(), format!("need one per image ({n})")));
-                }
-                let values: Vec<i64> = given.iter().map(|&l| l as i64).collect();
-                Ok(Some(Tensor::from_data(TensorData::new(values, [n]), device)))
-            }
+        if k == 0 {
+            let label = labels.first().copied().unwrap_or(0);
+            return Err(GanError::Label { label, reason: "this model is unconditional".into() });
         }
+        if let Some(&label) = labels.iter().find(|&&l| l >= k) {
+            return Err(GanError::Label { label, reason: format!("the model has classes 0..{k}") });
+        }
+        let n = labels.len();
+        let values: Vec<i64> = labels.iter().map(|&l| l as i64).collect();
+        let labels = Tensor::from_data(TensorData::new(values, [n]), device);
+        let z = Tensor::random([n, self.nz], Distribution::Normal(0.0, 1.0), device);
+        Ok(to_unit(self.generate(z, Some(labels))))
     }
 
-    fn random_labels(&self, n: usize, device: &B::Device) -> Tensor<B, 1, Int> {
-        let k = self.num_classes as f64;
-        Tensor::<B, 1>::random([n], Distribution::Uniform(0.0, k), device).floor().clamp(0.0, k - 1.0).int()
-    }
-
-    /// Writes `gan.json` (the config) and `generator.safetensors` into `dir`, each atomically.
+    /// Writes `gan.json` (the config), `generator.safetensors` and `kiln.json` into `dir`, each
+    /// atomically.
     pub fn save(&self, config: &GanConfig, dir: &Path) -> Result<(), GanError> {
         config.save_dir(dir)?;
-        kiln_optim::save_module(self, &dir.join(GENERATOR_FILE), &[("kiln.family", "gan".into())])?;
+        kiln_optim::save_module(self, &dir.join(GENERATOR_FILE), &[("kiln.family", FAMILY.into())])?;
+        ModelManifest::new(FAMILY, FORMAT).write(dir)?;
         Ok(())
     }
 
@@ -298,31 +190,53 @@ pub fn to_unit<B: Backend, const D: usize>(images: Tensor<B, D>) -> Tensor<B, D>
     images.add_scalar(1.0).mul_scalar(0.5).clamp(0.0, 1.0)
 }
 
-/// The latents of interpolation strips: row `i` of `from` and `to` (`[n, nz]`) joined in `steps`
-/// points, endpoints included. `[n·steps, nz]`, strip by strip.
-pub fn latent_path<B: Backend>(from: Tensor<B, 2>, to: Tensor<B, 2>, steps: usize, path: LatentPath) -> Tensor<B, 2> {
-    let [n, nz] = from.dims();
-    let device = from.device();
-    let a: Vec<f32> = from.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    let b: Vec<f32> = to.into_data().convert::<f32>().to_vec().unwrap_or_default();
-    let mut out = Vec::with_capacity(n * steps * nz);
-    for (a, b) in a.chunks_exact(nz).zip(b.chunks_exact(nz)) {
-        let (a, b): (Vec<f64>, Vec<f64>) =
-            (a.iter().map(|&v| v as f64).collect(), b.iter().map(|&v| v as f64).collect());
-        let norm = |v: &[f64]| v.iter().map(|x| x * x).sum::<f64>().sqrt();
-        let cos = a.iter().zip(&b).map(|(x, y)| x * y).sum::<f64>() / (norm(&a) * norm(&b)).max(1e-12);
-        let omega = cos.clamp(-1.0, 1.0).acos();
-        for s in 0..steps {
-            let t = s as f64 / (steps - 1).max(1) as f64;
-            // Nearly parallel endpoints make slerp 0/0; a straight line is then the same path.
-            let (wa, wb) = match path {
-                LatentPath::Spherical if omega.sin().abs() > 1e-6 => {
-                    (((1.0 - t) * omega).sin() / omega.sin(), (t * omega).sin() / omega.sin())
-                }
-                _ => (1.0 - t, t),
-            };
-            out.extend(a.iter().zip(&b).map(|(x, y)| (wa * x + wb * y) as f32));
+/// A trained generator samples from latents drawn on the host from the request's seed (truncated
+/// when asked), one class per image for a conditional model, and interpolates in its latent space.
+impl<B: Backend> Generative<B> for Generator<B> {
+    fn card(&self) -> ModelCard {
+        let name = if self.num_classes > 0 { "this conditional GAN" } else { "this GAN" };
+        ModelCard {
+            name: name.into(),
+            image: self.image,
+            classes: self.num_classes,
+            accepts: vec![SampleOption::Class, SampleOption::Truncation],
         }
     }
-    Tensor::from_data(TensorData::new(out, [n * steps, nz]), &device)
+
+    fn sample(&self, request: &SampleRequest, device: &B::Device) -> Result<Samples<B>, SampleError> {
+        let classes = request.check(&self.card())?;
+        Ok(Samples::images(self.decode_checked(request.latents(self.nz, device), &classes))) // [n, C, S, S]
+    }
+
+    fn reconstruct(&self, _images: Tensor<B, 4>) -> Result<Tensor<B, 4>, SampleError> {
+        Err(SampleError::Incapable(
+            "a GAN has no encoder, so it cannot reconstruct images (try `kiln sample` or `kiln interpolate`)".into(),
+        ))
+    }
+
+    fn latent_space(&self) -> Option<&dyn LatentSpace<B>> {
+        Some(self)
+    }
+}
+
+impl<B: Backend> LatentSpace<B> for Generator<B> {
+    fn dim(&self) -> usize {
+        self.nz
+    }
+
+    fn decode(&self, z: Tensor<B, 2>, classes: &[usize]) -> Result<Tensor<B, 4>, SampleError> {
+        let classes = self.card().classes_for(z.dims()[0], classes)?;
+        Ok(self.decode_checked(z, &classes))
+    }
+}
+
+impl<B: Backend> Generator<B> {
+    /// Images in `[0, 1]` for latents `[n, nz]` and checked classes (empty when unconditional).
+    fn decode_checked(&self, z: Tensor<B, 2>, classes: &[usize]) -> Tensor<B, 4> {
+        let labels = (!classes.is_empty()).then(|| {
+            let values: Vec<i64> = classes.iter().map(|&c| c as i64).collect();
+            Tensor::from_data(TensorData::new(values, [classes.len()]), &z.device())
+        });
+        to_unit(self.generate(z, labels))
+    }
 }

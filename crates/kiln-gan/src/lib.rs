@@ -5,7 +5,7 @@
 //! GanConfig ──init_generator(&device)──────▶ Generator<B>     generate(z, y) ∈ [-1, 1]
 //!           ──init_discriminator(&device)──▶ Discriminator<B> forward(x, y) → logits [N]
 //! GanTaskConfig + GanConfig ──GanTask::new──▶ GanTask<B>: kiln_core::Task (driven by kiln_train::fit)
-//! Generator::load(dir) ──▶ sample(n) · sample_class(&[7; 8]) · sample_with(truncation) · interpolate
+//! Generator::load(dir) ──▶ kiln_core::Generative: sample(&SampleRequest) · interpolate · card()
 //! ```
 //!
 //! - **Architectures** ([`GanConfig`]): DCGAN (Radford et al. 2015, arXiv:1511.06434) at 28, 32
@@ -29,7 +29,7 @@
 //! let settings = GanTaskConfig { penalty: Penalty::R1 { gamma: 0.1 }, ..GanTaskConfig::dcgan() };
 //! let device = Default::default();
 //! let mut task = GanTask::<Autodiff<Flex>>::new(config, settings, 100, &device)?;
-//! let batch = kiln_data::ImageBatch {
+//! let batch = kiln_core::ImageBatch {
 //!     images: burn::tensor::Tensor::zeros([8, 1, 28, 28], &device),
 //!     labels: burn::tensor::Tensor::from_ints([0, 1, 2, 3, 4, 5, 6, 7], &device),
 //! };
@@ -96,9 +96,9 @@ mod layers;
 mod loss;
 pub mod task;
 
-pub use config::{CONFIG_FILE, DISCRIMINATOR_FILE, GENERATOR_FILE, GanConfig, GanError, Norm};
+pub use config::{CONFIG_FILE, DISCRIMINATOR_FILE, FAMILY, FORMAT, GENERATOR_FILE, GanConfig, GanError, Norm};
 pub use discriminator::{DiscBlock, Discriminator};
-pub use generator::{GenBlock, Generator, LatentPath, SampleRequest, latent_path, to_unit};
+pub use generator::{GenBlock, Generator, to_unit};
 pub use layers::{BatchNorm, Conv, ConvConfig, ConvKind, one_hot};
 pub use loss::{GanLoss, Penalty, PenaltyOutput, gradient_penalty, interpolates, softplus};
 pub use task::{GanTask, GanTaskConfig, LIVE_GENERATOR_FILE, diversity};

@@ -7,12 +7,14 @@ use std::path::Path;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
-use kiln_data::{ImageBatch, standard_normal};
-use kiln_optim::{Decay, Optim, OptimConfig, load_module, save_module, zip_map_params};
+use kiln_core::{
+    ImageBatch, LoadError, ModelManifest, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars,
+    standard_normal,
+};
+use kiln_optim::{Decay, Ema, Optim, OptimConfig, load_module, save_module};
 use serde::{Deserialize, Serialize};
 
-use crate::config::{DISCRIMINATOR_FILE, GENERATOR_FILE, GanConfig, GanError, Norm, config_err};
+use crate::config::{DISCRIMINATOR_FILE, FAMILY, FORMAT, GENERATOR_FILE, GanConfig, GanError, Norm, config_err};
 use crate::generator::to_unit;
 use crate::layers::one_hot;
 use crate::loss::{GanLoss, Penalty, gradient_penalty, interpolates};
@@ -24,6 +26,8 @@ pub const LIVE_GENERATOR_FILE: &str = "live-generator.safetensors";
 const G_OPTIM_FILE: &str = "g-optim.safetensors";
 const D_OPTIM_FILE: &str = "d-optim.safetensors";
 const COUNTERS_FILE: &str = "gan-state.json";
+/// The EMA generator with its update count, in a training state directory.
+const EMA_FILE: &str = "ema.safetensors";
 /// Mixed into the preview seed so the preview noise is not the stream `kiln sample --seed` draws.
 const PREVIEW_NOISE_STREAM: u64 = 0x6A09_E667_F3BC_C908;
 
@@ -180,8 +184,6 @@ impl GanTaskConfig {
 /// Counters kept on the host, saved as `gan-state.json`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
 struct Counters {
-    /// EMA updates so far (for the warm-up).
-    ema_updates: usize,
     /// The penalty at its last evaluation, reported between evaluations when it is lazy.
     last_penalty: f64,
 }
@@ -194,7 +196,7 @@ pub struct GanTask<B: AutodiffBackend> {
     discriminator: Discriminator<B>,
     g_optim: Optim<B>,
     d_optim: Optim<B>,
-    ema: Option<Generator<B::InnerBackend>>,
+    ema: Option<Ema<B::InnerBackend, Generator<B::InnerBackend>>>,
     counters: Counters,
     /// `[P, nz]`, fixed for the run.
     fixed_z: Tensor<B::InnerBackend, 2>,
@@ -223,7 +225,7 @@ impl<B: AutodiffBackend> GanTask<B> {
         let discriminator = config.init_discriminator::<B>(device);
         let g_optim = Optim::new(settings.g_optim.clone(), (steps / settings.n_critic).max(1))?;
         let d_optim = Optim::new(settings.d_optim.clone(), steps.max(1))?;
-        let ema = settings.ema_decay.map(|_| generator.valid());
+        let ema = settings.ema_decay.map(|d| Ema::new(generator.valid(), d).map(Ema::with_warmup)).transpose()?;
 
         let (count, labels) = if config.conditional() {
             let cols = settings.preview_columns;
@@ -279,18 +281,9 @@ impl<B: AutodiffBackend> GanTask<B> {
     /// The generator to sample from: the EMA weights when EMA is on, else the live ones.
     pub fn sampler(&self) -> Generator<B::InnerBackend> {
         match &self.ema {
-            Some(ema) => ema.clone(),
+            Some(ema) => ema.module().clone(),
             None => self.generator.valid(),
         }
-    }
-
-    fn update_ema(&mut self) {
-        let (Some(decay), Some(ema)) = (self.settings.ema_decay, self.ema.take()) else { return };
-        let t = self.counters.ema_updates as f64;
-        let d = decay.min((1.0 + t) / (10.0 + t));
-        let live = self.generator.valid();
-        self.ema = Some(zip_map_params(ema, &live, |e, w| e.mul_scalar(d) + w.mul_scalar(1.0 - d)));
-        self.counters.ema_updates += 1;
     }
 }
 
@@ -375,7 +368,9 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
             let g_loss = loss.g_loss(logits);
             let grads = g_loss.backward();
             self.generator = self.g_optim.step(self.generator.clone(), &grads);
-            self.update_ema();
+            if let Some(ema) = &mut self.ema {
+                ema.update(&self.generator.valid());
+            }
             g_loss.inner()
         } else {
             // G's objective on this step's fakes under the D that judged them.
@@ -385,33 +380,25 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
         // Every metric in one device→host transfer.
         let threshold = loss.threshold();
         let (real_logits, fake_logits) = (real_logits.inner(), fake_logits.inner());
-        let mut parts = vec![
-            d_loss.inner(),
-            g_loss,
-            real_logits.clone().greater_elem(threshold).float().mean(),
-            fake_logits.clone().lower_elem(threshold).float().mean(),
-            real_logits.mean(),
-            fake_logits.mean(),
-            diversity(fake_detached.inner(), real.inner(), code.map(|c| c.inner())),
+        let mut named = vec![
+            ("d_loss", d_loss.inner()),
+            ("g_loss", g_loss),
+            ("d_real_acc", real_logits.clone().greater_elem(threshold).float().mean()),
+            ("d_fake_acc", fake_logits.clone().lower_elem(threshold).float().mean()),
+            ("d_real", real_logits.mean()),
+            ("d_fake", fake_logits.mean()),
+            ("diversity", diversity(fake_detached.inner(), real.inner(), code.map(|c| c.inner()))),
         ];
         if let Some(p) = penalty_value {
-            parts.push(p.inner());
+            named.push(("penalty", p.inner()));
         }
-        let values: Vec<f64> = Tensor::cat(parts, 0).into_data().iter::<f64>().collect();
-        let mut metrics = vec![
-            ("d_loss", values[0]),
-            ("g_loss", values[1]),
-            ("d_real_acc", values[2]),
-            ("d_fake_acc", values[3]),
-            ("d_real", values[4]),
-            ("d_fake", values[5]),
-            ("diversity", values[6]),
-        ];
+        let mut metrics = read_scalars(named);
+        // A lazy penalty is evaluated every `penalty_every` steps; between, its last value stands.
         if penalty.is_some() {
-            if let Some(&p) = values.get(7) {
-                self.counters.last_penalty = p;
+            match metrics.last() {
+                Some(&("penalty", p)) => self.counters.last_penalty = p,
+                _ => metrics.push(("penalty", self.counters.last_penalty)),
             }
-            metrics.push(("penalty", self.counters.last_penalty));
         }
         StepOutput { metrics, examples: n }
     }
@@ -422,24 +409,25 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
             |g: &Generator<B::InnerBackend>| to_unit(g.generate(self.fixed_z.clone(), self.fixed_labels.clone()));
         let mut previews = vec![Preview { name: "samples", images: grid(&self.generator.valid()), columns }];
         if let Some(ema) = &self.ema {
-            previews.push(Preview { name: "samples-ema", images: grid(ema), columns });
+            previews.push(Preview { name: "samples-ema", images: grid(ema.module()), columns });
         }
         previews
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {
         let which = if self.ema.is_some() { "ema" } else { "live" };
-        let meta = [("kiln.family", "gan".to_string()), ("kiln.weights", which.to_string())];
+        let meta = [("kiln.family", FAMILY.to_string()), ("kiln.weights", which.to_string())];
         self.config.save_dir(dir)?;
         save_module(&self.sampler(), &dir.join(GENERATOR_FILE), &meta).map_err(GanError::from)?;
         save_module(&self.discriminator.valid(), &dir.join(DISCRIMINATOR_FILE), &meta[..1]).map_err(GanError::from)?;
-        Ok(())
+        ModelManifest::new(FAMILY, FORMAT).write(dir)
     }
 
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        if self.ema.is_some() {
+        if let Some(ema) = &self.ema {
             save_module(&self.generator.valid(), &dir.join(LIVE_GENERATOR_FILE), &[]).map_err(GanError::from)?;
+            ema.save(&dir.join(EMA_FILE)).map_err(GanError::from)?;
         }
         self.g_optim.save(&dir.join(G_OPTIM_FILE)).map_err(GanError::from)?;
         self.d_optim.save(&dir.join(D_OPTIM_FILE)).map_err(GanError::from)?;
@@ -453,8 +441,8 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
         let live = dir.join(if self.ema.is_some() { LIVE_GENERATOR_FILE } else { GENERATOR_FILE });
         self.generator = load_module(self.generator.clone(), &live)?;
         self.discriminator = load_module(self.discriminator.clone(), &dir.join(DISCRIMINATOR_FILE))?;
-        if let Some(ema) = self.ema.take() {
-            self.ema = Some(load_module(ema, &dir.join(GENERATOR_FILE))?);
+        if let Some(ema) = &mut self.ema {
+            ema.load(&dir.join(EMA_FILE))?;
         }
         self.g_optim.load(&dir.join(G_OPTIM_FILE), &self.generator, &self.device)?;
         self.d_optim.load(&dir.join(D_OPTIM_FILE), &self.discriminator, &self.device)?;
@@ -468,5 +456,10 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
 
     fn device(&self) -> B::Device {
         self.device.clone()
+    }
+
+    /// The generator ends in `tanh`: real images are scaled to the same `[−1, 1]`.
+    fn pixel_range(&self) -> PixelRange {
+        PixelRange::MinusOneOne
     }
 }

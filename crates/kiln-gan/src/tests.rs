@@ -8,8 +8,8 @@ use burn::backend::Autodiff;
 use burn::module::{AutodiffModule, Module, ModuleMapper, Param};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use kiln_core::Task;
-use kiln_data::{Batcher, ImageBatch, ImageSet, Mnist, Range, Split, gather};
+use kiln_core::{Generative, Interpolation, LatentPath, LatentSpace, SampleRequest, Task, interpolate};
+use kiln_data::{Batcher, ImageBatch, ImageSet, Mnist, PixelRange, Split, gather};
 use kiln_optim::{OptimConfig, TensorFile, param_paths};
 use kiln_train::{LoopConfig, fit};
 
@@ -82,7 +82,7 @@ fn shapes_of_every_preset() {
         let values = to_vec(images.clone());
         assert!(values.iter().all(|v| (-1.0..=1.0).contains(v)), "{name}: tanh range");
         assert_eq!(d.forward(images, labels).dims(), [n], "{name}");
-        assert_eq!(g.sample(3, &device()).dims(), [3, c, s, s], "{name}");
+        assert_eq!(g.sample(&SampleRequest::new(3, 0), &device()).unwrap().images.dims(), [3, c, s, s], "{name}");
     }
 }
 
@@ -539,7 +539,7 @@ fn sample_class_conditions_on_exactly_the_requested_labels() {
     assert_eq!(images.dims(), [3, 1, 8, 8]);
     // The same draw by hand: the latents come first, then these labels go to G.
     TestBackend::seed(&device(), 5);
-    let z = g.latent(3, None, &device()).unwrap();
+    let z = Tensor::<TestBackend, 2>::random([3, g.nz()], Distribution::Normal(0.0, 1.0), &device());
     let by_hand = to_unit(g.generate(z.clone(), Some(ints(&[2, 0, 2]))));
     assert_eq!(to_vec(images.clone()), to_vec(by_hand));
     // Each image depends on its own label only: relabelling image 1 changes image 1 alone.
@@ -558,50 +558,50 @@ fn sample_class_conditions_on_exactly_the_requested_labels() {
 
 #[test]
 fn truncation_keeps_every_latent_inside_the_threshold() {
-    let _serial = serial();
     let g = tiny(8).with_nz(64).init_generator::<TestBackend>(&device());
-    TestBackend::seed(&device(), 3);
-    let z = to_vec(g.latent(50, Some(0.5), &device()).unwrap());
+    let request = SampleRequest { truncation: Some(0.5), ..SampleRequest::new(50, 3) };
+    let z = to_vec(request.latents::<TestBackend>(64, &device()));
     assert!(z.iter().all(|v| v.abs() <= 0.5), "max |z| = {}", z.iter().fold(0f32, |m, v| m.max(v.abs())));
     // A normal truncated to ±0.5 has std ≈ 0.28, and is not all clamped to the edges.
     let std = (z.iter().map(|v| v * v).sum::<f32>() / z.len() as f32).sqrt();
     assert!((0.25..0.32).contains(&std), "std {std}");
     assert!(z.iter().filter(|v| v.abs() == 0.5).count() < z.len() / 100);
-    assert!(g.latent(2, Some(0.0), &device()).is_err());
-    let req = SampleRequest { n: 4, labels: None, truncation: Some(1.0) };
-    assert_eq!(g.sample_with(&req, &device()).unwrap().dims(), [4, 1, 8, 8]);
+    let bad = SampleRequest { truncation: Some(0.0), ..SampleRequest::new(2, 0) };
+    assert!(g.sample(&bad, &device()).unwrap_err().to_string().starts_with("--truncation 0: must be a positive"));
+    let request = SampleRequest { truncation: Some(1.0), ..SampleRequest::new(4, 0) };
+    let a = g.sample(&request, &device()).unwrap().images;
+    assert_eq!(a.dims(), [4, 1, 8, 8]);
+    // Seeded on the host: the same request gives the same images.
+    assert_eq!(to_vec(a), to_vec(g.sample(&request, &device()).unwrap().images));
+    // An unconditional GAN refuses a class, naming the option.
+    let request = SampleRequest { classes: vec![1; 4], ..SampleRequest::new(4, 0) };
+    let err = g.sample(&request, &device()).unwrap_err().to_string();
+    assert_eq!(err, "--class: this GAN is unconditional; it takes no class");
 }
 
 #[test]
 fn interpolation_strips_start_and_end_at_their_endpoints() {
-    let _serial = serial();
-    TestBackend::seed(&device(), 4);
-    let a = Tensor::<TestBackend, 2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device());
-    let b = Tensor::<TestBackend, 2>::random([2, 16], Distribution::Normal(0.0, 1.0), &device());
-    for path in [LatentPath::Linear, LatentPath::Spherical] {
-        let z = latent_path(a.clone(), b.clone(), 5, path);
-        assert_eq!(z.dims(), [10, 16]);
-        let rows = to_vec(z.clone());
-        let (av, bv) = (to_vec(a.clone()), to_vec(b.clone()));
-        for (strip, (start, end)) in [(0, 4), (5, 9)].into_iter().enumerate() {
-            for j in 0..16 {
-                assert!((rows[start * 16 + j] - av[strip * 16 + j]).abs() < 1e-5);
-                assert!((rows[end * 16 + j] - bv[strip * 16 + j]).abs() < 1e-5);
-            }
-        }
-        // Slerp keeps the midpoint's norm near the endpoints'; a straight line shrinks it.
-        let norm = |r: usize| rows[r * 16..(r + 1) * 16].iter().map(|v| v * v).sum::<f32>().sqrt();
-        let ends = (norm(0) + norm(4)) / 2.0;
-        match path {
-            LatentPath::Spherical => assert!(norm(2) > 0.8 * ends.min(norm(0)).min(norm(4))),
-            LatentPath::Linear => assert!(norm(2) <= ends + 1e-4),
-        }
-    }
     let g = tiny(8).with_nz(16).with_num_classes(2).init_generator::<TestBackend>(&device());
-    let strips = g.interpolate(a.clone(), b.clone(), 4, Some(&[1, 0]), LatentPath::Spherical).unwrap();
+    let walk = Interpolation {
+        rows: 2,
+        steps: 4,
+        path: LatentPath::Spherical,
+        seed: 4,
+        classes: vec![1, 0],
+        truncation: None,
+    };
+    let strips = interpolate(&g, &walk, &device()).unwrap();
     assert_eq!(strips.dims(), [8, 1, 8, 8]);
-    assert!(g.interpolate(a.clone(), b.clone(), 1, Some(&[1, 0]), LatentPath::Linear).is_err());
-    assert!(g.interpolate(a.clone(), b, 4, Some(&[1]), LatentPath::Linear).is_err());
+    // Each strip's ends are the samples of its endpoint latents: the first image of strip 0 is
+    // G(z_a, class 1), decoded on its own.
+    let ends = kiln_core::standard_normal(2 * 2 * 16, 4, None);
+    let z_a = Tensor::<TestBackend, 2>::from_data(TensorData::new(ends[..16].to_vec(), [1, 16]), &device());
+    let first = to_vec(LatentSpace::decode(&g, z_a, &[1]).unwrap());
+    let got = to_vec(strips.clone().narrow(0, 0, 1));
+    assert!(first.iter().zip(&got).all(|(a, b)| (a - b).abs() < 1e-5));
+    assert!(interpolate(&g, &Interpolation { steps: 1, ..walk.clone() }, &device()).is_err());
+    let err = interpolate(&g, &Interpolation { classes: vec![1], ..walk }, &device()).unwrap_err().to_string();
+    assert!(err.contains("--class"), "{err}");
 }
 
 #[test]
@@ -654,7 +654,7 @@ fn a_tiny_gan_run_moves_the_discriminator_and_the_samples() {
     TestAutodiff::seed(&device(), 1);
     let mut task = GanTask::<TestAutodiff>::new(config, settings, 150, &device()).unwrap();
     let before = to_vec(task.previews()[0].images.clone());
-    let batch = gather::<TestAutodiff>(&set, &(0..16).collect::<Vec<_>>(), Range::MinusOneOne, &device());
+    let batch = gather::<TestAutodiff>(&set, &(0..16).collect::<Vec<_>>(), PixelRange::MinusOneOne, &device());
     let real_mean = to_vec(batch.images.clone()).iter().sum::<f32>() / (16 * 784) as f32;
     let mut history = Vec::new();
     for step in 0..150 {
@@ -709,7 +709,7 @@ fn a_conditional_gan_learns_to_paint_the_requested_class() {
     };
     TestAutodiff::seed(&device(), 2);
     let mut task = GanTask::<TestAutodiff>::new(config, settings, 150, &device()).unwrap();
-    let mut batches = Batcher::new(set, 16, Range::MinusOneOne, 0).unwrap();
+    let mut batches = Batcher::new(set, 16, PixelRange::MinusOneOne, 0).unwrap();
     for step in 0..150 {
         TestAutodiff::seed(&device(), kiln_train::step_seed(2, step));
         task.step(batches.next_batch(&device()), step);
@@ -776,7 +776,8 @@ fn resume_is_bit_exact(config: GanConfig, settings: GanTaskConfig, name: &str) {
     let run = |steps: usize, dir: &Path, resume: bool| {
         TestAutodiff::seed(&device(), 9);
         let mut task = GanTask::<TestAutodiff>::new(config.clone(), settings.clone(), 4, &device()).unwrap();
-        let mut loader = Batcher::new(set.clone(), 8, Range::MinusOneOne, 3).unwrap().on::<TestAutodiff>(&device());
+        let mut loader =
+            Batcher::new(set.clone(), 8, PixelRange::MinusOneOne, 3).unwrap().on::<TestAutodiff>(&device());
         let loop_config =
             LoopConfig { checkpoint_every: 2, log_every: 1, seed: 5, resume, ..LoopConfig::new(steps, dir) };
         fit(&mut task, &mut loader, &loop_config).unwrap()

@@ -15,6 +15,7 @@ use crate::{OptimError, load_module, save_module, zip_map_params};
 pub struct Ema<B: Backend, M: Module<B>> {
     module: M,
     decay: f64,
+    warmup: bool,
     updates: usize,
     backend: PhantomData<B>,
 }
@@ -29,7 +30,17 @@ impl<B: Backend, M: Module<B>> Ema<B, M> {
                 reason: "must be in [0, 1)",
             });
         }
-        Ok(Self { module, decay, updates: 0, backend: PhantomData })
+        Ok(Self { module, decay, warmup: false, updates: 0, backend: PhantomData })
+    }
+
+    /// Warms the average up: update `t` (from 0) uses `min(decay, (1 + t) / (10 + t))`, so the
+    /// first updates follow the live weights closely instead of dragging the random
+    /// initialisation along for ~`1 / (1 − decay)` updates (TensorFlow's
+    /// `ExponentialMovingAverage(num_updates=…)`). GANs sample from such an average from the
+    /// first preview on.
+    pub fn with_warmup(mut self) -> Self {
+        self.warmup = true;
+        self
     }
 
     /// The averaged module.
@@ -50,7 +61,8 @@ impl<B: Backend, M: Module<B>> Ema<B, M> {
     /// Folds in the current live weights (`live.valid()` for a training module). Every float
     /// parameter is averaged, batch-norm statistics included.
     pub fn update(&mut self, live: &M) {
-        let d = self.decay;
+        let t = self.updates as f64;
+        let d = if self.warmup { self.decay.min((1.0 + t) / (10.0 + t)) } else { self.decay };
         let module = self.module.clone();
         self.module = zip_map_params(module, live, |ema, w| ema.mul_scalar(d) + w.mul_scalar(1.0 - d));
         self.updates += 1;

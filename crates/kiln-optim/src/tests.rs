@@ -184,7 +184,19 @@ fn ema_follows_the_formula_and_round_trips() {
     assert_eq!(back.updates(), 2);
     assert_eq!(values(back.module().w.val()), values(ema.module().w.val()));
     std::fs::remove_file(path).unwrap();
-    assert!(Ema::<I, _>::new(live, 1.0).unwrap_err().to_string().contains("ema_decay = 1"));
+    assert!(Ema::<I, _>::new(live.clone(), 1.0).unwrap_err().to_string().contains("ema_decay = 1"));
+
+    // With warm-up the first update uses min(0.9, 1/10) = 0.1, the second min(0.9, 2/11).
+    let mut warm = Ema::<I, _>::new(start_again(&dev), 0.9).unwrap().with_warmup();
+    warm.update(&live);
+    close(&values(warm.module().w.val()), &[0.1, 9.0], 1e-6);
+    warm.update(&live);
+    let d = 2.0 / 11.0;
+    close(&values(warm.module().w.val()), &[0.1 * d, 9.0 * d + 10.0 * (1.0 - d)], 1e-5);
+}
+
+fn start_again(dev: &Device<I>) -> Scalar<I> {
+    Scalar::<I> { w: Param::from_tensor(Tensor::from_data(TensorData::new(vec![1.0f32, 0.0], [2]), dev)) }
 }
 
 #[test]

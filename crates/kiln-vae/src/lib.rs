@@ -13,7 +13,7 @@ mod task;
 mod vae;
 
 pub use task::{VaeTask, VaeTaskConfig};
-pub use vae::{CONFIG_FILE, Likelihood, Posterior, Vae, VaeConfig, VaeError, VaeLoss, WEIGHTS_FILE};
+pub use vae::{CONFIG_FILE, FAMILY, FORMAT, Likelihood, Posterior, Vae, VaeConfig, VaeError, VaeLoss, WEIGHTS_FILE};
 
 #[cfg(test)]
 mod tests;

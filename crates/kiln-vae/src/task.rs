@@ -6,8 +6,7 @@ use std::path::Path;
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Distribution, Tensor};
-use kiln_core::{LoadError, Preview, SaveError, StepOutput, Task};
-use kiln_data::ImageBatch;
+use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
 use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
 use serde::{Deserialize, Serialize};
 
@@ -122,12 +121,9 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model.valid());
         }
-        // One device→host transfer for all three scalars.
-        let values = Tensor::cat(vec![out.loss.inner(), out.recon.inner(), out.kl.inner()], 0)
-            .into_data()
-            .iter::<f64>()
-            .collect::<Vec<_>>();
-        StepOutput { metrics: vec![("loss", values[0]), ("recon", values[1]), ("kl", values[2])], examples }
+        let metrics =
+            read_scalars(vec![("loss", out.loss.inner()), ("recon", out.recon.inner()), ("kl", out.kl.inner())]);
+        StepOutput { metrics, examples }
     }
 
     fn previews(&self) -> Vec<Preview<B::InnerBackend>> {

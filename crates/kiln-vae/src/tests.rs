@@ -7,8 +7,8 @@ use std::sync::Arc;
 use burn::backend::Autodiff;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Tensor, TensorData, Tolerance};
-use kiln_core::Task;
-use kiln_data::{Batcher, Mnist, Range, Split, gather};
+use kiln_core::{Generative, SampleRequest, Task};
+use kiln_data::{Batcher, Mnist, PixelRange, Split, gather};
 
 use crate::*;
 
@@ -45,7 +45,10 @@ fn shapes_of_every_preset() {
         assert_eq!(q.mean.dims(), [n, config.latent]);
         assert_eq!(q.log_var.dims(), [n, config.latent]);
         assert_eq!(model.decode(q.sample()).dims(), [n, config.channels, s, s]);
-        assert_eq!(model.sample(5, &device()).dims(), [5, config.channels, s, s]);
+        assert_eq!(
+            model.sample(&SampleRequest::new(5, 0), &device()).unwrap().images.dims(),
+            [5, config.channels, s, s]
+        );
         let loss = model.loss(x);
         assert!(loss.loss.into_scalar().is_finite());
     }
@@ -107,7 +110,7 @@ fn invalid_configs_name_the_field() {
 fn it_learns_real_digits() {
     let set = mnist_sample();
     TestAutodiff::seed(&device(), 3);
-    let fixed = gather::<TestBackend>(&set, &(0..8).collect::<Vec<_>>(), Range::ZeroOne, &device()).images;
+    let fixed = gather::<TestBackend>(&set, &(0..8).collect::<Vec<_>>(), PixelRange::ZeroOne, &device()).images;
     let task_config = VaeTaskConfig {
         optim: kiln_optim::OptimConfig { lr: 2e-3, ..Default::default() },
         ema_decay: Some(0.9),
@@ -121,7 +124,7 @@ fn it_learns_real_digits() {
         len: 32,
         ..(*set).clone()
     });
-    let mut batches = Batcher::new(small, 32, Range::ZeroOne, 0).unwrap();
+    let mut batches = Batcher::new(small, 32, PixelRange::ZeroOne, 0).unwrap();
     let first = task.step(batches.next_batch(&device()), 0).metrics[0].1;
     let mut last = first;
     for step in 1..80 {

@@ -15,12 +15,16 @@ use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor};
-use burn_store::{ModuleSnapshot, SafetensorsStore};
+use kiln_core::{Generative, LatentSpace, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples};
 
 /// File name of a saved [`VaeConfig`] inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "vae.json";
 /// File name of saved [`Vae`] weights inside a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "vae.safetensors";
+/// The family name in `kiln.json` and in experiment files.
+pub const FAMILY: &str = "vae";
+/// Version of the directory layout (`kiln.json`, `vae.json`, `vae.safetensors`).
+pub const FORMAT: u32 = 1;
 
 const SLOPE: f64 = 0.2;
 const LN_2PI: f64 = 1.837_877_066_409_345_5;
@@ -208,6 +212,7 @@ impl VaeConfig {
             dec_convs,
             latent: self.latent,
             top: [c, side],
+            image: [self.channels, self.image_size, self.image_size],
             likelihood: self.likelihood.clone(),
             beta: self.beta,
         }
@@ -273,6 +278,8 @@ pub struct Vae<B: Backend> {
     latent: usize,
     /// Channels and side of the innermost feature map.
     top: [usize; 2],
+    /// `[C, S, S]` of the images.
+    image: [usize; 3],
     likelihood: Likelihood,
     beta: f64,
 }
@@ -326,11 +333,6 @@ impl<B: Backend> Vae<B> {
         }
     }
 
-    /// `n` images decoded from prior samples `z ~ N(0, I)`. `[n, C, S, S]`.
-    pub fn sample(&self, n: usize, device: &B::Device) -> Tensor<B, 4> {
-        self.decode(Tensor::random([n, self.latent], Distribution::Normal(0.0, 1.0), device))
-    }
-
     /// Reconstructions of `x` through the posterior mean (no sampling noise). `[N, C, S, S]`.
     pub fn reconstruct(&self, x: Tensor<B, 4>) -> Tensor<B, 4> {
         self.decode(self.encode(x).mean)
@@ -362,19 +364,15 @@ impl<B: Backend> Vae<B> {
         per_pixel.flatten::<2>(1, 3).sum_dim(1).squeeze_dim::<1>(1)
     }
 
-    /// Writes `vae.json` (the config) and `vae.safetensors` (the weights) into `dir`, each
-    /// atomically.
+    /// Writes `vae.json` (the config), `vae.safetensors` (the weights) and `kiln.json` into
+    /// `dir`, each atomically.
     pub fn save(&self, config: &VaeConfig, dir: &Path) -> Result<(), VaeError> {
-        let weights = dir.join(WEIGHTS_FILE);
-        let mut store = SafetensorsStore::from_bytes(None).metadata("kiln.family", "vae");
-        self.save_into(&mut store)
-            .map_err(|e| VaeError::Checkpoint { path: weights.clone(), message: e.to_string() })?;
-        let bytes =
-            store.get_bytes().map_err(|e| VaeError::Checkpoint { path: weights.clone(), message: e.to_string() })?;
-        kiln_core::atomic_write(&weights, &bytes)?;
+        kiln_optim::save_module(self, &dir.join(WEIGHTS_FILE), &[("kiln.family", FAMILY.into())])
+            .map_err(|e| optim_err(e, dir))?;
         let json = serde_json::to_string_pretty(config)
             .map_err(|e| kiln_core::SaveError::Encode { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
         kiln_core::atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())?;
+        ModelManifest::new(FAMILY, FORMAT).write(dir)?;
         Ok(())
     }
 
@@ -382,21 +380,54 @@ impl<B: Backend> Vae<B> {
     /// with the shape the saved config implies; anything else is an error naming the file.
     pub fn load(dir: &Path, device: &B::Device) -> Result<(VaeConfig, Self), VaeError> {
         let config = VaeConfig::load_dir(dir)?;
-        let weights = dir.join(WEIGHTS_FILE);
-        let bytes = std::fs::read(&weights)
-            .map_err(|e| VaeError::Checkpoint { path: weights.clone(), message: e.to_string() })?;
-        let mut model = config.init::<B>(device);
-        let mut store = SafetensorsStore::from_bytes(Some(bytes));
-        let result = model.load_from(&mut store).map_err(|e| VaeError::Checkpoint {
-            path: weights.clone(),
-            message: format!("not a checkpoint of this VAE ({e})"),
-        })?;
-        if !result.unused.is_empty() {
-            return Err(VaeError::Checkpoint {
-                path: weights,
-                message: format!("not a checkpoint of this VAE: unexpected tensors {:?}", result.unused),
-            });
-        }
+        let model =
+            kiln_optim::load_module(config.init::<B>(device), &dir.join(WEIGHTS_FILE)).map_err(|e| match e {
+                kiln_optim::OptimError::State { path, message } => {
+                    VaeError::Checkpoint { path, message: format!("not a checkpoint of this VAE ({message})") }
+                }
+                other => optim_err(other, dir),
+            })?;
         Ok((config, model))
+    }
+}
+
+fn optim_err(e: kiln_optim::OptimError, dir: &Path) -> VaeError {
+    match e {
+        kiln_optim::OptimError::Save(e) => VaeError::Save(e),
+        kiln_optim::OptimError::State { path, message } => VaeError::Checkpoint { path, message },
+        other => VaeError::Checkpoint { path: dir.join(WEIGHTS_FILE), message: other.to_string() },
+    }
+}
+
+/// A trained VAE samples by decoding prior latents drawn on the host from the request's seed
+/// (truncated when asked), reconstructs through the posterior mean, and interpolates in its
+/// latent space.
+impl<B: Backend> Generative<B> for Vae<B> {
+    fn card(&self) -> ModelCard {
+        ModelCard { name: "this VAE".into(), image: self.image, classes: 0, accepts: vec![SampleOption::Truncation] }
+    }
+
+    fn sample(&self, request: &SampleRequest, device: &B::Device) -> Result<Samples<B>, SampleError> {
+        request.check(&self.card())?;
+        Ok(Samples::images(self.decode(request.latents(self.latent, device)))) // [n, C, S, S]
+    }
+
+    fn reconstruct(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, SampleError> {
+        Ok(Vae::reconstruct(self, images))
+    }
+
+    fn latent_space(&self) -> Option<&dyn LatentSpace<B>> {
+        Some(self)
+    }
+}
+
+impl<B: Backend> LatentSpace<B> for Vae<B> {
+    fn dim(&self) -> usize {
+        self.latent
+    }
+
+    fn decode(&self, z: Tensor<B, 2>, classes: &[usize]) -> Result<Tensor<B, 4>, SampleError> {
+        self.card().classes_for(z.dims()[0], classes)?;
+        Ok(Vae::decode(self, z))
     }
 }
