@@ -199,23 +199,28 @@ pub fn strict<T: DeserializeOwned>(table: &toml::Table, section: &str) -> Result
 /// each key given replaces the base's, except that a table given for a table is laid over it key
 /// by key (so `d_optim = { lr = 4e-4 }` keeps the preset's betas) — unless it names a `kind`, as a
 /// tagged choice such as `penalty = { kind = "r1", gamma = 0.1 }` does, which replaces it whole.
+/// `overrides` is a TOML table or a family's `Spec` struct (its fields that are set).
 /// The result is read back as a `T` with the base's own checks; errors start with `section`.
-pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, overrides: &toml::Table, section: &str) -> Result<T> {
-    let mut table = match toml::Value::try_from(base).with_context(|| format!("{section}: serialising the preset"))? {
-        toml::Value::Table(t) => t,
-        other => anyhow::bail!("{section}: the preset serialised as {other:?}, not a table"),
-    };
-    for (key, value) in overrides {
-        match (table.get_mut(key), value) {
+pub fn overlay<T: Serialize + DeserializeOwned>(base: &T, overrides: &impl Serialize, section: &str) -> Result<T> {
+    let mut table = to_table(base, section, "preset")?;
+    for (key, value) in to_table(overrides, section, "overrides")? {
+        match (table.get_mut(&key), value) {
             (Some(toml::Value::Table(old)), toml::Value::Table(new)) if !new.contains_key("kind") => {
-                old.extend(new.clone());
+                old.extend(new);
             }
-            _ => {
-                table.insert(key.clone(), value.clone());
+            (_, value) => {
+                table.insert(key, value);
             }
         }
     }
     strict(&table, section)
+}
+
+fn to_table(value: &impl Serialize, section: &str, what: &str) -> Result<toml::Table> {
+    match toml::Value::try_from(value).with_context(|| format!("{section}: serialising the {what}"))? {
+        toml::Value::Table(t) => Ok(t),
+        other => anyhow::bail!("{section}: the {what} serialised as {other:?}, not a table"),
+    }
 }
 
 #[cfg(test)]

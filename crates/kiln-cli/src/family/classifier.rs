@@ -65,11 +65,7 @@ impl Family for Classifier {
             None => (1, 8, 2),
         };
         let base = FeatureNetConfig::new(channels, size, classes);
-        let overrides = match toml::Value::try_from(&spec)? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        let model = overlay(&base, &overrides, "model")?;
+        let model = overlay(&base, &spec, "model")?;
         model.validate().map_err(|e| anyhow::anyhow!("model: {e}"))?;
         Ok(Resolved { model, optim: exp.train.optim.clone().unwrap_or_default() })
     }

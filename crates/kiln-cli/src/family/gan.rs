@@ -67,11 +67,7 @@ impl Spec {
         let base = GanConfig::preset(preset).with_context(|| {
             format!("model.preset = {preset:?}: unknown GAN preset (known: {})", GanConfig::PRESETS.join(", "))
         })?;
-        let overrides = match toml::Value::try_from(self)? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        let mut c = overlay(&base, &overrides, "model")?;
+        let mut c = overlay(&base, self, "model")?;
         let conditional = self.conditional.unwrap_or(c.num_classes > 0);
         c.num_classes = match (conditional, classes) {
             (false, _) => 0,

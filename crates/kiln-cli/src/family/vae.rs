@@ -69,11 +69,7 @@ impl Spec {
         let base = VaeConfig::preset(preset).with_context(|| {
             format!("model.preset = {preset:?}: unknown VAE preset (known: {})", VaeConfig::PRESETS.join(", "))
         })?;
-        let overrides = match toml::Value::try_from(self)? {
-            toml::Value::Table(t) => t,
-            _ => toml::Table::new(),
-        };
-        let mut c = overlay(&base, &overrides, "model")?;
+        let mut c = overlay(&base, self, "model")?;
         let bernoulli_sigma = "model.sigma is only meaningful with likelihood = \"gaussian\"";
         match (self.likelihood, self.sigma) {
             (Some(LikelihoodName::Bernoulli), Some(_)) => anyhow::bail!(bernoulli_sigma),
