@@ -1,0 +1,180 @@
+//! Training a [`Draw`] model under `kiln-train`: one Adam on the negative ELBO (clipped by global
+//! norm when asked: 64 steps of two LSTMs can spike), with an optional EMA of the weights for
+//! previews and the exported model.
+
+use std::path::Path;
+
+use burn::module::{AutodiffModule, Module};
+use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::{Device, Tensor};
+use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
+use serde::{Deserialize, Serialize};
+
+use crate::{Draw, DrawConfig};
+
+/// Optimisation settings for a [`DrawTask`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DrawTaskConfig {
+    /// The optimizer (Adam 1e-3 by default; experiments add `clip_norm`).
+    pub optim: OptimConfig,
+    /// Keep an exponential moving average of the weights with this decay and use it for previews
+    /// and the exported model.
+    pub ema_decay: Option<f64>,
+    /// Prior samples in the `samples` preview grid (drawn once, fixed for the run); the first
+    /// [`STRIP_ROWS`] of them are the rows of the `steps` strip.
+    pub preview_samples: usize,
+}
+
+impl Default for DrawTaskConfig {
+    fn default() -> Self {
+        Self { optim: OptimConfig::default(), ema_decay: None, preview_samples: 64 }
+    }
+}
+
+/// Rows (samples) of the `steps` preview strip.
+pub const STRIP_ROWS: usize = 8;
+/// Seed of the preview latents: fixed, so every run's grids show the same prior draws.
+const PREVIEW_SEED: u64 = 0x0D2A_3000;
+
+/// The optimizer's state file in a checkpoint.
+const OPTIM_FILE: &str = "optim.safetensors";
+/// The live (not averaged) weights in a checkpoint when EMA is on.
+const LIVE_FILE: &str = "live.safetensors";
+/// The averaged weights in a checkpoint.
+const EMA_FILE: &str = "ema.safetensors";
+
+/// A [`Draw`] model with its optimizer, its EMA, and the fixed latents of its previews.
+pub struct DrawTask<B: AutodiffBackend> {
+    config: DrawConfig,
+    model: Draw<B>,
+    optim: Optim<B>,
+    ema: Option<Ema<B::InnerBackend, Draw<B::InnerBackend>>>,
+    /// Fixed prior latents, so successive grids show the same draws. `[T, n, latent]`.
+    noise: Tensor<B::InnerBackend, 3>,
+    device: Device<B>,
+}
+
+impl<B: AutodiffBackend> std::fmt::Debug for DrawTask<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DrawTask").field("config", &self.config).field("optim", &self.optim).finish_non_exhaustive()
+    }
+}
+
+impl<B: AutodiffBackend> DrawTask<B> {
+    /// A fresh model from `config`, optimised as `task` says over a run of `total_steps` steps
+    /// (the schedule's length).
+    pub fn new(
+        config: DrawConfig,
+        task: &DrawTaskConfig,
+        total_steps: usize,
+        device: &Device<B>,
+    ) -> Result<Self, OptimError> {
+        let model = config.init::<B>(device);
+        Self::from_model(config, model, task, total_steps)
+    }
+
+    /// Continues training `model` (e.g. loaded with [`Draw::load`]) with a fresh optimizer.
+    pub fn from_model(
+        config: DrawConfig,
+        model: Draw<B>,
+        task: &DrawTaskConfig,
+        total_steps: usize,
+    ) -> Result<Self, OptimError> {
+        let device = model.devices().first().cloned().unwrap_or_default();
+        let inner: Device<B::InnerBackend> = device.clone();
+        let noise = model.valid().prior_latents(task.preview_samples.max(1), PREVIEW_SEED, None, &inner);
+        let optim = Optim::new(task.optim.clone(), total_steps / task.optim.accumulate.max(1))?;
+        let ema = task.ema_decay.map(|d| Ema::new(model.valid(), d)).transpose()?;
+        Ok(Self { config, model, optim, ema, noise, device })
+    }
+
+    /// The model being trained.
+    pub fn model(&self) -> &Draw<B> {
+        &self.model
+    }
+
+    /// The weights to sample from: the EMA when there is one, else the live weights.
+    pub fn sampling_model(&self) -> Draw<B::InnerBackend> {
+        match &self.ema {
+            Some(ema) => ema.module().clone(),
+            None => self.model.valid(),
+        }
+    }
+}
+
+fn save_err(dir: &Path, e: OptimError) -> SaveError {
+    match e {
+        OptimError::Save(e) => e,
+        other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
+    }
+}
+
+impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
+    type Batch = ImageBatch<B>;
+
+    fn step(&mut self, batch: ImageBatch<B>, _step: usize) -> StepOutput {
+        let examples = batch.images.dims()[0];
+        let out = self.model.loss(batch.images);
+        let grads = out.loss.backward();
+        self.model = self.optim.step(self.model.clone(), &grads);
+        if let Some(ema) = &mut self.ema {
+            ema.update(&self.model.valid());
+        }
+        let metrics =
+            read_scalars(vec![("loss", out.loss.inner()), ("recon", out.recon.inner()), ("kl", out.kl.inner())]);
+        StepOutput { metrics, examples }
+    }
+
+    /// `samples`: the final canvases of the fixed latents, 8 to a row. `steps`: the first
+    /// [`STRIP_ROWS`] of them drawn over time, one row per sample, canvases `σ(c_1) … σ(c_T)`
+    /// left to right.
+    fn previews(&self) -> Vec<Preview<B::InnerBackend>> {
+        let model = self.sampling_model();
+        let frames = model.generate(self.noise.clone()); // [T, n, C, H, W]
+        let [t, n, c, h, w] = frames.dims();
+        let samples = frames.clone().narrow(0, t - 1, 1).reshape([n, c, h, w]); // [n, C, H, W]
+        let rows = STRIP_ROWS.min(n);
+        let strip = frames.narrow(1, 0, rows).swap_dims(0, 1).reshape([rows * t, c, h, w]); // [rows·T, C, H, W]
+        vec![
+            Preview { name: "samples", images: samples, columns: 8 },
+            Preview { name: "steps", images: strip, columns: t },
+        ]
+    }
+
+    fn save(&self, dir: &Path) -> Result<(), SaveError> {
+        self.sampling_model().save(&self.config, dir).map_err(|e| match e {
+            crate::DrawError::Save(e) => e,
+            other => SaveError::Encode { path: dir.join(crate::WEIGHTS_FILE), message: other.to_string() },
+        })
+    }
+
+    /// The exported model (`draw.json` + `draw.safetensors`, so a checkpoint directory is also
+    /// something `kiln sample` reads), the optimizer, and with EMA on, the live weights and the
+    /// EMA's counter.
+    fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
+        self.save(dir)?;
+        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| save_err(dir, e))?;
+        if let Some(ema) = &self.ema {
+            save_module(&self.model.valid(), &dir.join(LIVE_FILE), &[]).map_err(|e| save_err(dir, e))?;
+            ema.save(&dir.join(EMA_FILE)).map_err(|e| save_err(dir, e))?;
+        }
+        Ok(())
+    }
+
+    fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
+        let live = if self.ema.is_some() { dir.join(LIVE_FILE) } else { dir.join(crate::WEIGHTS_FILE) };
+        // Loaded into the training module itself, so the parameters keep requiring gradients.
+        self.model = load_module(self.model.clone(), &live)?;
+        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
+        if let Some(ema) = &mut self.ema {
+            ema.load(&dir.join(EMA_FILE))?;
+        }
+        Ok(())
+    }
+
+    fn device(&self) -> Device<B> {
+        self.device.clone()
+    }
+}
