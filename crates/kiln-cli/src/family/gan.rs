@@ -185,6 +185,18 @@ steps = 10
     }
 
     #[test]
+    fn a_written_experiment_reads_back_the_same() {
+        // `kiln train` writes the experiment into the run; `--resume` reads it back.
+        let text = GAN.replace("steps = 10", "steps = 10\n[train.gan]\nn_critic = 2\nd_optim = { lr = 4e-4 }");
+        let exp = Experiment::parse(&text).unwrap();
+        let again = Experiment::parse(&toml::to_string_pretty(&exp).unwrap()).unwrap();
+        assert_eq!(again.family_settings().unwrap(), exp.family_settings().unwrap());
+        assert_eq!(again.model, exp.model);
+        let (a, b) = (Gan::resolve(&exp, None).unwrap(), Gan::resolve(&again, None).unwrap());
+        assert_eq!(serde_json::to_value(a).unwrap(), serde_json::to_value(b).unwrap());
+    }
+
+    #[test]
     fn gan_mistakes_are_named() {
         let with = |extra: &str| GAN.replace("steps = 10", &format!("steps = 10\n{extra}"));
         let err = Experiment::parse(&with("[train.gan]\nn_critc = 2")).unwrap_err().to_string();
