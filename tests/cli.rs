@@ -593,6 +593,62 @@ d_optim = { lr = 1e-4 }
     assert_eq!((&e["extractor"]["name"], &e["reference"]["images"]), (&"emoji32".into(), &955.into()));
 }
 
+/// A VQ-VAE is no generator: it trains on the emoji sheet, writes its code histogram and its
+/// reconstruction figures, reconstructs the run's own (emoji) images, and refuses to sample with
+/// the reason and the way out.
+#[test]
+fn a_vqvae_reconstructs_emoji_and_refuses_to_sample_without_a_prior() {
+    let dir = scratch("vqvae-emoji");
+    let exp = dir.join("vq.toml");
+    let text = r#"
+name = "tiny-vqvae"
+[data]
+format = "emoji"
+path = "datasets/emoji-32"
+[model]
+family = "vqvae"
+preset = "emoji32"
+hidden = 8
+res_hidden = 4
+res_blocks = 1
+codebook_size = 16
+code_dim = 4
+[train]
+steps = 20
+batch_size = 16
+log_every = 10
+[train.vqvae]
+restart_threshold = 0.5
+"#;
+    std::fs::write(&exp, text).unwrap();
+    let out = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in ["reconstructions.png", "codes.png", "kiln.json", "vqvae.json", "vqvae.safetensors", "eval.json"] {
+        assert!(out.join(file).is_file(), "missing {file}");
+    }
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert_eq!(e["images"], 1911, "{e}");
+    let (mse, nmse, var) =
+        (e["recon_mse"].as_f64().unwrap(), e["nmse"].as_f64().unwrap(), e["data_variance"].as_f64().unwrap());
+    assert!((nmse - mse / var).abs() < 1e-9 && e["perplexity"].as_f64().unwrap() >= 1.0, "{e}");
+    let log = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    let first: serde_json::Value = serde_json::from_str(log.lines().next().unwrap()).unwrap();
+    for key in ["loss", "recon_mse", "nmse", "psnr", "perplexity", "usage"] {
+        assert!(first[key].is_f64(), "metrics.jsonl lacks {key}: {first}");
+    }
+
+    let recon = dir.join("recon.png");
+    let o = kiln(&["reconstruct", "--checkpoint", s(&out), "--n", "8", "--out", s(&recon)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image::open(&recon).unwrap().height(), 2 * 34 + 2);
+    fails_with(&kiln(&["sample", "--checkpoint", s(&out), "--out", s(&dir.join("x.png"))]), "has no prior of its own");
+    fails_with(
+        &kiln(&["interpolate", "--checkpoint", s(&out), "--out", s(&dir.join("x.png"))]),
+        "no continuous latent space",
+    );
+}
+
 #[test]
 fn eval_scores_a_model_next_to_the_real_data_floor() {
     let run = trained();
@@ -795,8 +851,9 @@ fn families_lists_the_registry_and_a_classifier_directory_is_no_generator() {
     let families: Vec<serde_json::Value> =
         String::from_utf8_lossy(&o.stdout).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
     let names: Vec<&str> = families.iter().map(|f| f["name"].as_str().unwrap()).collect();
-    assert_eq!(names, ["vae", "gan", "classifier"]);
-    assert_eq!(families.iter().map(|f| f["generator"].as_bool().unwrap()).collect::<Vec<_>>(), [true, true, false]);
+    assert_eq!(names[..3], ["vae", "gan", "classifier"]);
+    let generator = |name: &str| families.iter().find(|f| f["name"] == name).unwrap()["generator"].as_bool().unwrap();
+    assert_eq!(["vae", "gan", "classifier", "vqvae"].map(generator), [true, true, false, false]);
     // A model directory names its family; one this kiln does not know is a clear error.
     let dir = scratch("foreign");
     std::fs::write(dir.join("kiln.json"), r#"{"family": "hologram", "format": 1, "kiln_version": "9.0.0"}"#).unwrap();
@@ -820,64 +877,4 @@ fn threads_sizes_the_cpu_pool_and_zero_is_an_error() {
     // A global flag: accepted before the subcommand as well as after it.
     fails_with(&kiln(&["--threads", "0", "data", "ls"]), "--threads must be at least 1");
     std::fs::remove_dir_all(dir).unwrap();
-}
-
-/// A DRAW run samples its drawing sequence: beside the grid, `kiln sample` writes the strip
-/// (samples by steps) and a looping GIF with one frame per drawing step.
-#[test]
-fn a_draw_model_samples_its_drawing_steps_as_a_strip_and_a_looping_gif() {
-    let dir = scratch("draw");
-    let exp = dir.join("draw.toml");
-    let text = r#"
-name = "tiny-draw"
-[data]
-format = "mnist"
-path = "datasets/mnist-sample"
-[model]
-family = "draw"
-steps = 5
-hidden = 16
-latent = 4
-write = 3
-[train]
-steps = 20
-batch_size = 16
-log_every = 10
-[train.optim]
-lr = 3e-3
-clip_norm = 10.0
-"#;
-    std::fs::write(&exp, text).unwrap();
-    let run = dir.join("run");
-    let o = kiln(&["train", s(&exp), "--out", s(&run), "--quiet"]);
-    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
-    for f in ["samples.png", "steps.png", "eval.json", "kiln.json", "draw.json", "draw.safetensors"] {
-        assert!(run.join(f).is_file(), "{f} missing from the run directory");
-    }
-    let eval: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
-    let nelbo = eval["neg_elbo_nats"].as_f64().unwrap();
-    assert!(nelbo.is_finite() && nelbo > 0.0, "{eval}");
-
-    let png = dir.join("x.png");
-    let o = kiln(&["sample", "--checkpoint", s(&run), "--n", "10", "--out", s(&png)]);
-    assert!(o.status.success(), "sample failed: {}", String::from_utf8_lossy(&o.stderr));
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert!(err.contains("x-steps.png") && err.contains("x.gif"), "{err}");
-    // The strip: up to 8 samples down, the 5 steps across (tiles 28 px plus 2 px gaps).
-    let strip = image::open(dir.join("x-steps.png")).unwrap();
-    assert_eq!((strip.width(), strip.height()), (5 * 30 + 2, 8 * 30 + 2));
-    // The GIF: one frame per step, each the 10-sample grid (8 to a row), looping forever.
-    let mut options = gif::DecodeOptions::new();
-    options.set_color_output(gif::ColorOutput::Indexed);
-    let mut decoder = options.read_info(std::fs::File::open(dir.join("x.gif")).unwrap()).unwrap();
-    assert_eq!(decoder.repeat(), gif::Repeat::Infinite);
-    assert_eq!((decoder.width(), decoder.height()), (8 * 30 + 2, 2 * 30 + 2));
-    let mut frames = 0;
-    while decoder.read_next_frame().unwrap().is_some() {
-        frames += 1;
-    }
-    assert_eq!(frames, 5);
-    // A DRAW model has no class to ask for.
-    let o = kiln(&["sample", "--checkpoint", s(&run), "--class", "3", "--out", s(&png)]);
-    fails_with(&o, "--class");
 }

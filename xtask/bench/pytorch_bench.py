@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
 
-    python xtask/bench/pytorch_bench.py [--workload w1,w2,w6] [--reps N] [--warmup N]
+    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w6] [--reps N] [--warmup N]
                                         [--threads N] [--json] [--tiny]
 
 `cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
@@ -17,6 +17,12 @@ the script needs nothing but torch:
   (PyTorch-VAE's configs/vae.yaml), batch 64. Same shapes as kiln's, so images/s compare.
   `w2-antixk64` is PyTorch-VAE's own VanillaVAE (3x3 convolutions, batch norm, an extra output
   stage) for reference; kiln has no counterpart of it.
+- w3-vqvae32: the VQ-VAE paper's CIFAR-10 net as kiln-vqvae's `VqVaeConfig::cifar()` builds it
+  (two stride-2 4x4 convolutions at 128 then 256 channels, a 3x3 convolution, two residual blocks
+  of ReLU, 3x3 conv, ReLU, 1x1 conv, a 1x1 projection to D = 64, K = 512 codes, the mirrored
+  decoder), one step = forward, MSE + 0.25 commitment through the straight-through estimator,
+  backward, Adam lr 2e-4, then the EMA codebook update (decay 0.99, Laplace epsilon 1e-5) and
+  restarts of codes whose EMA count is below 0.1; batch 64 of 3x32x32.
 - w6-*: F.interpolate (antialias=True when downscaling), F.scaled_dot_product_attention forward
   and backward, and the VQ nearest-code search, at the shapes of kiln-kernels' benches.
 
@@ -40,6 +46,7 @@ import torch.nn.functional as F
 WORKLOADS = [
     "w1-dcgan64",
     "w2-vae64",
+    "w3-vqvae32",
     "w6-bilinear-aa-256to64",
     "w6-bicubic-aa-256to64",
     "w6-bilinear-64to256",
@@ -285,6 +292,94 @@ def w2_antixk(tiny):
 
 
 # ---------------------------------------------------------------------------------------------
+# W3: VQ-VAE with an EMA codebook (kiln-vqvae's network and step).
+
+
+class Residual(nn.Module):
+    def __init__(self, h, rh):
+        super().__init__()
+        self.conv3 = nn.Conv2d(h, rh, 3, padding=1)
+        self.conv1 = nn.Conv2d(rh, h, 1)
+
+    def forward(self, x):
+        return x + self.conv1(F.relu(self.conv3(F.relu(x))))
+
+
+class VqVae(nn.Module):
+    def __init__(self, c, h, rh, blocks, k, d):
+        super().__init__()
+        self.encoder = nn.Sequential(
+            nn.Conv2d(c, h // 2, 4, 2, 1), nn.ReLU(), nn.Conv2d(h // 2, h, 4, 2, 1), nn.ReLU(),
+            nn.Conv2d(h, h, 3, padding=1), *[Residual(h, rh) for _ in range(blocks)], nn.ReLU(),
+            nn.Conv2d(h, d, 1))
+        self.decoder = nn.Sequential(
+            nn.Conv2d(d, h, 3, padding=1), *[Residual(h, rh) for _ in range(blocks)], nn.ReLU(),
+            nn.ConvTranspose2d(h, h // 2, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(h // 2, c, 4, 2, 1))
+        bound = (3.0 / d) ** 0.5
+        codebook = torch.empty(k, d).uniform_(-bound, bound)
+        self.register_buffer("codebook", codebook)
+        self.register_buffer("cluster_size", torch.ones(k))
+        self.register_buffer("embed_sum", codebook.clone())
+
+    def quantize(self, z):
+        n, d, h, w = z.shape
+        flat = z.permute(0, 2, 3, 1).reshape(-1, d)
+        # kiln_kernels::vq::nearest_code: argmin of ‖c‖² − 2 x·cᵀ.
+        with torch.no_grad():
+            idx = ((self.codebook ** 2).sum(1)[None, :] - 2.0 * flat @ self.codebook.t()).argmin(1)
+        q = self.codebook[idx].view(n, h, w, d).permute(0, 3, 1, 2)
+        return q, idx, flat
+
+    def forward(self, x):
+        z = self.encoder(x - 0.5)
+        q, _, _ = self.quantize(z)
+        return self.decoder(z + (q - z).detach()) + 0.5
+
+    def loss(self, x, beta=0.25):
+        z = self.encoder(x - 0.5)
+        q, idx, flat = self.quantize(z)
+        recon = self.decoder(z + (q - z).detach()) + 0.5
+        return F.mse_loss(recon, x) + beta * F.mse_loss(z, q.detach()), idx, flat.detach()
+
+    @torch.no_grad()
+    def ema_update(self, idx, flat, decay=0.99, eps=1e-5, threshold=0.1):
+        k = self.codebook.shape[0]
+        counts = torch.bincount(idx, minlength=k).to(flat.dtype)
+        sums = torch.zeros_like(self.embed_sum).index_add_(0, idx, flat)
+        self.cluster_size.mul_(decay).add_(counts, alpha=1 - decay)
+        self.embed_sum.mul_(decay).add_(sums, alpha=1 - decay)
+        n = self.cluster_size.sum()
+        smoothed = (self.cluster_size + eps) / (n + k * eps) * n
+        self.codebook.copy_(self.embed_sum / smoothed[:, None])
+        # Jukebox's restart: a dead code becomes a random encoder output of the batch.
+        dead = self.cluster_size < threshold
+        picks = flat[torch.randint(0, flat.shape[0], (k,))]
+        self.codebook.copy_(torch.where(dead[:, None], picks, self.codebook))
+        self.cluster_size.masked_fill_(dead, 1.0)
+        self.embed_sum.copy_(torch.where(dead[:, None], self.codebook, self.embed_sum))
+
+
+def w3(tiny):
+    # kiln-bench's tiny W3: VqVaeConfig::cifar() at 16x16, hidden 8, residual 8, K = 16.
+    (c, h, rh, blocks, k, d), n, size = ((3, 8, 8, 2, 16, 64), 4, 16) if tiny else ((3, 256, 256, 2, 512, 64), 64, 32)
+    model = VqVae(c, h, rh, blocks, k, d)
+    grid = size // 4
+    flops = (3 * module_forward_flops(model, torch.rand(1, c, size, size)) + 2 * grid * grid * k * d) * n
+    opt = torch.optim.Adam(model.parameters(), lr=2e-4)
+    x = torch.rand(n, c, size, size)
+
+    def step():
+        opt.zero_grad()
+        loss, idx, flat = model.loss(x)
+        loss.backward()
+        opt.step()
+        model.ema_update(idx, flat)
+        return loss.item()
+
+    return step, n, "img", flops, "conv/convT MACs×2 from layer shapes, fwd+bwd = 3×fwd; + the code search 2·hw·K·D once"
+
+
+# ---------------------------------------------------------------------------------------------
 # W6: kernels.
 
 
@@ -336,6 +431,8 @@ def build(name, tiny):
         return w2(tiny)
     if name == "w2-antixk64":
         return w2_antixk(tiny)
+    if name == "w3-vqvae32":
+        return w3(tiny)
     if name.startswith("w6-") and "to" in name and name != "w6-attention-fwd-bwd":
         return resize_case(name, tiny)
     if name == "w6-attention-fwd-bwd":
@@ -386,12 +483,14 @@ def parse_workloads(text):
             chosen = WORKLOADS[:1]
         elif item == "w2":
             chosen = WORKLOADS[1:2]
+        elif item == "w3":
+            chosen = WORKLOADS[2:3]
         elif item == "w6":
-            chosen = WORKLOADS[2:]
+            chosen = WORKLOADS[3:]
         elif item in WORKLOADS or item in EXTRA:
             chosen = [item]
         else:
-            sys.exit(f"unknown workload {item!r}: expected w1, w2, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
+            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
         out += [w for w in chosen if w not in out]
     return out
 

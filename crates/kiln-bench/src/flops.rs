@@ -10,6 +10,7 @@
 
 use kiln_gan::GanConfig;
 use kiln_vae::VaeConfig;
+use kiln_vqvae::VqVaeConfig;
 
 /// One layer, with the spatial size of its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -138,6 +139,49 @@ pub fn vae_step_flops(config: &VaeConfig) -> u64 {
     train_flops(forward_flops(&vae_layers(config)))
 }
 
+/// The layers of kiln-vqvae's network for `config`: the encoder (stride-2 4×4 convolutions at
+/// half width then full width, a 3×3 convolution, residual blocks of a 3×3 and a 1×1 convolution,
+/// the 1×1 projection to D) and the decoder (a 3×3 convolution from D, residual blocks, stride-2
+/// 4×4 transposed convolutions back). The code search is not a layer: see [`vqvae_step_flops`].
+pub fn vqvae_layers(config: &VqVaeConfig) -> Vec<Layer> {
+    let (h, n) = (config.hidden, config.downsamples);
+    let width = |i: usize| if i + 1 == n { h } else { h / 2 };
+    let mut layers = Vec::new();
+    let (mut cin, mut side) = (config.channels, config.image_size);
+    for i in 0..n {
+        layers.push(Layer::Conv2d { cin, cout: width(i), k: 4, stride: 2, pad: 1, h: side, w: side });
+        cin = width(i);
+        side /= 2;
+    }
+    let residuals = |layers: &mut Vec<Layer>| {
+        for _ in 0..config.res_blocks {
+            layers.push(Layer::Conv2d { cin: h, cout: config.res_hidden, k: 3, stride: 1, pad: 1, h: side, w: side });
+            layers.push(Layer::Conv2d { cin: config.res_hidden, cout: h, k: 1, stride: 1, pad: 0, h: side, w: side });
+        }
+    };
+    layers.push(Layer::Conv2d { cin: h, cout: h, k: 3, stride: 1, pad: 1, h: side, w: side });
+    residuals(&mut layers);
+    layers.push(Layer::Conv2d { cin: h, cout: config.code_dim, k: 1, stride: 1, pad: 0, h: side, w: side });
+    layers.push(Layer::Conv2d { cin: config.code_dim, cout: h, k: 3, stride: 1, pad: 1, h: side, w: side });
+    residuals(&mut layers);
+    let mut cin = h;
+    for i in (0..n).rev() {
+        let cout = if i == 0 { config.channels } else { width(i - 1) };
+        layers.push(Layer::ConvT2d { cin, cout, k: 4, stride: 2, pad: 1, h: side, w: side });
+        cin = cout;
+        side *= 2;
+    }
+    layers
+}
+
+/// Training FLOPs per image of one VQ-VAE step: encoder and decoder forward and backward, plus the
+/// nearest-code search over the `h×w` grid once (`2·hw·K·D`; no gradient flows through it). The
+/// EMA update's scatter-adds are memory traffic and not counted.
+pub fn vqvae_step_flops(config: &VqVaeConfig) -> u64 {
+    let grid = config.grid();
+    train_flops(forward_flops(&vqvae_layers(config))) + vq_flops(grid * grid, config.code_dim, config.codebook_size)
+}
+
 /// FLOPs of scaled dot-product attention forward and backward: the forward is two `[L, L]`
 /// products per head (`QKᵀ` and `PV`, `4·B·H·L²·D`), the backward four (`dQ`, `dK`, `dP`, `dV`).
 pub fn attention_fwd_bwd_flops(b: usize, h: usize, l: usize, d: usize) -> u64 {
@@ -195,5 +239,29 @@ mod tests {
         // The same network in xtask/bench/pytorch_bench.py, counted by forward hooks: 142,082,048.
         assert_eq!(forward_flops(&layers), 142_082_048);
         assert_eq!(attention_fwd_bwd_flops(1, 1, 2, 3), 3 * 4 * 4 * 3);
+    }
+
+    #[test]
+    fn vqvae_cifar_layers() {
+        let config = VqVaeConfig::cifar();
+        let layers = vqvae_layers(&config);
+        // 2 downsamples + 3×3 + 2·2 residual + pre-VQ, then 3×3 + 2·2 residual + 2 transposed.
+        assert_eq!(layers.len(), 2 + 1 + 4 + 1 + 1 + 4 + 2);
+        assert_eq!(layers[0], Layer::Conv2d { cin: 3, cout: 128, k: 4, stride: 2, pad: 1, h: 32, w: 32 });
+        assert_eq!(layers[7].out_hw(), [8, 8]);
+        assert_eq!(layers[14], Layer::ConvT2d { cin: 128, cout: 3, k: 4, stride: 2, pad: 1, h: 16, w: 16 });
+        assert_eq!(layers[14].out_hw(), [32, 32]);
+        // By hand: enc 3·128·16·256 + 128·256·16·64 + 256·256·9·64 + 2·(256·256·9·64 + 256·256·64)
+        // + 256·64·64, dec 64·256·9·64 + 2·(…) + 256·128·16·64 + 128·3·16·256, all ×2.
+        let macs: u64 = 3 * 128 * 16 * 256
+            + 128 * 256 * 16 * 64
+            + 256 * 256 * 9 * 64
+            + 2 * 2 * (256 * 256 * 9 * 64 + 256 * 256 * 64)
+            + 256 * 64 * 64
+            + 64 * 256 * 9 * 64
+            + 256 * 128 * 16 * 64
+            + 128 * 3 * 16 * 256;
+        assert_eq!(forward_flops(&layers), 2 * macs);
+        assert_eq!(vqvae_step_flops(&config), 3 * 2 * macs + 2 * 64 * 512 * 64);
     }
 }

@@ -7,6 +7,10 @@
 //! - **W2** `w2-vae64`: one [`VaeTask`] step of `VaeConfig::vanilla64()` (AntixK/PyTorch-VAE's
 //!   VanillaVAE widths 32…512 and latent 128, on kiln's 4×4 stride-2 stages), Adam lr 5·10⁻³
 //!   (PyTorch-VAE's `vae.yaml`), batch 64.
+//! - **W3** `w3-vqvae32`: one [`VqVaeTask`] step of `VqVaeConfig::cifar()` (the VQ-VAE paper's
+//!   CIFAR-10 net: two stride-2 4×4 convolutions, 256 channels, two residual blocks, K = 512,
+//!   D = 64, 32×32 → 8×8 codes): forward, MSE + β·commitment, backward, Adam 2·10⁻⁴ (the paper's),
+//!   then the EMA codebook update with dead-code restarts, batch 64 of 3×32×32.
 //! - **W6** kernels from kiln-kernels, the shapes of `crates/kiln-kernels/benches/kernels.rs`:
 //!   antialiased bilinear and bicubic (PIL's a = −0.5) resizes 64×3×256×256 → 64×64, plain
 //!   bilinear and bicubic (a = −0.75) 64×3×64×64 → 256×256 (antialiasing changes nothing when
@@ -27,6 +31,7 @@ use kiln_kernels::{
 };
 use kiln_optim::{Decay, OptimConfig};
 use kiln_vae::{VaeConfig, VaeTask, VaeTaskConfig};
+use kiln_vqvae::{VqVaeConfig, VqVaeTask, VqVaeTaskConfig};
 
 use crate::flops;
 use crate::measure::{Record, Spec, load_average, peak_rss_mib, reset_peak_rss, time_reps};
@@ -47,6 +52,8 @@ pub enum Workload {
     Dcgan64,
     /// VAE-64 train step.
     Vae64,
+    /// VQ-VAE (the paper's CIFAR net) train step.
+    VqVae32,
     /// A resize of kiln-kernels.
     Resize(ResizeCase),
     /// Attention forward + backward.
@@ -70,9 +77,10 @@ pub enum ResizeCase {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 8] = [
+    pub const ALL: [Workload; 9] = [
         Workload::Dcgan64,
         Workload::Vae64,
+        Workload::VqVae32,
         Workload::Resize(ResizeCase::BilinearAaDown),
         Workload::Resize(ResizeCase::BicubicAaDown),
         Workload::Resize(ResizeCase::BilinearUp),
@@ -86,6 +94,7 @@ impl Workload {
         match self {
             Workload::Dcgan64 => "w1-dcgan64",
             Workload::Vae64 => "w2-vae64",
+            Workload::VqVae32 => "w3-vqvae32",
             Workload::Resize(ResizeCase::BilinearAaDown) => "w6-bilinear-aa-256to64",
             Workload::Resize(ResizeCase::BicubicAaDown) => "w6-bicubic-aa-256to64",
             Workload::Resize(ResizeCase::BilinearUp) => "w6-bilinear-64to256",
@@ -95,7 +104,8 @@ impl Workload {
         }
     }
 
-    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w6` (all kernels) or full names.
+    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w6` (all kernels) or full
+    /// names.
     pub fn parse_list(text: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -104,11 +114,12 @@ impl Workload {
                 "all" => Self::ALL.to_vec(),
                 "w1" => vec![Workload::Dcgan64],
                 "w2" => vec![Workload::Vae64],
-                "w6" => Self::ALL[2..].to_vec(),
+                "w3" => vec![Workload::VqVae32],
+                "w6" => Self::ALL[3..].to_vec(),
                 name => match Self::ALL.iter().find(|w| w.name() == name) {
                     Some(w) => vec![*w],
                     None => bail!(
-                        "unknown workload {item:?}: expected w1, w2, w6, all or one of {}",
+                        "unknown workload {item:?}: expected w1, w2, w3, w6, all or one of {}",
                         Self::ALL.map(Workload::name).join(", ")
                     ),
                 },
@@ -216,6 +227,45 @@ pub fn run<B: AutodiffBackend>(
                 times,
             )
         }
+        Workload::VqVae32 => {
+            let (n, config) = if tiny {
+                (4, VqVaeConfig::cifar().with_image_size(16).with_hidden(8).with_res_hidden(8).with_codebook_size(16))
+            } else {
+                (64, VqVaeConfig::cifar())
+            };
+            // The paper's Adam 2e-4; Sonnet's EMA decay 0.99 and ε 1e-5; restarts on, so the step
+            // pays for them as `kiln train` does.
+            let optim = OptimConfig { lr: 2e-4, decay: Decay::Constant, ..OptimConfig::default() };
+            let settings = VqVaeTaskConfig { optim, data_variance: 0.06, ..VqVaeTaskConfig::default() };
+            let s = config.image_size;
+            let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+            let fixed = Tensor::zeros([8, config.channels, s, s], &inner);
+            let mut task = VqVaeTask::<B>::new(config.clone(), &settings, 1_000_000, fixed, device)
+                .context("building the VQ-VAE task")?;
+            let images = Tensor::<B, 4>::random([n, config.channels, s, s], Distribution::Default, device);
+            let labels = Tensor::<B, 1, Int>::zeros([n], device);
+            let mut step = 0;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                task.step(ImageBatch { images: images.clone(), labels: labels.clone() }, step);
+                step += 1;
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::vqvae_step_flops(&config) * n as u64;
+            (
+                Spec {
+                    name,
+                    unit: "img",
+                    items: n,
+                    flops: Some(flops),
+                    flops_note: "conv/convT MACs×2 from layer shapes, fwd+bwd = 3×fwd; + the code search 2·hw·K·D once",
+                },
+                times,
+            )
+        }
         Workload::Resize(case) => {
             let (n, big, small) = if tiny { (2, 32, 8) } else { (64, 256, 64) };
             let (filter, antialias, from, to) = match case {
@@ -298,7 +348,8 @@ mod tests {
     fn parses_workload_lists() {
         assert_eq!(Workload::parse_list("w1").unwrap(), vec![Workload::Dcgan64]);
         assert_eq!(Workload::parse_list("w6").unwrap().len(), 6);
-        assert_eq!(Workload::parse_list("w1,w2,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w1,w2,w3,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w3").unwrap(), vec![Workload::VqVae32]);
         assert_eq!(Workload::parse_list("w6-vq-search").unwrap(), vec![Workload::Vq]);
         assert!(Workload::parse_list("w9").unwrap_err().to_string().contains("unknown workload"));
     }

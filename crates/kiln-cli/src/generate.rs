@@ -10,7 +10,7 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::ValueEnum;
 use kiln_core::{Interpolation, LatentPath, PixelRange, SampleRequest};
-use kiln_data::{Mnist, Split, gather};
+use kiln_data::{EmojiSet, ImageSet, Mnist, Split, gather};
 use kiln_device::{DeviceInfo, Job};
 use kiln_train::{grid_png, image_png};
 
@@ -80,15 +80,11 @@ impl Job for Sample {
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
         let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
-        let samples = model.sample(&request, &device)?;
-        let images = samples.images; // [n, C, H, W]
+        let images = model.sample(&request, &device)?.images; // [n, C, H, W]
         match self.format {
             Format::Npy => write_file(&self.out, &npy_f32(&images.dims(), &to_vec(images)?))?,
             Format::Png if has_ext(&self.out, "png") => {
-                write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?;
-                if let Some(frames) = samples.frames {
-                    write_frames(&self.out, frames)?;
-                }
+                write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?
             }
             Format::Png => {
                 std::fs::create_dir_all(&self.out)
@@ -104,92 +100,14 @@ impl Job for Sample {
     }
 }
 
-/// Samples of at most this many images get a strip of their process (rows of the strip PNG).
-const STRIP_ROWS: usize = 8;
-/// Hundredths of a second each GIF frame shows; the last holds longer so the result is seen.
-const GIF_DELAY: u16 = 8;
-const GIF_FINAL_DELAY: u16 = 150;
-
-/// For a model whose samples come with the frames of their process (`[T, N, C, H, W]`), writes
-/// beside `grid` (`x.png`) `x-steps.png` — up to [`STRIP_ROWS`] samples, one per row, their `T`
-/// frames left to right — and `x.gif`, an endlessly looping animation with one frame per step,
-/// each the grid of all samples at that step.
-fn write_frames<B: Backend>(grid: &Path, frames: Tensor<B, 5>) -> Result<()> {
-    let [t, n, c, h, w] = frames.dims();
-    let stem = grid.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-    let rows = STRIP_ROWS.min(n);
-    let strip = frames.clone().narrow(1, 0, rows).swap_dims(0, 1).reshape([rows * t, c, h, w]); // [rows·T, C, H, W]
-    let strip_path = grid.with_file_name(format!("{stem}-steps.png"));
-    write_file(&strip_path, &grid_png(strip, t).map_err(anyhow::Error::msg)?)?;
-    let gif_path = grid.with_extension("gif");
-    write_file(&gif_path, &gif_bytes(frames, COLUMNS).with_context(|| gif_path.display().to_string())?)?;
-    eprintln!(
-        "kiln: wrote the {t} drawing steps as {} ({rows} samples by {t} steps) and {} ({t} frames, looping)",
-        strip_path.display(),
-        gif_path.display()
-    );
-    Ok(())
-}
-
-/// An animated GIF (looping forever) of frames `[T, N, C, H, W]` in `[0, 1]` (C = 1 or 3): frame
-/// `t` is the grid of the `N` images at step `t`, `columns` to a row, 2-pixel white gaps as in
-/// the PNG grids. Grey images use an exact 256-level grey palette; colour ones are quantised per
-/// frame (NeuQuant).
-fn gif_bytes<B: Backend>(frames: Tensor<B, 5>, columns: usize) -> Result<Vec<u8>> {
-    const GAP: usize = 2;
-    let [t, n, c, h, w] = frames.dims();
-    ensure!(c == 1 || c == 3, "a GIF needs 1 or 3 channels, got {c}");
-    let columns = columns.clamp(1, n.max(1));
-    let rows = n.div_ceil(columns);
-    let (gw, gh) = (columns * (w + GAP) + GAP, rows * (h + GAP) + GAP);
-    let (Ok(gw16), Ok(gh16)) = (u16::try_from(gw), u16::try_from(gh)) else {
-        bail!("a {gw}×{gh} grid is larger than a GIF can be (65535 pixels a side); ask for fewer samples");
-    };
-    let values: Vec<f32> = frames
-        .clamp(0.0, 1.0)
-        .into_data()
-        .convert::<f32>()
-        .to_vec()
-        .map_err(|e| anyhow::anyhow!("reading frames: {e:?}"))?;
-    let grey: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
-    let mut out = Vec::new();
-    {
-        let mut encoder = gif::Encoder::new(&mut out, gw16, gh16, if c == 1 { &grey } else { &[] })?;
-        encoder.set_repeat(gif::Repeat::Infinite)?;
-        let image = c * h * w;
-        for f in 0..t {
-            let mut canvas = vec![255u8; gw * gh * c];
-            for i in 0..n {
-                let (x0, y0) = ((i % columns) * (w + GAP) + GAP, (i / columns) * (h + GAP) + GAP);
-                let pixels = &values[(f * n + i) * image..(f * n + i + 1) * image];
-                for ch in 0..c {
-                    for y in 0..h {
-                        for x in 0..w {
-                            let v = pixels[(ch * h + y) * w + x];
-                            canvas[((y0 + y) * gw + x0 + x) * c + ch] = (v * 255.0).round() as u8;
-                        }
-                    }
-                }
-            }
-            let mut frame = if c == 1 {
-                gif::Frame::from_indexed_pixels(gw16, gh16, canvas, None)
-            } else {
-                gif::Frame::from_rgb_speed(gw16, gh16, &canvas, 10)
-            };
-            frame.delay = if f + 1 == t { GIF_FINAL_DELAY } else { GIF_DELAY };
-            encoder.write_frame(&frame)?;
-        }
-    }
-    Ok(out)
-}
-
 /// `kiln reconstruct`: held-out images, each row followed by its reconstruction.
 #[derive(clap::Args, Debug)]
 pub struct Reconstruct {
     /// A run directory written by `kiln train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Data directory (default: the one the run trained on, from its experiment.toml).
+    /// Data directory in the run's data format (default: the one the run trained on, from its
+    /// experiment.toml; without one, an MNIST-format directory).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// How many test images (a multiple of 8 reads best).
@@ -200,28 +118,52 @@ pub struct Reconstruct {
     pub out: PathBuf,
 }
 
+/// The run's experiment file: in the run directory, or two levels up from one of its checkpoints
+/// (`RUN/checkpoints/step-N`).
+fn run_experiment(checkpoint: &Path) -> Option<PathBuf> {
+    [checkpoint.join("experiment.toml"), checkpoint.join("../../experiment.toml")].into_iter().find(|p| p.is_file())
+}
+
+/// The images `kiln reconstruct` shows: MNIST's test split (its first `n`), or for emoji, whose
+/// set has one split, `n` images spread evenly over the sheet (its first ones are all one
+/// category).
+fn reconstruct_inputs(format: DataFormat, dir: &Path, n: usize) -> Result<(ImageSet, Vec<usize>)> {
+    Ok(match format {
+        DataFormat::Mnist => {
+            let test = Mnist::load(dir, Split::Test)?;
+            let n = n.min(test.len);
+            (test, (0..n).collect())
+        }
+        DataFormat::Emoji => {
+            let set = EmojiSet::load(dir)?.images;
+            let n = n.min(set.len);
+            let picks = (0..n).map(|i| i * set.len / n).collect();
+            (set, picks)
+        }
+    })
+}
+
 impl Job for Reconstruct {
     type Output = Result<()>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one image");
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
-        let dir = match self.data {
-            Some(dir) => dir,
-            None => {
-                let exp = Experiment::load(&self.checkpoint.join("experiment.toml"))
-                    .context("finding the run's data (or pass --data DIR)")?;
-                ensure!(
-                    exp.data.format == DataFormat::Mnist,
-                    "the run trained on {:?} data; `kiln reconstruct` reads MNIST-format test images (pass --data DIR)",
-                    exp.data.format
-                );
-                exp.data.path
+        let exp = match run_experiment(&self.checkpoint) {
+            Some(path) => Some(Experiment::load(&path).context("reading the run's data format")?),
+            None => None,
+        };
+        let (format, dir) = match (self.data, exp) {
+            (Some(dir), exp) => (exp.map_or(DataFormat::Mnist, |e| e.data.format), dir),
+            (None, Some(exp)) => (exp.data.format, exp.data.path),
+            (None, None) => {
+                bail!("{}: no experiment.toml to find the run's data in; pass --data DIR", self.checkpoint.display())
             }
         };
-        let test = Mnist::load(&dir, Split::Test)?;
-        let n = self.n.min(test.len);
-        let x = gather::<B::InnerBackend>(&test, &(0..n).collect::<Vec<_>>(), PixelRange::ZeroOne, &device).images;
+        let (set, picks) =
+            reconstruct_inputs(format, &dir, self.n).with_context(|| format!("--data {}", dir.display()))?;
+        let n = picks.len();
+        let x = gather::<B::InnerBackend>(&set, &picks, PixelRange::ZeroOne, &device).images;
         let recon = model.reconstruct(x.clone()).with_context(|| self.checkpoint.display().to_string())?;
         // Rows of 8 originals, each followed by a row of their reconstructions.
         let [_, c, h, w] = x.dims();

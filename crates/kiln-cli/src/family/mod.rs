@@ -26,10 +26,10 @@
 //!    family adds behaviour the generic commands do not already cover.
 
 pub mod classifier;
-mod draw;
 mod gan;
 pub mod registry;
 mod vae;
+mod vqvae;
 
 use std::path::Path;
 

@@ -68,7 +68,7 @@ macro_rules! families {
     };
 }
 
-families!(super::vae::Vae, super::gan::Gan, super::classifier::Classifier, super::draw::Draw);
+families!(super::vae::Vae, super::gan::Gan, super::classifier::Classifier, super::vqvae::VqVae);
 
 /// The names of every family.
 pub fn names() -> Vec<&'static str> {
