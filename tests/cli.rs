@@ -878,3 +878,63 @@ fn threads_sizes_the_cpu_pool_and_zero_is_an_error() {
     fails_with(&kiln(&["--threads", "0", "data", "ls"]), "--threads must be at least 1");
     std::fs::remove_dir_all(dir).unwrap();
 }
+
+/// A DRAW run samples its drawing sequence: beside the grid, `kiln sample` writes the strip
+/// (samples by steps) and a looping GIF with one frame per drawing step.
+#[test]
+fn a_draw_model_samples_its_drawing_steps_as_a_strip_and_a_looping_gif() {
+    let dir = scratch("draw");
+    let exp = dir.join("draw.toml");
+    let text = r#"
+name = "tiny-draw"
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "draw"
+steps = 5
+hidden = 16
+latent = 4
+write = 3
+[train]
+steps = 20
+batch_size = 16
+log_every = 10
+[train.optim]
+lr = 3e-3
+clip_norm = 10.0
+"#;
+    std::fs::write(&exp, text).unwrap();
+    let run = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&run), "--quiet"]);
+    assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
+    for f in ["samples.png", "steps.png", "eval.json", "kiln.json", "draw.json", "draw.safetensors"] {
+        assert!(run.join(f).is_file(), "{f} missing from the run directory");
+    }
+    let eval: serde_json::Value = serde_json::from_slice(&std::fs::read(run.join("eval.json")).unwrap()).unwrap();
+    let nelbo = eval["neg_elbo_nats"].as_f64().unwrap();
+    assert!(nelbo.is_finite() && nelbo > 0.0, "{eval}");
+
+    let png = dir.join("x.png");
+    let o = kiln(&["sample", "--checkpoint", s(&run), "--n", "10", "--out", s(&png)]);
+    assert!(o.status.success(), "sample failed: {}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("x-steps.png") && err.contains("x.gif"), "{err}");
+    // The strip: up to 8 samples down, the 5 steps across (tiles 28 px plus 2 px gaps).
+    let strip = image::open(dir.join("x-steps.png")).unwrap();
+    assert_eq!((strip.width(), strip.height()), (5 * 30 + 2, 8 * 30 + 2));
+    // The GIF: one frame per step, each the 10-sample grid (8 to a row), looping forever.
+    let mut options = gif::DecodeOptions::new();
+    options.set_color_output(gif::ColorOutput::Indexed);
+    let mut decoder = options.read_info(std::fs::File::open(dir.join("x.gif")).unwrap()).unwrap();
+    assert_eq!(decoder.repeat(), gif::Repeat::Infinite);
+    assert_eq!((decoder.width(), decoder.height()), (8 * 30 + 2, 2 * 30 + 2));
+    let mut frames = 0;
+    while decoder.read_next_frame().unwrap().is_some() {
+        frames += 1;
+    }
+    assert_eq!(frames, 5);
+    // A DRAW model has no class to ask for.
+    let o = kiln(&["sample", "--checkpoint", s(&run), "--class", "3", "--out", s(&png)]);
+    fails_with(&o, "--class");
+}

@@ -80,11 +80,15 @@ impl Job for Sample {
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
         let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
-        let images = model.sample(&request, &device)?.images; // [n, C, H, W]
+        let samples = model.sample(&request, &device)?;
+        let images = samples.images; // [n, C, H, W]
         match self.format {
             Format::Npy => write_file(&self.out, &npy_f32(&images.dims(), &to_vec(images)?))?,
             Format::Png if has_ext(&self.out, "png") => {
-                write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?
+                write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?;
+                if let Some(frames) = samples.frames {
+                    write_frames(&self.out, frames)?;
+                }
             }
             Format::Png => {
                 std::fs::create_dir_all(&self.out)
@@ -98,6 +102,85 @@ impl Job for Sample {
         eprintln!("kiln: wrote {} samples to {}", self.n, self.out.display());
         Ok(())
     }
+}
+
+/// Samples of at most this many images get a strip of their process (rows of the strip PNG).
+const STRIP_ROWS: usize = 8;
+/// Hundredths of a second each GIF frame shows; the last holds longer so the result is seen.
+const GIF_DELAY: u16 = 8;
+const GIF_FINAL_DELAY: u16 = 150;
+
+/// For a model whose samples come with the frames of their process (`[T, N, C, H, W]`), writes
+/// beside `grid` (`x.png`) `x-steps.png` — up to [`STRIP_ROWS`] samples, one per row, their `T`
+/// frames left to right — and `x.gif`, an endlessly looping animation with one frame per step,
+/// each the grid of all samples at that step.
+fn write_frames<B: Backend>(grid: &Path, frames: Tensor<B, 5>) -> Result<()> {
+    let [t, n, c, h, w] = frames.dims();
+    let stem = grid.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+    let rows = STRIP_ROWS.min(n);
+    let strip = frames.clone().narrow(1, 0, rows).swap_dims(0, 1).reshape([rows * t, c, h, w]); // [rows·T, C, H, W]
+    let strip_path = grid.with_file_name(format!("{stem}-steps.png"));
+    write_file(&strip_path, &grid_png(strip, t).map_err(anyhow::Error::msg)?)?;
+    let gif_path = grid.with_extension("gif");
+    write_file(&gif_path, &gif_bytes(frames, COLUMNS).with_context(|| gif_path.display().to_string())?)?;
+    eprintln!(
+        "kiln: wrote the {t} drawing steps as {} ({rows} samples by {t} steps) and {} ({t} frames, looping)",
+        strip_path.display(),
+        gif_path.display()
+    );
+    Ok(())
+}
+
+/// An animated GIF (looping forever) of frames `[T, N, C, H, W]` in `[0, 1]` (C = 1 or 3): frame
+/// `t` is the grid of the `N` images at step `t`, `columns` to a row, 2-pixel white gaps as in
+/// the PNG grids. Grey images use an exact 256-level grey palette; colour ones are quantised per
+/// frame (NeuQuant).
+fn gif_bytes<B: Backend>(frames: Tensor<B, 5>, columns: usize) -> Result<Vec<u8>> {
+    const GAP: usize = 2;
+    let [t, n, c, h, w] = frames.dims();
+    ensure!(c == 1 || c == 3, "a GIF needs 1 or 3 channels, got {c}");
+    let columns = columns.clamp(1, n.max(1));
+    let rows = n.div_ceil(columns);
+    let (gw, gh) = (columns * (w + GAP) + GAP, rows * (h + GAP) + GAP);
+    let (Ok(gw16), Ok(gh16)) = (u16::try_from(gw), u16::try_from(gh)) else {
+        bail!("a {gw}×{gh} grid is larger than a GIF can be (65535 pixels a side); ask for fewer samples");
+    };
+    let values: Vec<f32> = frames
+        .clamp(0.0, 1.0)
+        .into_data()
+        .convert::<f32>()
+        .to_vec()
+        .map_err(|e| anyhow::anyhow!("reading frames: {e:?}"))?;
+    let grey: Vec<u8> = (0..=255u8).flat_map(|v| [v, v, v]).collect();
+    let mut out = Vec::new();
+    {
+        let mut encoder = gif::Encoder::new(&mut out, gw16, gh16, if c == 1 { &grey } else { &[] })?;
+        encoder.set_repeat(gif::Repeat::Infinite)?;
+        let image = c * h * w;
+        for f in 0..t {
+            let mut canvas = vec![255u8; gw * gh * c];
+            for i in 0..n {
+                let (x0, y0) = ((i % columns) * (w + GAP) + GAP, (i / columns) * (h + GAP) + GAP);
+                let pixels = &values[(f * n + i) * image..(f * n + i + 1) * image];
+                for ch in 0..c {
+                    for y in 0..h {
+                        for x in 0..w {
+                            let v = pixels[(ch * h + y) * w + x];
+                            canvas[((y0 + y) * gw + x0 + x) * c + ch] = (v * 255.0).round() as u8;
+                        }
+                    }
+                }
+            }
+            let mut frame = if c == 1 {
+                gif::Frame::from_indexed_pixels(gw16, gh16, canvas, None)
+            } else {
+                gif::Frame::from_rgb_speed(gw16, gh16, &canvas, 10)
+            };
+            frame.delay = if f + 1 == t { GIF_FINAL_DELAY } else { GIF_DELAY };
+            encoder.write_frame(&frame)?;
+        }
+    }
+    Ok(out)
 }
 
 /// `kiln reconstruct`: held-out images, each row followed by its reconstruction.

@@ -26,6 +26,7 @@
 //!    family adds behaviour the generic commands do not already cover.
 
 pub mod classifier;
+mod draw;
 mod gan;
 pub mod registry;
 mod vae;

@@ -68,7 +68,7 @@ macro_rules! families {
     };
 }
 
-families!(super::vae::Vae, super::gan::Gan, super::classifier::Classifier, super::vqvae::VqVae);
+families!(super::vae::Vae, super::gan::Gan, super::classifier::Classifier, super::vqvae::VqVae, super::draw::Draw);
 
 /// The names of every family.
 pub fn names() -> Vec<&'static str> {
