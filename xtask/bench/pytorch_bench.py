@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
 
-    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w6] [--reps N] [--warmup N]
+    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N]
                                         [--threads N] [--json] [--tiny]
 
 `cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
@@ -23,6 +23,11 @@ the script needs nothing but torch:
   decoder), one step = forward, MSE + 0.25 commitment through the straight-through estimator,
   backward, Adam lr 2e-4, then the EMA codebook update (decay 0.99, Laplace epsilon 1e-5) and
   restarts of codes whose EMA count is below 0.1; batch 64 of 3x32x32.
+- w5-draw-mnist: DRAW (Gregor et al. 2015) as kiln-draw's `DrawConfig::mnist()` builds it: the
+  paper's MNIST setup with attention (T = 64, nn.LSTMCell encoder and decoder of 256, z = 100,
+  Gaussian read 2x2 of x and x - sigmoid(c), write 5x5, additive canvas, attention heads started
+  tiling the image), loss = Bernoulli NLL of sigmoid(c_T) on binarized pixels + the KL summed
+  over steps, Adam lr 1e-3, batch 64 of 1x28x28.
 - w6-*: F.interpolate (antialias=True when downscaling), F.scaled_dot_product_attention forward
   and backward, and the VQ nearest-code search, at the shapes of kiln-kernels' benches.
 
@@ -34,6 +39,7 @@ JSON object per workload and line, with the same fields as kiln-bench's.
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -47,6 +53,7 @@ WORKLOADS = [
     "w1-dcgan64",
     "w2-vae64",
     "w3-vqvae32",
+    "w5-draw-mnist",
     "w6-bilinear-aa-256to64",
     "w6-bicubic-aa-256to64",
     "w6-bilinear-64to256",
@@ -380,6 +387,105 @@ def w3(tiny):
 
 
 # ---------------------------------------------------------------------------------------------
+# W5: DRAW.
+
+
+class DrawAttention(nn.Module):
+    """The paper's eq. 21-26: (g~x, g~y, log s2, log d~, log gamma) from h_dec, N x N filterbanks."""
+
+    def __init__(self, hidden, size, n):
+        super().__init__()
+        self.size, self.n = size, n
+        self.params = nn.Linear(hidden, 5)
+        # As kiln-draw: start with the grid tiling the image (delta = A/N, sigma = delta/2).
+        unit = (size - 1) / (max(n, 2) - 1)
+        delta = size / n
+        with torch.no_grad():
+            self.params.bias.copy_(torch.tensor([0.0, 0.0, 2 * math.log(delta / 2), math.log(delta / unit), 0.0]))
+
+    def forward(self, h):
+        raw = self.params(h)
+        a, n = self.size, self.n
+        gx = (a + 1) / 2 * (raw[:, 0] + 1)
+        gy = (a + 1) / 2 * (raw[:, 1] + 1)
+        s2 = raw[:, 2].exp()
+        delta = (a - 1) / (max(n, 2) - 1) * raw[:, 3].exp()
+        gamma = raw[:, 4].exp()
+        i = torch.arange(1, n + 1, dtype=h.dtype) - n / 2 - 0.5
+        pos = torch.arange(1, a + 1, dtype=h.dtype)
+
+        def bank(g):
+            mu = g[:, None] + i[None, :] * delta[:, None]  # [B, N]
+            f = torch.exp(-((pos[None, None, :] - mu[:, :, None]) ** 2) / (2 * s2[:, None, None]))
+            return f / f.sum(2, keepdim=True).clamp_min(1e-8)  # [B, N, A]
+
+        return bank(gx), bank(gy), gamma
+
+
+class Draw(nn.Module):
+    def __init__(self, steps, hidden, latent, read_n, write_n, size=28, forget_bias=1.0):
+        super().__init__()
+        self.steps, self.hidden, self.latent, self.size, self.write_n = steps, hidden, latent, size, write_n
+        self.encoder = nn.LSTMCell(2 * read_n * read_n + hidden, hidden)
+        self.decoder = nn.LSTMCell(latent, hidden)
+        with torch.no_grad():
+            for cell in (self.encoder, self.decoder):
+                cell.bias_ih[hidden : 2 * hidden] += forget_bias
+        self.posterior = nn.Linear(hidden, 2 * latent)
+        self.write_head = nn.Linear(hidden, write_n * write_n)
+        self.read_attn = DrawAttention(hidden, size, read_n)
+        self.write_attn = DrawAttention(hidden, size, write_n)
+
+    def loss(self, x):
+        x = (x > 0.5).float()
+        b = x.shape[0]
+        canvas = torch.zeros_like(x)
+        h_enc = c_enc = h_dec = c_dec = x.new_zeros(b, self.hidden)
+        kl = x.new_zeros(b)
+        for _ in range(self.steps):
+            x_hat = x - torch.sigmoid(canvas)
+            fx, fy, gamma = self.read_attn(h_dec)
+            glimpse = lambda img: (fy @ img[:, 0] @ fx.transpose(1, 2)) * gamma[:, None, None]  # [B, N, N]
+            r = torch.cat([glimpse(x).flatten(1), glimpse(x_hat).flatten(1)], 1)
+            h_enc, c_enc = self.encoder(torch.cat([r, h_dec], 1), (h_enc, c_enc))
+            mean, log_var = self.posterior(h_enc).chunk(2, 1)
+            z = mean + (0.5 * log_var).exp() * torch.randn_like(mean)
+            kl = kl + 0.5 * (mean**2 + log_var.exp() - log_var - 1).sum(1)
+            h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
+            fx, fy, gamma = self.write_attn(h_dec)
+            w = self.write_head(h_dec).view(b, self.write_n, self.write_n)
+            canvas = canvas + ((fy.transpose(1, 2) @ w @ fx) / gamma[:, None, None]).unsqueeze(1)
+        recon = F.binary_cross_entropy_with_logits(canvas, x, reduction="none").flatten(1).sum(1)
+        return (recon + kl).mean()
+
+
+def draw_step_flops(steps, hidden, latent, read_n, write_n, size=28, c=1):
+    # As crates/kiln-bench/src/flops.rs `draw_step_flops`, per image.
+    read, write = 2 * c * read_n * read_n, c * write_n * write_n
+    attention = 2 * c * (read_n * size * size + read_n * size * read_n) + c * (size * write_n * write_n + size * write_n * size) + 2 * hidden * 5
+    dense = (read + hidden) * 4 * hidden + hidden * 4 * hidden + hidden * 2 * latent + latent * 4 * hidden + hidden * 4 * hidden + hidden * write
+    return 3 * 2 * steps * (dense + attention)
+
+
+def w5(tiny):
+    # kiln-bench's tiny W5: DrawConfig::mnist() with T = 3, LSTMs of 16, z = 4, batch 4.
+    (steps, hidden, latent), n = ((3, 16, 4), 4) if tiny else ((64, 256, 100), 64)
+    model = Draw(steps, hidden, latent, read_n=2, write_n=5)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    x = torch.rand(n, 1, 28, 28)
+
+    def step():
+        opt.zero_grad()
+        loss = model.loss(x)
+        loss.backward()
+        opt.step()
+        return loss.item()
+
+    flops = draw_step_flops(steps, hidden, latent, 2, 5) * n
+    return step, n, "img", flops, "LSTM/head linear MACs×2 + filterbank read/write products, ×T; fwd+bwd = 3×fwd"
+
+
+# ---------------------------------------------------------------------------------------------
 # W6: kernels.
 
 
@@ -433,6 +539,8 @@ def build(name, tiny):
         return w2_antixk(tiny)
     if name == "w3-vqvae32":
         return w3(tiny)
+    if name == "w5-draw-mnist":
+        return w5(tiny)
     if name.startswith("w6-") and "to" in name and name != "w6-attention-fwd-bwd":
         return resize_case(name, tiny)
     if name == "w6-attention-fwd-bwd":
@@ -485,12 +593,14 @@ def parse_workloads(text):
             chosen = WORKLOADS[1:2]
         elif item == "w3":
             chosen = WORKLOADS[2:3]
+        elif item == "w5":
+            chosen = ["w5-draw-mnist"]
         elif item == "w6":
-            chosen = WORKLOADS[3:]
+            chosen = WORKLOADS[4:]
         elif item in WORKLOADS or item in EXTRA:
             chosen = [item]
         else:
-            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
+            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w5, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
         out += [w for w in chosen if w not in out]
     return out
 

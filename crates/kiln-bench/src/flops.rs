@@ -8,6 +8,7 @@
 //! one for the weight gradient, each as large as the forward one. `xtask/bench/pytorch_bench.py`
 //! counts the same way, so kiln's and PyTorch's GFLOP/s compare like their images/s.
 
+use kiln_draw::{Attention, DrawConfig};
 use kiln_gan::GanConfig;
 use kiln_vae::VaeConfig;
 use kiln_vqvae::VqVaeConfig;
@@ -182,6 +183,25 @@ pub fn vqvae_step_flops(config: &VqVaeConfig) -> u64 {
     train_flops(forward_flops(&vqvae_layers(config))) + vq_flops(grid * grid, config.code_dim, config.codebook_size)
 }
 
+/// Training FLOPs per image of one DRAW step (kiln-draw's `Draw::loss` and its backward): at each
+/// of the `T` drawing steps, the dense layers (the two LSTM cells' input and hidden products, the
+/// posterior head, the write head, the two attention heads) and the filterbank products — two
+/// `N×N` glimpses read (`F_Y·x` then `·F_Xᵀ`, for `x` and `x̂`) and one patch written
+/// (`F_Yᵀ·w` then `·F_X`) — as multiply-adds ×2, the pass as three forwards.
+pub fn draw_step_flops(config: &DrawConfig) -> u64 {
+    let (c, s, h, z) = (config.channels, config.image_size, config.hidden, config.latent);
+    let (read, write, attention) = match config.attention {
+        Attention::None => (2 * c * s * s, c * s * s, 0),
+        Attention::Gaussian { read: r, write: w } => {
+            let glimpses = 2 * c * (r * s * s + r * s * r);
+            let patch = c * (s * w * w + s * w * s);
+            (2 * c * r * r, c * w * w, glimpses + patch + 2 * h * 5)
+        }
+    };
+    let dense = (read + h) * 4 * h + h * 4 * h + h * 2 * z + z * 4 * h + h * 4 * h + h * write;
+    train_flops((2 * config.steps * (dense + attention)) as u64)
+}
+
 /// FLOPs of scaled dot-product attention forward and backward: the forward is two `[L, L]`
 /// products per head (`QKᵀ` and `PV`, `4·B·H·L²·D`), the backward four (`dQ`, `dK`, `dP`, `dV`).
 pub fn attention_fwd_bwd_flops(b: usize, h: usize, l: usize, d: usize) -> u64 {
@@ -196,6 +216,18 @@ pub fn vq_flops(n: usize, d: usize, k: usize) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn draw_flops_by_hand() {
+        // No attention, 1×2×2 images, one step, hidden 1, z 1: read 8, write 4; dense MACs
+        // (8 + 1)·4 + 1·4 + 1·2 + 1·4 + 1·4 + 1·4 = 54; ×2 FLOPs, ×3 for the pass.
+        let c = DrawConfig::new().with_image_size(2).with_steps(1).with_hidden(1).with_latent(1);
+        assert_eq!(draw_step_flops(&c.clone().with_attention(Attention::None)), 3 * 2 * 54);
+        // Gaussian 1×1 read and write on 2×2: read 2, write 1, dense (2 + 1)·4 + 4 + 2 + 4 + 4 + 1
+        // = 27; filterbanks 2·(1·2·2 + 1·2·1) + (2·1·1 + 2·1·2) + 2·1·5 = 12 + 6 + 10 = 28.
+        let g = c.with_attention(Attention::Gaussian { read: 1, write: 1 });
+        assert_eq!(draw_step_flops(&g), 3 * 2 * (27 + 28));
+    }
 
     #[test]
     fn single_layers_match_hand_counts() {

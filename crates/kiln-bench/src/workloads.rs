@@ -11,6 +11,9 @@
 //!   CIFAR-10 net: two stride-2 4×4 convolutions, 256 channels, two residual blocks, K = 512,
 //!   D = 64, 32×32 → 8×8 codes): forward, MSE + β·commitment, backward, Adam 2·10⁻⁴ (the paper's),
 //!   then the EMA codebook update with dead-code restarts, batch 64 of 3×32×32.
+//! - **W5** `w5-draw-mnist`: one [`DrawTask`] step of `DrawConfig::mnist()` (the DRAW paper's
+//!   MNIST setup with attention: T = 64 glimpses, LSTMs of 256, z = 100, read 2×2, write 5×5),
+//!   Adam 10⁻³, batch 64 of 1×28×28: the negative ELBO over all 64 steps, backward, update.
 //! - **W6** kernels from kiln-kernels, the shapes of `crates/kiln-kernels/benches/kernels.rs`:
 //!   antialiased bilinear and bicubic (PIL's a = −0.5) resizes 64×3×256×256 → 64×64, plain
 //!   bilinear and bicubic (a = −0.75) 64×3×64×64 → 256×256 (antialiasing changes nothing when
@@ -24,6 +27,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Distribution, Int, Tensor};
 use kiln_core::Task;
 use kiln_data::ImageBatch;
+use kiln_draw::{DrawConfig, DrawTask, DrawTaskConfig};
 use kiln_gan::{GanConfig, GanTask, GanTaskConfig};
 use kiln_kernels::vq::nearest_code;
 use kiln_kernels::{
@@ -54,6 +58,8 @@ pub enum Workload {
     Vae64,
     /// VQ-VAE (the paper's CIFAR net) train step.
     VqVae32,
+    /// DRAW (the paper's MNIST setup) train step.
+    DrawMnist,
     /// A resize of kiln-kernels.
     Resize(ResizeCase),
     /// Attention forward + backward.
@@ -77,10 +83,11 @@ pub enum ResizeCase {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 9] = [
+    pub const ALL: [Workload; 10] = [
         Workload::Dcgan64,
         Workload::Vae64,
         Workload::VqVae32,
+        Workload::DrawMnist,
         Workload::Resize(ResizeCase::BilinearAaDown),
         Workload::Resize(ResizeCase::BicubicAaDown),
         Workload::Resize(ResizeCase::BilinearUp),
@@ -95,6 +102,7 @@ impl Workload {
             Workload::Dcgan64 => "w1-dcgan64",
             Workload::Vae64 => "w2-vae64",
             Workload::VqVae32 => "w3-vqvae32",
+            Workload::DrawMnist => "w5-draw-mnist",
             Workload::Resize(ResizeCase::BilinearAaDown) => "w6-bilinear-aa-256to64",
             Workload::Resize(ResizeCase::BicubicAaDown) => "w6-bicubic-aa-256to64",
             Workload::Resize(ResizeCase::BilinearUp) => "w6-bilinear-64to256",
@@ -104,7 +112,7 @@ impl Workload {
         }
     }
 
-    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w6` (all kernels) or full
+    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w5`, `w6` (all kernels) or full
     /// names.
     pub fn parse_list(text: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
@@ -115,11 +123,12 @@ impl Workload {
                 "w1" => vec![Workload::Dcgan64],
                 "w2" => vec![Workload::Vae64],
                 "w3" => vec![Workload::VqVae32],
-                "w6" => Self::ALL[3..].to_vec(),
+                "w5" => vec![Workload::DrawMnist],
+                "w6" => Self::ALL[4..].to_vec(),
                 name => match Self::ALL.iter().find(|w| w.name() == name) {
                     Some(w) => vec![*w],
                     None => bail!(
-                        "unknown workload {item:?}: expected w1, w2, w3, w6, all or one of {}",
+                        "unknown workload {item:?}: expected w1, w2, w3, w5, w6, all or one of {}",
                         Self::ALL.map(Workload::name).join(", ")
                     ),
                 },
@@ -266,6 +275,36 @@ pub fn run<B: AutodiffBackend>(
                 times,
             )
         }
+        Workload::DrawMnist => {
+            let (n, config) = if tiny {
+                (4, DrawConfig::mnist().with_steps(3).with_hidden(16).with_latent(4))
+            } else {
+                (64, DrawConfig::mnist())
+            };
+            let settings = DrawTaskConfig {
+                optim: OptimConfig { lr: 1e-3, decay: Decay::Constant, ..OptimConfig::default() },
+                ema_decay: None,
+                preview_samples: 8,
+            };
+            let mut task =
+                DrawTask::<B>::new(config.clone(), &settings, 1_000_000, device).context("building the DRAW task")?;
+            let s = config.image_size;
+            let images = Tensor::<B, 4>::random([n, config.channels, s, s], Distribution::Default, device);
+            let labels = Tensor::<B, 1, Int>::zeros([n], device);
+            let mut step = 0;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                task.step(ImageBatch { images: images.clone(), labels: labels.clone() }, step);
+                step += 1;
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::draw_step_flops(&config) * n as u64;
+            let note = "LSTM/head linear MACs×2 + filterbank read/write products, ×T; fwd+bwd = 3×fwd";
+            (Spec { name, unit: "img", items: n, flops: Some(flops), flops_note: note }, times)
+        }
         Workload::Resize(case) => {
             let (n, big, small) = if tiny { (2, 32, 8) } else { (64, 256, 64) };
             let (filter, antialias, from, to) = match case {
@@ -348,7 +387,8 @@ mod tests {
     fn parses_workload_lists() {
         assert_eq!(Workload::parse_list("w1").unwrap(), vec![Workload::Dcgan64]);
         assert_eq!(Workload::parse_list("w6").unwrap().len(), 6);
-        assert_eq!(Workload::parse_list("w1,w2,w3,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w1,w2,w3,w5,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w5").unwrap(), vec![Workload::DrawMnist]);
         assert_eq!(Workload::parse_list("w3").unwrap(), vec![Workload::VqVae32]);
         assert_eq!(Workload::parse_list("w6-vq-search").unwrap(), vec![Workload::Vq]);
         assert!(Workload::parse_list("w9").unwrap_err().to_string().contains("unknown workload"));
