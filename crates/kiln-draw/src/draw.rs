@@ -13,8 +13,9 @@
 //! The attention filterbanks are kiln-kernels' (`kiln_kernels::draw`); the LSTM is this crate's
 //! steppable cell (`lstm.rs`), in PyTorch's `nn.LSTMCell` layout. Defaults follow the paper's
 //! MNIST setup (its Table 3: 64 glimpses, 256 LSTM units, 100-dimensional `z`, read 2×2, write
-//! 5×5). The initial states and canvas are zero rather than learned biases (the paper learns
-//! them); with zero `c_0` the first write starts from a grey `σ(0) = 0.5` canvas.
+//! 5×5). The initial LSTM states and the canvas `c_0` are zero (some implementations learn them
+//! as biases); with `c_0 = 0` the first write starts from a grey `σ(0) = 0.5` canvas. The
+//! attention heads start with their grids tiling the image (see `tiling`).
 
 use std::path::{Path, PathBuf};
 
