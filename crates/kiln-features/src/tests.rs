@@ -20,6 +20,13 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// burn-flex draws from one global generator: tests that initialise networks take this lock, so
+/// the learning test's seeded draws are not interleaved with another test's.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn digits(split: Split) -> Arc<kiln_data::ImageSet> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../datasets/mnist-sample");
     Arc::new(Mnist::load(&dir, split).unwrap())
@@ -27,6 +34,7 @@ fn digits(split: Split) -> Arc<kiln_data::ImageSet> {
 
 #[test]
 fn shapes_and_config_errors() {
+    let _serial = serial();
     let device = Default::default();
     for config in [FeatureNetConfig::mnist(), FeatureNetConfig::emoji32().with_widths(vec![8, 16])] {
         let net = config.init::<B>(&device);
@@ -42,6 +50,7 @@ fn shapes_and_config_errors() {
 
 #[test]
 fn saved_network_loads_back_identically_and_wrong_files_are_named() {
+    let _serial = serial();
     let device = Default::default();
     let config = FeatureNetConfig::mnist().with_widths(vec![4, 8]).with_feature_dim(16);
     let net = config.init::<B>(&device);
@@ -68,7 +77,10 @@ fn saved_network_loads_back_identically_and_wrong_files_are_named() {
 /// 80 % on the held-out 500.
 #[test]
 fn the_classifier_learns_the_bundled_digits() {
+    let _serial = serial();
     let device = Default::default();
+    // Seeded, so the initial weights (drawn lazily, on first use) are the same every run.
+    <Autodiff<B> as burn::tensor::backend::Backend>::seed(&device, 3);
     let (train, test) = (digits(Split::Train), digits(Split::Test));
     let config = FeatureNetConfig::mnist().with_widths(vec![16, 32, 32]).with_feature_dim(32);
     let optim = OptimConfig { lr: 3e-3, ..OptimConfig::default() };
@@ -79,6 +91,7 @@ fn the_classifier_learns_the_bundled_digits() {
     let dir = tmp("learn");
     fit(&mut task, &mut loader, &LoopConfig::new(steps, &dir)).unwrap();
     let after = accuracy(&task.net(), &test, 250, &device);
+    eprintln!("test accuracy {before} → {after}");
     assert!(before < 0.3 && after > 0.8, "test accuracy {before} → {after}");
     // The run directory holds a loadable extractor.
     let (_, net) = FeatureNet::<B>::load(&dir, &device).unwrap();
