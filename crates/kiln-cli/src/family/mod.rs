@@ -20,7 +20,8 @@
 //!    [`crate::experiment::strict`], laid over the crate's preset with
 //!    [`crate::experiment::overlay`]), trains through [`crate::train::TrainRun`], writes its
 //!    evaluation (if any) and opens a saved model.
-//! 3. **One registry line**: the type in the `families!` list in `registry.rs`.
+//! 3. **One registry line**: the type in the `families!` list in `registry.rs` (and the adapter's
+//!    `mod foo;` below, which Rust needs to see the file).
 //! 4. **Experiment files**, `experiments/foo-*.toml`, each reading like a lab note.
 //! 5. **Tests**: the adapter's parsing in its file; an end-to-end run in `tests/cli.rs` if the
 //!    family adds behaviour the generic commands do not already cover.
