@@ -624,7 +624,7 @@ def physical_cores():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", default="w1,w2,w6")
+    p.add_argument("--workload", default="w1,w2,w3,w5,w6")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)

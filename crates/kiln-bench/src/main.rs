@@ -3,7 +3,7 @@
 //! on the same CPU").
 //!
 //! ```text
-//! kiln-bench [--workload w1,w2,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
+//! kiln-bench [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
 //! ```
 //! Prints a table, or with `--json` one JSON object per workload and line. `cargo xtask bench`
 //! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
@@ -27,7 +27,7 @@ use kiln_device::{DeviceInfo, Job};
 struct Args {
     /// Comma-separated workloads: w1 (DCGAN-64 step), w2 (VAE-64 step), w6 (kernels), all, or
     /// full names such as w6-vq-search.
-    #[arg(long, default_value = "w1,w2,w6")]
+    #[arg(long, default_value = "w1,w2,w3,w5,w6")]
     workload: String,
     /// Timed repetitions per workload.
     #[arg(long, default_value_t = 5)]
