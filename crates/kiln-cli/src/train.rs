@@ -308,6 +308,25 @@ impl TrainRun<'_> {
         Ok(fit(task, &mut batches.on::<B>(device), &self.loop_config)?)
     }
 
+    /// The mean over the test split of a per-image figure: `per_image` gets batches of
+    /// `batch_size` test images in `[0, 1]` and returns their mean (e.g. a loss), which is
+    /// weighted by the batch's size. Families with a test loss (the VAE's and DRAW's negative
+    /// ELBO) report it through this.
+    pub fn test_mean<B: burn::tensor::backend::Backend>(
+        &self,
+        batch_size: usize,
+        device: &B::Device,
+        mut per_image: impl FnMut(burn::tensor::Tensor<B, 4>) -> f64,
+    ) -> f64 {
+        let indices: Vec<usize> = (0..self.test.len).collect();
+        let mut total = 0.0;
+        for chunk in indices.chunks(batch_size.max(1)) {
+            let x = kiln_data::gather::<B>(&self.test, chunk, kiln_core::PixelRange::ZeroOne, device).images;
+            total += per_image(x) * chunk.len() as f64;
+        }
+        total / self.test.len.max(1) as f64
+    }
+
     /// Writes the family's evaluation of the trained model as `eval.json`.
     pub fn write_eval(&self, eval: &serde_json::Value) -> Result<()> {
         Ok(kiln_core::atomic_write(&self.out().join("eval.json"), serde_json::to_string_pretty(eval)?.as_bytes())?)

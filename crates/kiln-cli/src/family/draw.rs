@@ -7,8 +7,7 @@ use std::path::Path;
 use anyhow::{Context, Result, bail};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_core::{Generative, PixelRange};
-use kiln_data::{ImageSet, gather};
+use kiln_core::Generative;
 use kiln_draw::{Attention, Draw as Model, DrawConfig, DrawTask, DrawTaskConfig, Targets};
 use serde::{Deserialize, Serialize};
 
@@ -144,7 +143,11 @@ impl Family for Draw {
         let summary = run.fit(&mut task, device)?;
 
         let model = task.sampling_model();
-        let nelbo = test_nelbo(&model, &run.test, exp.train.batch_size, &inner);
+        // The negative ELBO (one posterior sample per step and image) over the whole test split.
+        let nelbo = run.test_mean::<B::InnerBackend>(exp.train.batch_size, &inner, |x| {
+            let l = model.loss(x);
+            l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>()
+        });
         let targets = match model.target_kind() {
             Targets::Binarized => "binarized at 0.5",
             Targets::Grey => "grey levels (not a likelihood)",
@@ -169,19 +172,6 @@ impl Family for Draw {
         let (_, draw) = Model::<B>::load(dir, device)?;
         Ok(Box::new(draw))
     }
-}
-
-/// The negative ELBO (one posterior sample per step and image) averaged over the whole test split.
-fn test_nelbo<B: Backend>(model: &Model<B>, test: &ImageSet, batch_size: usize, device: &B::Device) -> f64 {
-    let mut total = 0.0;
-    let indices: Vec<usize> = (0..test.len).collect();
-    for chunk in indices.chunks(batch_size.max(1)) {
-        let x = gather::<B>(test, chunk, PixelRange::ZeroOne, device).images;
-        let l = model.loss(x);
-        let per_image = l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>();
-        total += per_image * chunk.len() as f64;
-    }
-    total / test.len.max(1) as f64
 }
 
 #[cfg(test)]

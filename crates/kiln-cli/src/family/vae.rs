@@ -7,7 +7,7 @@ use anyhow::{Context, Result};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_core::{Generative, PixelRange};
-use kiln_data::{ImageSet, gather};
+use kiln_data::gather;
 use kiln_vae::{Likelihood, Vae as Model, VaeConfig, VaeTask, VaeTaskConfig};
 use serde::{Deserialize, Serialize};
 
@@ -124,7 +124,12 @@ impl Family for Vae {
         let mut task = VaeTask::<B>::new(config, &settings, exp.train.steps, fixed, device)?;
         let summary = run.fit(&mut task, device)?;
 
-        let nelbo = test_nelbo(&task.sampling_model(), test, exp.train.batch_size, &inner);
+        // The negative ELBO (β = 1, one posterior sample per image) over the whole test split.
+        let model = task.sampling_model();
+        let nelbo = run.test_mean::<B::InnerBackend>(exp.train.batch_size, &inner, |x| {
+            let l = model.loss(x);
+            l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>()
+        });
         run.write_eval(
             &serde_json::json!({ "split": "test", "images": test.len, "neg_elbo_nats": nelbo, "samples_per_image": 1 }),
         )?;
@@ -141,19 +146,6 @@ impl Family for Vae {
         let (_, vae) = Model::<B>::load(dir, device)?;
         Ok(Box::new(vae))
     }
-}
-
-/// The negative ELBO (β = 1, one posterior sample per image) averaged over the whole test split.
-fn test_nelbo<B: Backend>(model: &Model<B>, test: &ImageSet, batch_size: usize, device: &B::Device) -> f64 {
-    let mut total = 0.0;
-    let indices: Vec<usize> = (0..test.len).collect();
-    for chunk in indices.chunks(batch_size) {
-        let x = gather::<B>(test, chunk, PixelRange::ZeroOne, device).images;
-        let l = model.loss(x);
-        let per_image = l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>();
-        total += per_image * chunk.len() as f64;
-    }
-    total / test.len.max(1) as f64
 }
 
 #[cfg(test)]
