@@ -81,6 +81,25 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub const RESOLVED_FILE: &str = "resolved.json";
 
 pub fn run(args: TrainArgs, device: &str) -> Result<()> {
+    // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            eprintln!("\nkiln: aborted");
+            std::process::exit(130);
+        }
+        eprintln!("\nkiln: stopping after this step with a checkpoint (Ctrl-C again to abort)");
+    })
+    .context("installing the Ctrl-C handler")?;
+    train_stage(args, device, stop)
+}
+
+/// The run directory's sub-directory where a family's first stage trains (a DALL·E's VQ-VAE).
+pub const FIRST_STAGE_DIR: &str = "tokenizer";
+
+/// Trains one experiment (after its first stage, if its family has one).
+fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<()> {
     let experiment = match (&args.experiment, &args.resume) {
         (Some(file), _) => file.clone(),
         (None, Some(run)) => run.join("experiment.toml"),
@@ -108,7 +127,7 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
         _ => {}
     }
     // Load the data before choosing a device, so a bad path fails fast and without a GPU.
-    let (train, test) = load_data(&exp).with_context(|| experiment.display().to_string())?;
+    let (train, test, captions) = load_data(&exp).with_context(|| experiment.display().to_string())?;
     if let Some(steps) = args.steps {
         anyhow::ensure!(steps > 0, "--steps 0: must be at least 1");
         exp.train.steps = steps;
@@ -124,21 +143,40 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
         exp.train.batch_size,
         train.len
     );
-    let data = DataInfo::of(&exp, &train)?;
-    // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    ctrlc::set_handler(move || {
-        if flag.swap(true, Ordering::SeqCst) {
-            eprintln!("\nkiln: aborted");
-            std::process::exit(130);
-        }
-        eprintln!("\nkiln: stopping after this step with a checkpoint (Ctrl-C again to abort)");
-    })
-    .context("installing the Ctrl-C handler")?;
-    let loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
+    let data = DataInfo::of(&exp, &train, captions.is_some())?;
     let family = exp.family()?.to_string();
-    let start = Start { exp: &exp, loop_config, train, test, data, device };
+    // Check the whole experiment before a first stage spends minutes on its part.
+    registry::with_family(&family, Resolve { exp: &exp, data: &data })??;
+    if let Some(first) = registry::first_stage(&exp)? {
+        let dir = out.join(FIRST_STAGE_DIR);
+        let done = kiln_train::latest_checkpoint(&dir)
+            .is_some_and(|(step, _)| Experiment::load(&first).is_ok_and(|stage| step >= stage.train.steps));
+        if done {
+            eprintln!("kiln: first stage {} already trained in {}", first.display(), dir.display());
+        } else {
+            eprintln!("kiln: first stage: {} → {}", first.display(), dir.display());
+            let resume = kiln_train::latest_checkpoint(&dir).is_some();
+            let stage = TrainArgs {
+                experiment: Some(first.clone()),
+                resume: resume.then(|| dir.clone()),
+                out: Some(dir.clone()),
+                steps: None,
+                epochs: None,
+                time_budget: None,
+                seed: None,
+                quiet: args.quiet,
+            };
+            train_stage(stage, device, stop.clone()).with_context(|| format!("first stage {}", first.display()))?;
+            anyhow::ensure!(
+                !stop.load(Ordering::SeqCst),
+                "stopped during the first stage; the same command again (`kiln train {} --out {}`) continues it",
+                experiment.display(),
+                out.display()
+            );
+        }
+    }
+    let loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
+    let start = Start { exp: &exp, loop_config, train, test, data, captions, device };
     registry::with_family(&family, start)?
 }
 
@@ -149,7 +187,22 @@ struct Start<'a> {
     train: Arc<ImageSet>,
     test: Arc<ImageSet>,
     data: DataInfo,
+    captions: Option<Arc<Vec<String>>>,
     device: &'a str,
+}
+
+/// Resolves a family's settings against the data, only to check them.
+struct Resolve<'a> {
+    exp: &'a Experiment,
+    data: &'a DataInfo,
+}
+
+impl Visit for Resolve<'_> {
+    type Output = Result<()>;
+
+    fn visit<F: Family>(self) -> Result<()> {
+        F::resolve(self.exp, Some(self.data)).map(drop)
+    }
 }
 
 impl Visit for Start<'_> {
@@ -163,6 +216,7 @@ impl Visit for Start<'_> {
             train: self.train,
             test: self.test,
             data: self.data,
+            captions: self.captions,
             resolved,
         };
         kiln_device::run_on(self.device, job)?
@@ -175,6 +229,7 @@ struct TrainJob<'a, F: Family> {
     train: Arc<ImageSet>,
     test: Arc<ImageSet>,
     data: DataInfo,
+    captions: Option<Arc<Vec<String>>>,
     resolved: F::Resolved,
 }
 
@@ -189,21 +244,27 @@ impl<F: Family> Job for TrainJob<'_, F> {
             train: self.train,
             test: self.test,
             data: self.data,
+            captions: self.captions,
         };
         F::train::<B>(run, self.resolved, &device)
     }
 }
 
-/// The training and test images. Emoji has one split, used for both.
-fn load_data(exp: &Experiment) -> Result<(Arc<ImageSet>, Arc<ImageSet>)> {
+/// The training and test images, and the captions of a captioned set. Emoji has one split, used
+/// for both.
+type Data = (Arc<ImageSet>, Arc<ImageSet>, Option<Arc<Vec<String>>>);
+
+fn load_data(exp: &Experiment) -> Result<Data> {
     match exp.data.format {
         DataFormat::Mnist => {
             let load = |split| Mnist::load(&exp.data.path, split).context("data.path");
-            Ok((Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?)))
+            Ok((Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?), None))
         }
         DataFormat::Emoji => {
-            let set = Arc::new(EmojiSet::load(&exp.data.path).context("data.path")?.images);
-            Ok((set.clone(), set))
+            let emoji = EmojiSet::load(&exp.data.path).context("data.path")?;
+            let captions = Arc::new(emoji.captions());
+            let set = Arc::new(emoji.images);
+            Ok((set.clone(), set, Some(captions)))
         }
     }
 }
@@ -217,10 +278,12 @@ pub struct DataInfo {
     pub classes: Option<usize>,
     /// The test split is the training set (a one-split data set such as emoji).
     pub test_is_train: bool,
+    /// Every image has a caption ([`TrainRun::captions`]).
+    pub captions: bool,
 }
 
 impl DataInfo {
-    fn of(exp: &Experiment, train: &ImageSet) -> Result<Self> {
+    fn of(exp: &Experiment, train: &ImageSet, captions: bool) -> Result<Self> {
         let classes = match train.labels.iter().max() {
             None => None,
             Some(&max) => {
@@ -236,6 +299,7 @@ impl DataInfo {
             image: [train.channels, train.height, train.width],
             classes,
             test_is_train: exp.data.format == DataFormat::Emoji,
+            captions,
         })
     }
 }
@@ -254,6 +318,8 @@ pub struct TrainRun<'a> {
     pub test: Arc<ImageSet>,
     /// Facts about the data.
     pub data: DataInfo,
+    /// One caption per training image, for captioned sets (emoji).
+    pub captions: Option<Arc<Vec<String>>>,
 }
 
 impl TrainRun<'_> {
@@ -306,6 +372,16 @@ impl TrainRun<'_> {
     ) -> Result<Summary> {
         let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?;
         Ok(fit(task, &mut batches.on::<B>(device), &self.loop_config)?)
+    }
+
+    /// Trains `task` on batches from `loader`, for families whose batches are not images (a
+    /// DALL·E's token rows).
+    pub fn fit_with<B: AutodiffBackend, T: Task<B>, L: kiln_core::Loader<Batch = T::Batch>>(
+        &self,
+        task: &mut T,
+        loader: &mut L,
+    ) -> Result<Summary> {
+        Ok(fit(task, loader, &self.loop_config)?)
     }
 
     /// The mean over the test split of a per-image figure: `per_image` gets batches of

@@ -157,7 +157,8 @@ steps = 10
 "#;
 
     fn resolve(text: &str, classes: Option<usize>) -> Result<Resolved> {
-        let data = classes.map(|k| DataInfo { image: [1, 28, 28], classes: Some(k), test_is_train: false });
+        let data =
+            classes.map(|k| DataInfo { image: [1, 28, 28], classes: Some(k), test_is_train: false, captions: false });
         Gan::resolve(&Experiment::parse(text)?, data.as_ref())
     }
 

@@ -27,6 +27,7 @@
 //!    family adds behaviour the generic commands do not already cover.
 
 pub mod classifier;
+mod dalle;
 mod draw;
 mod gan;
 pub mod registry;
@@ -63,6 +64,14 @@ pub trait Family {
     /// Reads and checks the family's tables of `exp`. `data` is `None` when the file is checked
     /// before its data is loaded (then data-dependent values take placeholders).
     fn resolve(exp: &Experiment, data: Option<&DataInfo>) -> Result<Self::Resolved>;
+
+    /// An experiment file to train before this one, into `RUN/tokenizer` (a DALL·E's VQ-VAE, when
+    /// its `model.tokenizer` names an experiment rather than a trained model). `kiln train` runs
+    /// it first, resumes it if it was cut short, and skips it once it is complete.
+    fn first_stage(exp: &Experiment) -> Result<Option<std::path::PathBuf>> {
+        let _ = exp;
+        Ok(None)
+    }
 
     /// Trains, evaluates what the family evaluates, and reports.
     fn train<B: AutodiffBackend>(run: TrainRun<'_>, resolved: Self::Resolved, device: &B::Device) -> Result<()>;

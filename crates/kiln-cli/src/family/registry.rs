@@ -68,7 +68,14 @@ macro_rules! families {
     };
 }
 
-families!(super::vae::Vae, super::gan::Gan, super::classifier::Classifier, super::vqvae::VqVae, super::draw::Draw);
+families!(
+    super::vae::Vae,
+    super::gan::Gan,
+    super::classifier::Classifier,
+    super::vqvae::VqVae,
+    super::draw::Draw,
+    super::dalle::Dalle,
+);
 
 /// The names of every family.
 pub fn names() -> Vec<&'static str> {
@@ -81,6 +88,18 @@ pub fn with_family<V: Visit>(name: &str, visit: V) -> Result<V::Output> {
         Some(out) => Ok(out),
         None => bail!("model.family = {name:?}: unknown model family (known: {})", names().join(", ")),
     }
+}
+
+/// The experiment `exp`'s family trains first, if any ([`Family::first_stage`]).
+pub fn first_stage(exp: &Experiment) -> Result<Option<std::path::PathBuf>> {
+    struct First<'a>(&'a Experiment);
+    impl Visit for First<'_> {
+        type Output = Result<Option<std::path::PathBuf>>;
+        fn visit<F: Family>(self) -> Self::Output {
+            F::first_stage(self.0)
+        }
+    }
+    with_family(exp.family()?, First(exp))?
 }
 
 /// Checks the family tables of an experiment file (before its data is loaded).
