@@ -853,7 +853,10 @@ fn families_lists_the_registry_and_a_classifier_directory_is_no_generator() {
     let names: Vec<&str> = families.iter().map(|f| f["name"].as_str().unwrap()).collect();
     assert_eq!(names[..3], ["vae", "gan", "classifier"]);
     let generator = |name: &str| families.iter().find(|f| f["name"] == name).unwrap()["generator"].as_bool().unwrap();
-    assert_eq!(["vae", "gan", "classifier", "vqvae"].map(generator), [true, true, false, false]);
+    assert_eq!(
+        ["vae", "gan", "classifier", "vqvae", "draw", "dalle"].map(generator),
+        [true, true, false, false, true, true]
+    );
     // A model directory names its family; one this kiln does not know is a clear error.
     let dir = scratch("foreign");
     std::fs::write(dir.join("kiln.json"), r#"{"family": "hologram", "format": 1, "kiln_version": "9.0.0"}"#).unwrap();
@@ -937,4 +940,111 @@ clip_norm = 10.0
     // A DRAW model has no class to ask for.
     let o = kiln(&["sample", "--checkpoint", s(&run), "--class", "3", "--out", s(&png)]);
     fails_with(&o, "--class");
+}
+
+#[test]
+fn a_dalle_trains_its_tokenizer_first_then_draws_prompts_and_a_prior_samples_its_codes() {
+    let dir = scratch("dalle");
+    let vq = dir.join("vq.toml");
+    std::fs::write(
+        &vq,
+        r#"
+name = "tiny-vq"
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "vqvae"
+hidden = 8
+res_hidden = 4
+codebook_size = 16
+code_dim = 4
+[train]
+steps = 15
+batch_size = 32
+log_every = 5
+"#,
+    )
+    .unwrap();
+    let dalle = |extra: &str| {
+        format!(
+            r#"
+name = "tiny-dalle"
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "dalle"
+tokenizer = "{}"
+width = 16
+layers = 1
+heads = 2
+text_vocab = 300
+{extra}
+[train]
+steps = 12
+batch_size = 16
+log_every = 4
+[train.dalle]
+label_captions = ["a zero", "a one", "a two", "a three", "a four", "a five", "a six", "a seven", "an eight", "a nine"]
+preview = ["a seven", "a one"]
+"#,
+            s(&vq)
+        )
+    };
+    let exp = dir.join("dalle.toml");
+    std::fs::write(&exp, dalle("")).unwrap();
+    let out = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("first stage"), "{err}");
+    assert!(out.join("tokenizer/kiln.json").is_file() && out.join("tokenizer/checkpoints").is_dir());
+    for file in
+        ["samples.png", "kiln.json", "dalle.json", "dalle.safetensors", "bpe.json", "vqvae/kiln.json", "eval.json"]
+    {
+        assert!(out.join(file).is_file(), "missing {file}");
+    }
+    let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
+    assert!(e["image_ce"].as_f64().unwrap() > 0.0 && e["class_accuracy"].as_f64().is_some(), "{e}");
+    // Two preview rows of eight 28×28 samples.
+    assert_eq!(image::open(out.join("samples.png")).unwrap().height(), 2 * 30 + 2);
+
+    // Prompts from the command line and from a file, one grid row each; same seed, same grid.
+    let prompts = dir.join("prompts.txt");
+    std::fs::write(&prompts, "a three\n\n  a nine  \n").unwrap();
+    let grid = dir.join("g.png");
+    let args = ["generate", "--checkpoint", s(&out), "a seven", "--prompts-file", s(&prompts), "--n", "4"];
+    let run = |extra: &[&str], to: &Path| {
+        let mut all = args.to_vec();
+        all.extend_from_slice(extra);
+        all.extend_from_slice(&["--out", s(to)]);
+        let o = kiln(&all);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(to).unwrap()
+    };
+    let a = run(&["--guidance", "2", "--top-k", "8"], &grid);
+    let g = image::open(&grid).unwrap();
+    assert_eq!((g.width(), g.height()), (4 * 30 + 2, 3 * 30 + 2));
+    assert_eq!(a, run(&["--guidance", "2", "--top-k", "8"], &dir.join("g2.png")));
+    assert_ne!(a, run(&["--temperature", "0.5"], &dir.join("g3.png")));
+    // Bad requests are one line naming the flag.
+    fails_with(&kiln(&["generate", "--checkpoint", s(&out), "--n", "2", "--out", s(&grid)]), "no prompt");
+    fails_with(&kiln(&[&args[..4], &["--top-p", "1.5", "--out", s(&grid)]].concat()), "--top-p 1.5");
+    fails_with(&kiln(&["sample", "--checkpoint", s(&out), "--truncation", "0.5", "--out", s(&grid)]), "--truncation");
+
+    // The same transformer with no text is a prior: the VQ-VAE becomes a generator. The first
+    // stage is already trained in its own run, so it is named directly.
+    let prior_exp = dir.join("prior.toml");
+    let text = dalle("text_len = 0").replace(s(&vq), s(&out.join("tokenizer")));
+    std::fs::write(&prior_exp, text).unwrap();
+    let prior = dir.join("prior");
+    let o = kiln(&["train", s(&prior_exp), "--out", s(&prior), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success() && !err.contains("first stage"), "{err}");
+    assert!(!prior.join("bpe.json").exists());
+    let png = dir.join("prior.png");
+    let o = kiln(&["sample", "--checkpoint", s(&prior), "--n", "8", "--top-p", "0.9", "--out", s(&png)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    fails_with(&kiln(&["generate", "--checkpoint", s(&prior), "a one", "--out", s(&png)]), "takes no text prompt");
 }

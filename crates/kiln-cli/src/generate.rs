@@ -42,6 +42,102 @@ pub struct Sample {
     /// Truncation trick: redraw latent entries outside [-T, T] (BigGAN); less variety, cleaner images.
     #[arg(long)]
     pub truncation: Option<f64>,
+    /// How a token model draws (a DALL·E or a VQ-VAE prior).
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+/// The knobs of models that draw tokens, shared by `kiln sample` and `kiln generate`.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenArgs {
+    /// Softmax temperature of each token (1 = the model's distribution; lower is safer, less varied).
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Draw each token from the k likeliest only.
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Draw each token from the smallest set whose probability reaches p (nucleus sampling).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Classifier-free guidance scale: 1 = plain conditional sampling, above 1 follows the prompt
+    /// more closely (3 is usual); models trained with caption dropout only.
+    #[arg(long)]
+    pub guidance: Option<f64>,
+}
+
+impl TokenArgs {
+    /// `request` with these options set.
+    fn apply(&self, request: SampleRequest) -> SampleRequest {
+        SampleRequest {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            guidance: self.guidance,
+            ..request
+        }
+    }
+}
+
+/// `kiln generate`: images from text prompts, one grid row per prompt.
+#[derive(clap::Args, Debug)]
+pub struct Generate {
+    /// A run directory of a text-to-image model (the DALL·E family).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prompts, e.g. "grinning face"; each gets one row of the grid.
+    pub prompts: Vec<String>,
+    /// A text file of prompts, one per line (blank lines skipped), after any given as arguments.
+    #[arg(long, value_name = "FILE")]
+    pub prompts_file: Option<PathBuf>,
+    /// Candidates per prompt (the grid's columns).
+    #[arg(long, default_value_t = 8)]
+    pub n: usize,
+    /// The grid to write (.png).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Seed of the first prompt's draws; prompt i uses seed + i.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub tokens: TokenArgs,
+}
+
+impl Generate {
+    /// Every prompt: the arguments, then the file's lines.
+    fn all_prompts(&self) -> Result<Vec<String>> {
+        let mut prompts = self.prompts.clone();
+        if let Some(file) = &self.prompts_file {
+            let text = std::fs::read_to_string(file).with_context(|| format!("--prompts-file {}", file.display()))?;
+            prompts.extend(text.lines().map(str::trim).filter(|l| !l.is_empty()).map(String::from));
+        }
+        ensure!(!prompts.is_empty(), "no prompt: give one or more as arguments, or --prompts-file FILE");
+        Ok(prompts)
+    }
+}
+
+impl Job for Generate {
+    type Output = Result<()>;
+
+    fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
+        ensure!(self.n > 0, "--n 0: ask for at least one image per prompt");
+        ensure!(has_ext(&self.out, "png"), "--out {}: kiln generate writes one .png grid", self.out.display());
+        let prompts = self.all_prompts()?;
+        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
+        let mut rows = Vec::with_capacity(prompts.len());
+        for (i, prompt) in prompts.iter().enumerate() {
+            let request = SampleRequest {
+                prompt: Some(prompt.clone()),
+                ..SampleRequest::new(self.n, self.seed.wrapping_add(i as u64))
+            };
+            let samples =
+                model.sample(&self.tokens.apply(request), &device).with_context(|| format!("prompt {prompt:?}"))?;
+            rows.push(samples.images);
+        }
+        let grid = Tensor::cat(rows, 0); // [prompts·n, C, H, W]
+        write_file(&self.out, &grid_png(grid, self.n).map_err(anyhow::Error::msg)?)?;
+        eprintln!("kiln: wrote {} prompts × {} images to {}", prompts.len(), self.n, self.out.display());
+        Ok(())
+    }
 }
 
 /// Output formats of `kiln sample`.
@@ -80,6 +176,7 @@ impl Job for Sample {
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
         let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
+        let request = self.tokens.apply(request);
         let samples = model.sample(&request, &device)?;
         let images = samples.images; // [n, C, H, W]
         match self.format {

@@ -20,7 +20,7 @@ use burn::tensor::backend::AutodiffBackend;
 use clap::{Parser, Subcommand};
 use kiln_device::{DeviceInfo, Job};
 
-/// Generative image models on burn: VAEs and GANs today; VQ-VAEs, DRAW and a small DALL·E to come.
+/// Generative image models on burn: VAEs, GANs, VQ-VAEs, DRAW and a small DALL·E.
 #[derive(Parser, Debug)]
 #[command(name = "kiln", version, about)]
 struct Cli {
@@ -43,6 +43,9 @@ enum Command {
     Train(train::TrainArgs),
     /// Draw samples from a trained model (a conditional model: of the classes asked for).
     Sample(generate::Sample),
+    /// Draw images from text prompts with a text-to-image model, one grid row per prompt:
+    /// `kiln generate --checkpoint RUN "grinning face" "red heart" --n 8 --out faces.png`.
+    Generate(generate::Generate),
     /// Reconstruct held-out images: a grid of originals with their reconstructions underneath.
     Reconstruct(generate::Reconstruct),
     /// Walk between pairs of prior latents and write the decoded strips as one PNG (a row per pair).
@@ -101,6 +104,7 @@ fn run(cli: Cli) -> Result<()> {
     match cli.command {
         Command::Train(args) => train::run(args, device),
         Command::Sample(job) => kiln_device::run_on(device, job)?,
+        Command::Generate(job) => kiln_device::run_on(device, job)?,
         Command::Reconstruct(job) => kiln_device::run_on(device, job)?,
         Command::Interpolate(job) => kiln_device::run_on(device, job)?,
         Command::Eval(job) => kiln_device::run_on(device, job)?,
