@@ -8,6 +8,7 @@
 //! one for the weight gradient, each as large as the forward one. `xtask/bench/pytorch_bench.py`
 //! counts the same way, so kiln's and PyTorch's GFLOP/s compare like their images/s.
 
+use kiln_dalle::DalleConfig;
 use kiln_draw::{Attention, DrawConfig};
 use kiln_gan::GanConfig;
 use kiln_vae::VaeConfig;
@@ -202,6 +203,46 @@ pub fn draw_step_flops(config: &DrawConfig) -> u64 {
     train_flops((2 * config.steps * (dense + attention)) as u64)
 }
 
+/// Forward FLOPs of kiln-dalle's transformer trunk for `queries` tokens that each attend to
+/// `keys` tokens: per block, the dense layers (qkv 3·W², the projection W², the MLP 4·W² + 4·W²:
+/// 24·W² FLOPs a token) and the two attention products (`QKᵀ` and `PV`, 4·W·keys a query).
+/// Causal masking is not credited as saved work — a training query counts against all `T` keys,
+/// as nanoGPT's `estimate_mfu` (after the PaLM paper's appendix B) and W6's attention count.
+/// Embeddings, LayerNorms and softmax are memory traffic and not counted.
+pub fn dalle_trunk_flops(config: &DalleConfig, queries: usize, keys: usize) -> u64 {
+    let w = config.width;
+    (config.layers * queries * (24 * w * w + 4 * w * keys)) as u64
+}
+
+/// Training FLOPs per sequence of one DALL·E step: the trunk over all `T = L + N` input tokens,
+/// the text head on the `L` text positions and the image head on the `N` image positions; the
+/// pass as three forwards.
+pub fn dalle_step_flops(config: &DalleConfig) -> u64 {
+    let (t, w) = (config.seq_len(), config.width);
+    let heads = 2 * w * (config.text_len * config.text_vocab + config.image_tokens() * config.image_vocab);
+    train_flops(dalle_trunk_flops(config, t, t) + heads as u64)
+}
+
+/// FLOPs per image of drawing its `N` codes with the key/value cache: the prefill of
+/// `[BOS; text]` (`P = L + 1` tokens, causal among themselves), then `N − 1` single-token steps
+/// against `P + 1 … P + N − 1` cached keys, and the image head once per code.
+pub fn dalle_sample_cached_flops(config: &DalleConfig) -> u64 {
+    let prompt = config.text_len + 1;
+    let n = config.image_tokens();
+    let steps: u64 = (1..n).map(|j| dalle_trunk_flops(config, 1, prompt + j)).sum();
+    dalle_trunk_flops(config, prompt, prompt) + steps + (n * 2 * config.width * config.image_vocab) as u64
+}
+
+/// FLOPs per image of drawing its `N` codes by recomputing the whole prefix for each: the trunk
+/// over `P, P + 1, …, P + N − 1` tokens (`P = L + 1`), and the image head on the last position
+/// of each.
+pub fn dalle_sample_recompute_flops(config: &DalleConfig) -> u64 {
+    let prompt = config.text_len + 1;
+    let n = config.image_tokens();
+    let prefixes: u64 = (0..n).map(|j| dalle_trunk_flops(config, prompt + j, prompt + j)).sum();
+    prefixes + (n * 2 * config.width * config.image_vocab) as u64
+}
+
 /// FLOPs of scaled dot-product attention forward and backward: the forward is two `[L, L]`
 /// products per head (`QKᵀ` and `PV`, `4·B·H·L²·D`), the backward four (`dQ`, `dK`, `dP`, `dV`).
 pub fn attention_fwd_bwd_flops(b: usize, h: usize, l: usize, d: usize) -> u64 {
@@ -227,6 +268,27 @@ mod tests {
         // = 27; filterbanks 2·(1·2·2 + 1·2·1) + (2·1·1 + 2·1·2) + 2·1·5 = 12 + 6 + 10 = 28.
         let g = c.with_attention(Attention::Gaussian { read: 1, write: 1 });
         assert_eq!(draw_step_flops(&g), 3 * 2 * (27 + 28));
+    }
+
+    #[test]
+    fn dalle_flops_by_hand() {
+        // One block of width 2, L = 1 (text vocab 2), K = 3, a 1×1 grid: T = 2. trunk(q, k) =
+        // q·(24·4 + 4·2·k); the step is 3·(trunk(2, 2) + 2·2·(1·2 + 1·3)) = 3·(224 + 20).
+        let c = DalleConfig::new(2, 1, 3, 1).with_layers(1).with_heads(1).with_width(2);
+        assert_eq!(dalle_trunk_flops(&c, 2, 2), 224);
+        assert_eq!(dalle_step_flops(&c), 3 * 244);
+        // One code: the cached and recomputed draws are the same pass, trunk(2, 2) + head 12.
+        assert_eq!(dalle_sample_cached_flops(&c), 236);
+        assert_eq!(dalle_sample_recompute_flops(&c), 236);
+        // A 2×2 grid, P = 2: cached = trunk(2, 2) + trunk(1, 3..=5) + 4·12 = 224 + 384 + 48;
+        // recompute = trunk(2, 2) + trunk(3, 3) + trunk(4, 4) + trunk(5, 5) + 48.
+        let g = DalleConfig { grid: 2, ..c };
+        assert_eq!(dalle_sample_cached_flops(&g), 224 + 120 + 128 + 136 + 48);
+        assert_eq!(dalle_sample_recompute_flops(&g), 224 + 360 + 512 + 680 + 48);
+        // W4's gpt-mini (6 × 192, T = 80, 512 + 512 vocab): 6·80·(24·192² + 4·192·80) + 2·192·(16
+        // + 64)·512 = 469,893,120 forward, ≈ 1.41 GFLOP a sequence for the step.
+        let mini = DalleConfig::new(512, 16, 512, 8).with_layers(6).with_heads(6).with_width(192);
+        assert_eq!(dalle_step_flops(&mini), 3 * 469_893_120);
     }
 
     #[test]

@@ -1,9 +1,9 @@
-//! `kiln-bench`: how fast kiln trains, in images per second and GFLOP/s, on workloads that
-//! `xtask/bench/pytorch_bench.py` runs in PyTorch too (issue 8: "kiln trains faster than PyTorch
-//! on the same CPU").
+//! `kiln-bench`: how fast kiln trains (and W4 samples), in images or tokens per second and
+//! GFLOP/s, on workloads that `xtask/bench/pytorch_bench.py` runs in PyTorch too (issue 8: "kiln
+//! trains faster than PyTorch on the same CPU").
 //!
 //! ```text
-//! kiln-bench [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
+//! kiln-bench [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
 //! ```
 //! Prints a table, or with `--json` one JSON object per workload and line. `cargo xtask bench`
 //! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
@@ -25,9 +25,10 @@ use kiln_device::{DeviceInfo, Job};
 #[derive(Parser, Debug)]
 #[command(name = "kiln-bench", version)]
 struct Args {
-    /// Comma-separated workloads: w1 (DCGAN-64 step), w2 (VAE-64 step), w6 (kernels), all, or
-    /// full names such as w6-vq-search.
-    #[arg(long, default_value = "w1,w2,w3,w5,w6")]
+    /// Comma-separated workloads: w1 (DCGAN-64 step), w2 (VAE-64 step), w3 (VQ-VAE step), w4
+    /// (gpt-mini: train step, KV-cached and recomputed sampling), w5 (DRAW step), w6 (kernels),
+    /// all, or full names such as w6-vq-search.
+    #[arg(long, default_value = "w1,w2,w3,w4,w5,w6")]
     workload: String,
     /// Timed repetitions per workload.
     #[arg(long, default_value_t = 5)]
@@ -93,7 +94,8 @@ impl Job for Bench {
         }
         if !self.json {
             println!(
-                "GFLOP/s: conv/convT/linear multiply-adds ×2 from the layer shapes, a training pass = 3 × forward; \
+                "GFLOP/s: conv/convT/linear multiply-adds ×2 from the layer shapes (W4: + QKᵀ and PV), a training \
+                 pass = 3 × forward; \
                  peak MiB: VmHWM, reset before each workload"
             );
         }

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 pub struct Spec {
     /// Stable name, e.g. `"w1-dcgan64"`; the same in the PyTorch script.
     pub name: String,
-    /// What `items` counts: `"img"`, `"seq"`, `"vec"`.
+    /// What `items` counts: `"img"`, `"tok"`, `"seq"`, `"vec"`.
     pub unit: &'static str,
     /// Items one repetition processes (the batch).
     pub items: usize,
@@ -125,7 +125,7 @@ impl Record {
 /// The table header.
 pub fn table_header() -> String {
     format!(
-        "{:<24} {:>14} {:>10} {:>10} {:>10} {:>9} {:>9} {:>6}",
+        "{:<28} {:>14} {:>10} {:>10} {:>10} {:>9} {:>9} {:>6}",
         "workload", "items/s", "median ms", "min ms", "max ms", "GFLOP/s", "peak MiB", "load1"
     )
 }
@@ -135,7 +135,7 @@ pub fn table_row(r: &Record) -> String {
     let [median, min, max] = stats(&r.times_ms);
     let opt = |v: Option<f64>, prec: usize| v.map_or_else(|| "—".to_string(), |v| format!("{v:.prec$}"));
     format!(
-        "{:<24} {:>10.1} {:<3} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>9} {:>6}",
+        "{:<28} {:>10.1} {:<3} {:>10.1} {:>10.1} {:>10.1} {:>9} {:>9} {:>6}",
         r.spec.name,
         r.items_per_s(),
         r.spec.unit,

@@ -11,6 +11,15 @@
 //!   CIFAR-10 net: two stride-2 4×4 convolutions, 256 channels, two residual blocks, K = 512,
 //!   D = 64, 32×32 → 8×8 codes): forward, MSE + β·commitment, backward, Adam 2·10⁻⁴ (the paper's),
 //!   then the EMA codebook update with dead-code restarts, batch 64 of 3×32×32.
+//! - **W4** `w4-gpt-mini-*`: minGPT's `gpt-mini` (6 layers, 6 heads, width 192) as kiln-dalle's
+//!   `DalleConfig::preset("gpt-mini")` over 80-token sequences (BOS + 16 text tokens + 63 of an
+//!   8×8 grid of image codes; 512 text ids, 512 codes; no dropout), batch 32, fixed seeded
+//!   random tokens. Three rows, in tokens per second: `-train` is one [`DalleTask`] step (forward,
+//!   next-token loss 1/8·text + 7/8·image, backward, Adam 10⁻³; no caption dropout), 32·80
+//!   tokens; `-sample-kv` draws 32 images' 64 codes with `sample_codes` and [`Decoding::Cached`]
+//!   (prefill the caption, then one token per step against the key/value cache), and
+//!   `-sample-recompute` the same with [`Decoding::Recompute`] (the whole prefix again for
+//!   every token), 32·64 tokens each, so the cache's saving is the ratio of the two rows.
 //! - **W5** `w5-draw-mnist`: one [`DrawTask`] step of `DrawConfig::mnist()` (the DRAW paper's
 //!   MNIST setup with attention: T = 64 glimpses, LSTMs of 256, z = 100, read 2×2, write 5×5),
 //!   Adam 10⁻³, batch 64 of 1×28×28: the negative ELBO over all 64 steps, backward, update.
@@ -24,8 +33,10 @@
 
 use anyhow::{Context, Result, anyhow, bail};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Distribution, Int, Tensor};
-use kiln_core::Task;
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use kiln_core::{SplitMix64, Task};
+use kiln_dalle::sample::{Decoding, TokenSampling, sample_codes};
+use kiln_dalle::{DalleConfig, DalleParts, DalleTask, DalleTaskConfig, TokenBatch};
 use kiln_data::ImageBatch;
 use kiln_draw::{DrawConfig, DrawTask, DrawTaskConfig};
 use kiln_gan::{GanConfig, GanTask, GanTaskConfig};
@@ -58,6 +69,8 @@ pub enum Workload {
     Vae64,
     /// VQ-VAE (the paper's CIFAR net) train step.
     VqVae32,
+    /// minGPT's gpt-mini as kiln-dalle's transformer: a train step or a sampling run.
+    GptMini(GptCase),
     /// DRAW (the paper's MNIST setup) train step.
     DrawMnist,
     /// A resize of kiln-kernels.
@@ -66,6 +79,17 @@ pub enum Workload {
     Attention,
     /// VQ nearest-code search.
     Vq,
+}
+
+/// The three measurements of W4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GptCase {
+    /// One `DalleTask` step.
+    Train,
+    /// Sampling every image code with the key/value cache.
+    SampleCached,
+    /// Sampling every image code, recomputing the whole prefix for each.
+    SampleRecompute,
 }
 
 /// The four resizes of W6.
@@ -83,10 +107,13 @@ pub enum ResizeCase {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 10] = [
+    pub const ALL: [Workload; 13] = [
         Workload::Dcgan64,
         Workload::Vae64,
         Workload::VqVae32,
+        Workload::GptMini(GptCase::Train),
+        Workload::GptMini(GptCase::SampleCached),
+        Workload::GptMini(GptCase::SampleRecompute),
         Workload::DrawMnist,
         Workload::Resize(ResizeCase::BilinearAaDown),
         Workload::Resize(ResizeCase::BicubicAaDown),
@@ -102,6 +129,9 @@ impl Workload {
             Workload::Dcgan64 => "w1-dcgan64",
             Workload::Vae64 => "w2-vae64",
             Workload::VqVae32 => "w3-vqvae32",
+            Workload::GptMini(GptCase::Train) => "w4-gpt-mini-train",
+            Workload::GptMini(GptCase::SampleCached) => "w4-gpt-mini-sample-kv",
+            Workload::GptMini(GptCase::SampleRecompute) => "w4-gpt-mini-sample-recompute",
             Workload::DrawMnist => "w5-draw-mnist",
             Workload::Resize(ResizeCase::BilinearAaDown) => "w6-bilinear-aa-256to64",
             Workload::Resize(ResizeCase::BicubicAaDown) => "w6-bicubic-aa-256to64",
@@ -112,8 +142,8 @@ impl Workload {
         }
     }
 
-    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w5`, `w6` (all kernels) or full
-    /// names.
+    /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w4` (its three rows), `w5`,
+    /// `w6` (all kernels), `all` or full names.
     pub fn parse_list(text: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -123,12 +153,13 @@ impl Workload {
                 "w1" => vec![Workload::Dcgan64],
                 "w2" => vec![Workload::Vae64],
                 "w3" => vec![Workload::VqVae32],
+                "w4" => Self::with_prefix("w4-"),
                 "w5" => vec![Workload::DrawMnist],
-                "w6" => Self::ALL[4..].to_vec(),
+                "w6" => Self::with_prefix("w6-"),
                 name => match Self::ALL.iter().find(|w| w.name() == name) {
                     Some(w) => vec![*w],
                     None => bail!(
-                        "unknown workload {item:?}: expected w1, w2, w3, w5, w6, all or one of {}",
+                        "unknown workload {item:?}: expected w1, w2, w3, w4, w5, w6, all or one of {}",
                         Self::ALL.map(Workload::name).join(", ")
                     ),
                 },
@@ -144,6 +175,18 @@ impl Workload {
         }
         Ok(out)
     }
+
+    /// The workloads whose names start with `prefix` (a group such as `w6-`), in report order.
+    fn with_prefix(prefix: &str) -> Vec<Workload> {
+        Self::ALL.into_iter().filter(|w| w.name().starts_with(prefix)).collect()
+    }
+}
+
+/// `rows × cols` token ids below `vocab`, seeded: the same tokens on every run and backend.
+fn random_ids<B: Backend>(rows: usize, cols: usize, vocab: usize, seed: u64, device: &B::Device) -> Tensor<B, 2, Int> {
+    let mut rng = SplitMix64::new(seed);
+    let ids: Vec<i64> = (0..rows * cols).map(|_| rng.below(vocab) as i64).collect();
+    Tensor::from_data(TensorData::new(ids, [rows, cols]), device)
 }
 
 fn sync<B: Backend>(device: &B::Device) -> Result<()> {
@@ -275,6 +318,69 @@ pub fn run<B: AutodiffBackend>(
                 times,
             )
         }
+        Workload::GptMini(case) => {
+            // minGPT's gpt-mini over BOS + 16 text tokens + an 8×8 code grid: 80 input tokens.
+            let (n, config) = if tiny {
+                (2, DalleConfig::new(8, 2, 8, 2).with_layers(1).with_heads(2).with_width(16))
+            } else {
+                let preset = DalleConfig::preset("gpt-mini").context("kiln-dalle has no gpt-mini preset")?;
+                (32, DalleConfig { text_vocab: 512, text_len: 16, image_vocab: 512, grid: 8, ..preset })
+            };
+            let config = config.with_dropout(0.0);
+            config.validate().context("the gpt-mini config")?;
+            let (l, tokens) = (config.text_len, config.image_tokens());
+            match case {
+                GptCase::Train => {
+                    // The image tokenizer rides along in the task for saving and previews; a step
+                    // never runs it, so a small one will do.
+                    let vq_config = VqVaeConfig::cifar()
+                        .with_image_size(4 * config.grid)
+                        .with_hidden(8)
+                        .with_res_hidden(8)
+                        .with_codebook_size(config.image_vocab);
+                    let inner: burn::tensor::Device<B::InnerBackend> = device.clone();
+                    let parts = DalleParts {
+                        bpe: None,
+                        vqvae: vq_config.init::<B::InnerBackend>(&inner),
+                        vq_config,
+                        preview_captions: Vec::new(),
+                    };
+                    let optim = OptimConfig { lr: 1e-3, decay: Decay::Constant, ..OptimConfig::default() };
+                    let settings = DalleTaskConfig { optim, caption_dropout: 0.0 };
+                    let mut task = DalleTask::<B>::new(config.clone(), &settings, 1_000_000, parts, device)
+                        .context("building the DALL·E task")?;
+                    let text = random_ids::<B>(n, l, config.text_vocab, 1, device);
+                    let image = random_ids::<B>(n, tokens, config.image_vocab, 2, device);
+                    let mut step = 0;
+                    let mut failure = None;
+                    let times = time_reps(warmup, reps, || {
+                        task.step(TokenBatch { text: text.clone(), image: image.clone() }, step);
+                        step += 1;
+                        if let Err(e) = sync::<B>(device) {
+                            failure = Some(e);
+                        }
+                    });
+                    failure.map_or(Ok(()), Err)?;
+                    let flops = flops::dalle_step_flops(&config) * n as u64;
+                    let note = "linear MACs×2 + QKᵀ/PV over the full T² (nanoGPT's estimate_mfu); fwd+bwd = 3×fwd";
+                    let items = n * config.seq_len();
+                    (Spec { name, unit: "tok", items, flops: Some(flops), flops_note: note }, times)
+                }
+                GptCase::SampleCached => {
+                    let times = time_sampling::<B::InnerBackend>(&config, n, Decoding::Cached, device, warmup, reps)?;
+                    let flops = flops::dalle_sample_cached_flops(&config) * n as u64;
+                    let note = "linear MACs×2 per token + QKᵀ/PV against the cached prefix";
+                    (Spec { name, unit: "tok", items: n * tokens, flops: Some(flops), flops_note: note }, times)
+                }
+                GptCase::SampleRecompute => {
+                    let times =
+                        time_sampling::<B::InnerBackend>(&config, n, Decoding::Recompute, device, warmup, reps)?;
+                    let flops = flops::dalle_sample_recompute_flops(&config) * n as u64;
+                    let note = "linear MACs×2 + QKᵀ/PV over the whole prefix, recomputed for every token";
+                    (Spec { name, unit: "tok", items: n * tokens, flops: Some(flops), flops_note: note }, times)
+                }
+            }
+        }
         Workload::DrawMnist => {
             let (n, config) = if tiny {
                 (4, DrawConfig::mnist().with_steps(3).with_hidden(16).with_latent(4))
@@ -379,6 +485,31 @@ pub fn run<B: AutodiffBackend>(
     Ok(Record { spec, times_ms, peak_rss_mib: peak_rss_mib(), load1: load_average().map(|l| l[0]) })
 }
 
+/// Times drawing all `grid²` image codes for `n` seeded captions with `decoding`, from a freshly
+/// initialised model (the weights do not change what a step costs).
+fn time_sampling<B: Backend>(
+    config: &DalleConfig,
+    n: usize,
+    decoding: Decoding,
+    device: &B::Device,
+    warmup: usize,
+    reps: usize,
+) -> Result<Vec<f64>> {
+    let model = config.init::<B>(device);
+    let text = random_ids::<B>(n, config.text_len, config.text_vocab, 1, device);
+    let sampling = TokenSampling { seed: 3, ..TokenSampling::default() };
+    let tokens = config.image_tokens();
+    let mut failure = None;
+    // Each step reads its logits back to draw on the host, so the last one has finished.
+    let times = time_reps(warmup, reps, || {
+        let codes = sample_codes(&model, text.clone(), None, &sampling, decoding);
+        if codes.len() != n || codes.iter().any(|c| c.len() != tokens) {
+            failure = Some(anyhow!("sampling drew {} rows, not {n} of {tokens} codes", codes.len()));
+        }
+    });
+    failure.map_or(Ok(times), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -387,7 +518,19 @@ mod tests {
     fn parses_workload_lists() {
         assert_eq!(Workload::parse_list("w1").unwrap(), vec![Workload::Dcgan64]);
         assert_eq!(Workload::parse_list("w6").unwrap().len(), 6);
-        assert_eq!(Workload::parse_list("w1,w2,w3,w5,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w1,w2,w3,w4,w5,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(
+            Workload::parse_list("w4").unwrap(),
+            vec![
+                Workload::GptMini(GptCase::Train),
+                Workload::GptMini(GptCase::SampleCached),
+                Workload::GptMini(GptCase::SampleRecompute)
+            ]
+        );
+        assert_eq!(
+            Workload::parse_list("w4-gpt-mini-sample-kv").unwrap(),
+            vec![Workload::GptMini(GptCase::SampleCached)]
+        );
         assert_eq!(Workload::parse_list("w5").unwrap(), vec![Workload::DrawMnist]);
         assert_eq!(Workload::parse_list("w3").unwrap(), vec![Workload::VqVae32]);
         assert_eq!(Workload::parse_list("w6-vq-search").unwrap(), vec![Workload::Vq]);
