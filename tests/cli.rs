@@ -1048,3 +1048,50 @@ preview = ["a seven", "a one"]
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     fails_with(&kiln(&["generate", "--checkpoint", s(&prior), "a one", "--out", s(&png)]), "takes no text prompt");
 }
+
+#[test]
+fn a_dalle_trains_on_a_folder_of_captioned_pictures() {
+    let dir = scratch("captioned");
+    let data = dir.join("pics");
+    std::fs::create_dir_all(&data).unwrap();
+    // Eight 20×20 pictures in two colours, resized to 16×16 on loading.
+    let mut lines = String::new();
+    for i in 0..8u8 {
+        let (name, rgb) = if i % 2 == 0 { ("a red square", [220, 20, 20]) } else { ("a blue square", [20, 20, 220]) };
+        let img = image::RgbImage::from_pixel(20, 20, image::Rgb(rgb));
+        img.save(data.join(format!("p{i}.png"))).unwrap();
+        lines += &format!("{{\"file\": \"p{i}.png\", \"text\": \"{name}\"}}\n");
+    }
+    std::fs::write(data.join("captions.jsonl"), lines).unwrap();
+    let vq = dir.join("vq.toml");
+    let head = format!("[data]\nformat = \"captioned\"\npath = \"{}\"\nsize = 16\n", s(&data));
+    std::fs::write(
+        &vq,
+        format!(
+            "name = \"vq\"\n{head}[model]\nfamily = \"vqvae\"\npreset = \"emoji32\"\nhidden = 8\nres_hidden = 4\n\
+             codebook_size = 8\ncode_dim = 4\n[train]\nsteps = 10\nbatch_size = 4\n"
+        ),
+    )
+    .unwrap();
+    let exp = dir.join("dalle.toml");
+    std::fs::write(
+        &exp,
+        format!(
+            "name = \"d\"\n{head}[model]\nfamily = \"dalle\"\ntokenizer = \"{}\"\nwidth = 16\nlayers = 1\nheads = 2\n\
+             text_vocab = 260\n[train]\nsteps = 6\nbatch_size = 4\n",
+            s(&vq)
+        ),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let png = dir.join("red.png");
+    let o = kiln(&["generate", "--checkpoint", s(&out), "a red square", "--n", "2", "--out", s(&png)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(image::open(&png).unwrap().height(), 18 + 2);
+    // `size` belongs to the captioned format only.
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(&exp).unwrap().replace("\"captioned\"", "\"emoji\"")).unwrap();
+    fails_with(&kiln(&["train", s(&bad), "--out", s(&dir.join("x"))]), "data.size");
+}

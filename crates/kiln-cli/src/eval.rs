@@ -16,8 +16,8 @@ use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_core::{Generative, PixelRange, SampleRequest};
 use kiln_data::{
-    DataError, DataFormat as FileFormat, EmojiSet, FetchOptions, Fetched, ImageSet, Manifest, Mnist, Split, SplitMix64,
-    data_dir, fetch_file, gather, sha256_file,
+    DataError, DataFormat as FileFormat, FetchOptions, Fetched, ImageSet, Manifest, SplitMix64, data_dir, fetch_file,
+    gather, sha256_file,
 };
 use kiln_device::{DeviceInfo, Job};
 use kiln_inception::FidInception;
@@ -27,7 +27,7 @@ use kiln_metrics::{
 use serde_json::json;
 
 use crate::checkpoint::run_dir_of;
-use crate::experiment::{DataFormat, Experiment};
+use crate::experiment::Experiment;
 use crate::family::classifier::Extractor as OwnExtractor;
 use crate::family::registry;
 
@@ -168,10 +168,7 @@ impl Job for Eval {
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let run_dir = run_dir_of(&self.checkpoint)?;
         let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
-        let real = match exp.data.format {
-            DataFormat::Mnist => Mnist::load(&exp.data.path, Split::Train)?,
-            DataFormat::Emoji => EmojiSet::load(&exp.data.path)?.images,
-        };
+        let real = exp.data.load()?.train;
         let spec = match &self.extractor {
             Some(spec) => spec.clone(),
             None => OwnExtractor::<B::InnerBackend>::default_for([real.channels, real.height, real.width])

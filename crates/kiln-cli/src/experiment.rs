@@ -45,6 +45,59 @@ pub struct DataSpec {
     pub format: DataFormat,
     /// The directory, relative to the current directory unless absolute.
     pub path: PathBuf,
+    /// `captioned` only: resize every picture to `size × size` (centre crop, white behind
+    /// transparency); without it every picture must already be one size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<usize>,
+}
+
+/// The images an experiment's `[data]` names, loaded.
+#[derive(Debug, Clone)]
+pub struct Data {
+    /// The training images.
+    pub train: std::sync::Arc<kiln_data::ImageSet>,
+    /// The test images; the training images again for a one-split set.
+    pub test: std::sync::Arc<kiln_data::ImageSet>,
+    /// One caption per training image, for captioned sets.
+    pub captions: Option<std::sync::Arc<Vec<String>>>,
+    /// The set has one split, so `test` is `train`.
+    pub one_split: bool,
+}
+
+impl DataSpec {
+    /// Loads the images (and captions); errors name `data.path`.
+    pub fn load(&self) -> Result<Data> {
+        use std::sync::Arc;
+        let one = |images: kiln_data::ImageSet, captions: Option<Vec<String>>| {
+            let set = Arc::new(images);
+            Data { train: set.clone(), test: set, captions: captions.map(Arc::new), one_split: true }
+        };
+        match self.format {
+            DataFormat::Mnist => {
+                let load = |split| kiln_data::Mnist::load(&self.path, split).context("data.path");
+                let (train, test) = (load(kiln_data::Split::Train)?, load(kiln_data::Split::Test)?);
+                Ok(Data { train: Arc::new(train), test: Arc::new(test), captions: None, one_split: false })
+            }
+            DataFormat::Emoji => {
+                let emoji = kiln_data::EmojiSet::load(&self.path).context("data.path")?;
+                let captions = emoji.captions();
+                Ok(one(emoji.images, Some(captions)))
+            }
+            DataFormat::Captioned => {
+                let options = match self.size {
+                    Some(s) => kiln_data::FolderOptions::sized(s, s),
+                    None => kiln_data::FolderOptions::default(),
+                };
+                let set = kiln_data::CaptionedSet::load(&self.path, &options).context("data.path")?;
+                anyhow::ensure!(
+                    set.images.len > 0,
+                    "data.path = {}: captions.jsonl lists no images",
+                    self.path.display()
+                );
+                Ok(one(set.images, Some(set.captions)))
+            }
+        }
+    }
 }
 
 /// Data formats `kiln train` reads.
@@ -56,6 +109,9 @@ pub enum DataFormat {
     /// `emoji.png` + `dataset.json` + `captions.jsonl` (`datasets/emoji-32`); labels are the emoji
     /// categories. One split: a model that needs a test split evaluates on the training images.
     Emoji,
+    /// A folder of PNG/JPEG pictures with `captions.jsonl`, one `{"file": "a.png", "text": "a red
+    /// apple"}` per line (optional integer `"label"`); resized to `data.size` if given. One split.
+    Captioned,
 }
 
 /// Training budget, optimiser and bookkeeping.
@@ -169,6 +225,13 @@ impl Experiment {
             "name = {:?}: use letters, digits, '-', '_' and '.' (it names a directory)",
             self.name
         );
+        if let Some(size) = self.data.size {
+            anyhow::ensure!(
+                self.data.format == DataFormat::Captioned,
+                "data.size: only format = \"captioned\" resizes its pictures; MNIST and emoji have their own size"
+            );
+            anyhow::ensure!((1..=4096).contains(&size), "data.size = {size}: must be 1 to 4096 pixels");
+        }
         let family = self.family()?;
         for (key, value) in &t.sections {
             if crate::family::registry::names().contains(&key.as_str()) && value.is_table() {

@@ -10,11 +10,11 @@ use burn::tensor::Tensor;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use clap::ValueEnum;
 use kiln_core::{Interpolation, LatentPath, PixelRange, SampleRequest};
-use kiln_data::{EmojiSet, ImageSet, Mnist, Split, gather};
+use kiln_data::{ImageSet, gather};
 use kiln_device::{DeviceInfo, Job};
 use kiln_train::{grid_png, image_png};
 
-use crate::experiment::{DataFormat, Experiment};
+use crate::experiment::{DataFormat, DataSpec, Experiment};
 use crate::family::registry;
 
 /// `kiln sample`: draw samples from a trained model (a conditional model: of the classes asked for).
@@ -304,23 +304,15 @@ fn run_experiment(checkpoint: &Path) -> Option<PathBuf> {
     [checkpoint.join("experiment.toml"), checkpoint.join("../../experiment.toml")].into_iter().find(|p| p.is_file())
 }
 
-/// The images `kiln reconstruct` shows: MNIST's test split (its first `n`), or for emoji, whose
-/// set has one split, `n` images spread evenly over the sheet (its first ones are all one
-/// category).
-fn reconstruct_inputs(format: DataFormat, dir: &Path, n: usize) -> Result<(ImageSet, Vec<usize>)> {
-    Ok(match format {
-        DataFormat::Mnist => {
-            let test = Mnist::load(dir, Split::Test)?;
-            let n = n.min(test.len);
-            (test, (0..n).collect())
-        }
-        DataFormat::Emoji => {
-            let set = EmojiSet::load(dir)?.images;
-            let n = n.min(set.len);
-            let picks = (0..n).map(|i| i * set.len / n).collect();
-            (set, picks)
-        }
-    })
+/// The images `kiln reconstruct` shows: the test split's first `n`, or for a one-split set
+/// (emoji, a captioned folder) `n` images spread evenly over it (the emoji sheet's first ones are
+/// all one category).
+fn reconstruct_inputs(data: &DataSpec, n: usize) -> Result<(ImageSet, Vec<usize>)> {
+    let loaded = data.load()?;
+    let set = (*loaded.test).clone();
+    let n = n.min(set.len);
+    let picks = if loaded.one_split { (0..n).map(|i| i * set.len / n.max(1)).collect() } else { (0..n).collect() };
+    Ok((set, picks))
 }
 
 impl Job for Reconstruct {
@@ -333,15 +325,16 @@ impl Job for Reconstruct {
             Some(path) => Some(Experiment::load(&path).context("reading the run's data format")?),
             None => None,
         };
-        let (format, dir) = match (self.data, exp) {
-            (Some(dir), exp) => (exp.map_or(DataFormat::Mnist, |e| e.data.format), dir),
-            (None, Some(exp)) => (exp.data.format, exp.data.path),
+        let spec = match (self.data, exp) {
+            (Some(dir), Some(exp)) => DataSpec { path: dir, ..exp.data },
+            (Some(dir), None) => DataSpec { format: DataFormat::Mnist, path: dir, size: None },
+            (None, Some(exp)) => exp.data,
             (None, None) => {
                 bail!("{}: no experiment.toml to find the run's data in; pass --data DIR", self.checkpoint.display())
             }
         };
         let (set, picks) =
-            reconstruct_inputs(format, &dir, self.n).with_context(|| format!("--data {}", dir.display()))?;
+            reconstruct_inputs(&spec, self.n).with_context(|| format!("--data {}", spec.path.display()))?;
         let n = picks.len();
         let x = gather::<B::InnerBackend>(&set, &picks, PixelRange::ZeroOne, &device).images;
         let recon = model.reconstruct(x.clone()).with_context(|| self.checkpoint.display().to_string())?;

@@ -12,12 +12,12 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use burn::tensor::backend::AutodiffBackend;
 use kiln_core::{ImageBatch, Task, UtcTime};
-use kiln_data::{Batcher, EmojiSet, ImageSet, Mnist, Split};
+use kiln_data::{Batcher, ImageSet};
 use kiln_device::{DeviceInfo, Job};
 use kiln_train::{LoopConfig, StopReason, Summary, fit};
 use serde::Serialize;
 
-use crate::experiment::{DataFormat, Experiment};
+use crate::experiment::Experiment;
 use crate::family::Family;
 use crate::family::registry::{self, Visit};
 
@@ -127,7 +127,8 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         _ => {}
     }
     // Load the data before choosing a device, so a bad path fails fast and without a GPU.
-    let (train, test, captions) = load_data(&exp).with_context(|| experiment.display().to_string())?;
+    let loaded = exp.data.load().with_context(|| experiment.display().to_string())?;
+    let (train, test, captions) = (loaded.train, loaded.test, loaded.captions);
     if let Some(steps) = args.steps {
         anyhow::ensure!(steps > 0, "--steps 0: must be at least 1");
         exp.train.steps = steps;
@@ -143,7 +144,7 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         exp.train.batch_size,
         train.len
     );
-    let data = DataInfo::of(&exp, &train, captions.is_some())?;
+    let data = DataInfo::of(&train, loaded.one_split, captions.is_some())?;
     let family = exp.family()?.to_string();
     // Check the whole experiment before a first stage spends minutes on its part.
     registry::with_family(&family, Resolve { exp: &exp, data: &data })??;
@@ -250,25 +251,6 @@ impl<F: Family> Job for TrainJob<'_, F> {
     }
 }
 
-/// The training and test images, and the captions of a captioned set. Emoji has one split, used
-/// for both.
-type Data = (Arc<ImageSet>, Arc<ImageSet>, Option<Arc<Vec<String>>>);
-
-fn load_data(exp: &Experiment) -> Result<Data> {
-    match exp.data.format {
-        DataFormat::Mnist => {
-            let load = |split| Mnist::load(&exp.data.path, split).context("data.path");
-            Ok((Arc::new(load(Split::Train)?), Arc::new(load(Split::Test)?), None))
-        }
-        DataFormat::Emoji => {
-            let emoji = EmojiSet::load(&exp.data.path).context("data.path")?;
-            let captions = Arc::new(emoji.captions());
-            let set = Arc::new(emoji.images);
-            Ok((set.clone(), set, Some(captions)))
-        }
-    }
-}
-
 /// What a family may ask of the training data before choosing its model's shape.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DataInfo {
@@ -283,7 +265,7 @@ pub struct DataInfo {
 }
 
 impl DataInfo {
-    fn of(exp: &Experiment, train: &ImageSet, captions: bool) -> Result<Self> {
+    fn of(train: &ImageSet, one_split: bool, captions: bool) -> Result<Self> {
         let classes = match train.labels.iter().max() {
             None => None,
             Some(&max) => {
@@ -295,12 +277,7 @@ impl DataInfo {
                 Some(k)
             }
         };
-        Ok(Self {
-            image: [train.channels, train.height, train.width],
-            classes,
-            test_is_train: exp.data.format == DataFormat::Emoji,
-            captions,
-        })
+        Ok(Self { image: [train.channels, train.height, train.width], classes, test_is_train: one_split, captions })
     }
 }
 

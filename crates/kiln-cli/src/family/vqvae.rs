@@ -123,14 +123,22 @@ impl Family for VqVae {
     const LEGACY_FILE: Option<&'static str> = None;
     type Resolved = Resolved;
 
-    fn resolve(exp: &Experiment, _data: Option<&DataInfo>) -> Result<Resolved> {
+    fn resolve(exp: &Experiment, data: Option<&DataInfo>) -> Result<Resolved> {
         anyhow::ensure!(
             exp.train.ema_decay.is_none(),
             "train.ema_decay: a VQ-VAE keeps no average of its weights; its codebook's moving-average decay is \
              [train.vqvae] decay"
         );
         let spec: Spec = strict(&exp.model_settings(), "model")?;
-        let model = spec.config()?;
+        let mut model = spec.config()?;
+        // The preset gives the network's widths; the data gives the image shape, so any square
+        // picture set trains (a folder of captioned pictures, say) without a preset of its own.
+        if let Some(&DataInfo { image: [c, h, w], .. }) = data {
+            anyhow::ensure!(h == w, "{}: images are {h}×{w}; a VQ-VAE takes square images", exp.data.path.display());
+            model.channels = c;
+            model.image_size = h;
+            model.validate().map_err(|e| anyhow::anyhow!("model: {e} (the images are {c}×{h}×{w})"))?;
+        }
         let train = settings(exp)?;
         Ok(Resolved { model, train })
     }
