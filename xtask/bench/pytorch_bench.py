@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
 
-    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N]
+    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N]
                                         [--threads N] [--json] [--tiny]
 
 `cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
@@ -23,6 +23,16 @@ the script needs nothing but torch:
   decoder), one step = forward, MSE + 0.25 commitment through the straight-through estimator,
   backward, Adam lr 2e-4, then the EMA codebook update (decay 0.99, Laplace epsilon 1e-5) and
   restarts of codes whose EMA count is below 0.1; batch 64 of 3x32x32.
+- w4-gpt-mini-*: minGPT's gpt-mini (6 layers, 6 heads, width 192) as kiln-dalle's transformer:
+  pre-norm GPT-2 blocks (one fused qkv Linear, causal F.scaled_dot_product_attention, GELU MLP
+  of 4x, GPT-2's init), a final LayerNorm, one token embedding for 512 text ids + 512 image codes
+  + BOS, learned positions for BOS and the 16 text slots and row + column embeddings of the 8x8
+  code grid, separate text and image heads; 80-token sequences [BOS; text; image[:63]], batch
+  32 of fixed random tokens. -train: forward, 0.125 CE(text) + 0.875 CE(image), backward, Adam
+  lr 1e-3, in tokens/s (32 x 80 a step). -sample-kv: draw 32 x 64 image codes (softmax, then
+  torch.multinomial) with a key/value cache of its own (prefill [BOS; text], then one token a
+  step, keys and values concatenated per layer); -sample-recompute: the same, running the whole
+  prefix again for every token. Both in tokens/s (32 x 64 a run).
 - w5-draw-mnist: DRAW (Gregor et al. 2015) as kiln-draw's `DrawConfig::mnist()` builds it: the
   paper's MNIST setup with attention (T = 64, nn.LSTMCell encoder and decoder of 256, z = 100,
   Gaussian read 2x2 of x and x - sigmoid(c), write 5x5, additive canvas, attention heads started
@@ -32,7 +42,8 @@ the script needs nothing but torch:
   and backward, and the VQ nearest-code search, at the shapes of kiln-kernels' benches.
 
 FLOPs are counted as crates/kiln-bench/src/flops.rs counts them: conv / transposed conv / linear
-multiply-adds x2 from the layer shapes, a training pass = 3 x forward. Peak memory is VmHWM,
+multiply-adds x2 from the layer shapes (W4: plus QK^T and PV over the full square), a training
+pass = 3 x forward. Peak memory is VmHWM,
 reset (echo 5 > /proc/self/clear_refs) before each workload. Output: a table, or with --json one
 JSON object per workload and line, with the same fields as kiln-bench's.
 """
@@ -53,6 +64,9 @@ WORKLOADS = [
     "w1-dcgan64",
     "w2-vae64",
     "w3-vqvae32",
+    "w4-gpt-mini-train",
+    "w4-gpt-mini-sample-kv",
+    "w4-gpt-mini-sample-recompute",
     "w5-draw-mnist",
     "w6-bilinear-aa-256to64",
     "w6-bicubic-aa-256to64",
@@ -387,6 +401,157 @@ def w3(tiny):
 
 
 # ---------------------------------------------------------------------------------------------
+# W4: minGPT's gpt-mini as kiln-dalle's DALL-E transformer.
+
+
+class GptBlock(nn.Module):
+    """kiln-dalle's `Block`: pre-norm, fused qkv, causal SDPA, GELU MLP of 4x."""
+
+    def __init__(self, width, heads, layers):
+        super().__init__()
+        self.heads = heads
+        self.norm1 = nn.LayerNorm(width)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.norm2 = nn.LayerNorm(width)
+        self.fc = nn.Linear(width, 4 * width)
+        self.out = nn.Linear(4 * width, width)
+        # GPT-2's initialisation, as kiln-dalle: N(0, 0.02), residual projections / sqrt(2 layers).
+        for lin, std in ((self.qkv, 0.02), (self.proj, 0.02 / math.sqrt(2 * layers)), (self.fc, 0.02),
+                         (self.out, 0.02 / math.sqrt(2 * layers))):
+            nn.init.normal_(lin.weight, 0.0, std)
+            nn.init.zeros_(lin.bias)
+
+    def forward(self, x, past=None):
+        """x [B, T, W] -> ([B, T, W], (keys, values) [B, H, t, d]); with `past`, x is one token."""
+        b, t, w = x.shape
+        q, k, v = (z.view(b, t, self.heads, w // self.heads).transpose(1, 2)
+                   for z in self.qkv(self.norm1(x)).split(w, dim=2))
+        if past is not None:
+            k = torch.cat([past[0], k], 2)
+            v = torch.cat([past[1], v], 2)
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=past is None)
+        x = x + self.proj(a.transpose(1, 2).reshape(b, t, w))
+        return x + self.out(F.gelu(self.fc(self.norm2(x)))), (k, v)
+
+
+class Dalle(nn.Module):
+    """kiln-dalle's `Dalle`: [BOS; text; image] through one causal transformer, two heads."""
+
+    def __init__(self, text_vocab, text_len, image_vocab, grid, layers, heads, width, text_weight=0.125):
+        super().__init__()
+        self.text_vocab, self.text_len, self.image_vocab, self.grid = text_vocab, text_len, image_vocab, grid
+        self.text_weight = text_weight
+        self.tokens = nn.Embedding(text_vocab + image_vocab + 1, width)
+        self.text_pos = nn.Embedding(text_len + 1, width)
+        self.row = nn.Embedding(grid, width)
+        self.col = nn.Embedding(grid, width)
+        for e in (self.tokens, self.text_pos, self.row, self.col):
+            nn.init.normal_(e.weight, 0.0, 0.02)
+        self.blocks = nn.ModuleList(GptBlock(width, heads, layers) for _ in range(layers))
+        self.norm = nn.LayerNorm(width)
+        self.text_head = nn.Linear(width, text_vocab)
+        self.image_head = nn.Linear(width, image_vocab)
+        for lin in (self.text_head, self.image_head):
+            nn.init.normal_(lin.weight, 0.0, 0.02)
+            nn.init.zeros_(lin.bias)
+
+    def input_ids(self, text, image, count):
+        bos = torch.full((text.shape[0], 1), self.text_vocab + self.image_vocab, dtype=torch.long)
+        return torch.cat([bos, text, image[:, :count] + self.text_vocab], 1)
+
+    def positions(self, start, length):
+        """Positional embeddings of sequence positions start..start+length, [length, W]."""
+        slots, end, parts = self.text_len + 1, start + length, []
+        if start < min(end, slots):
+            parts.append(self.text_pos(torch.arange(start, min(end, slots))))
+        if max(start, slots) < end:
+            cells = torch.arange(max(start, slots) - slots, end - slots)
+            parts.append(self.row(cells // self.grid) + self.col(cells % self.grid))
+        return torch.cat(parts, 0)
+
+    def trunk(self, ids, start=0, cache=None):
+        x = self.tokens(ids) + self.positions(start, ids.shape[1])
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if cache is None else cache[i])
+            if cache is not None:
+                cache[i] = kv
+        return self.norm(x)
+
+    def loss(self, text, image):
+        n, l = self.grid * self.grid, self.text_len
+        h = self.trunk(self.input_ids(text, image, n - 1))  # [B, L + N, W]
+        text_ce = F.cross_entropy(self.text_head(h[:, :l]).reshape(-1, self.text_vocab), text.reshape(-1))
+        image_ce = F.cross_entropy(self.image_head(h[:, l:]).reshape(-1, self.image_vocab), image.reshape(-1))
+        return self.text_weight * text_ce + (1 - self.text_weight) * image_ce
+
+    @torch.no_grad()
+    def sample(self, text, cached, generator):
+        """Draws [B, N] image codes for text [B, L], with the cache or by recomputing each prefix."""
+        b, n = text.shape[0], self.grid * self.grid
+        codes = torch.zeros(b, n, dtype=torch.long)
+        cache = [None] * len(self.blocks)
+        prompt = self.input_ids(text, codes, 0)
+        h = self.trunk(prompt, 0, cache if cached else None)
+        for j in range(n):
+            probs = F.softmax(self.image_head(h[:, -1]), -1)
+            codes[:, j] = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+            if j + 1 == n:
+                break
+            if cached:
+                h = self.trunk(codes[:, j : j + 1] + self.text_vocab, self.text_len + 1 + j, cache)
+            else:
+                h = self.trunk(self.input_ids(text, codes, j + 1))
+        return codes
+
+
+def dalle_trunk_flops(layers, width, queries, keys):
+    # As crates/kiln-bench/src/flops.rs `dalle_trunk_flops`.
+    return layers * queries * (24 * width * width + 4 * width * keys)
+
+
+def w4(case, tiny):
+    # kiln-bench's tiny W4: one block of width 16, 2 heads, L = 2, 8 + 8 vocab, 2x2 grid, batch 2.
+    if tiny:
+        (tv, l, k, g, layers, heads, w), n = (8, 2, 8, 2, 1, 2, 16), 2
+    else:
+        (tv, l, k, g, layers, heads, w), n = (512, 16, 512, 8, 6, 6, 192), 32
+    model = Dalle(tv, l, k, g, layers, heads, w)
+    tokens, prompt = g * g, l + 1
+    text = torch.randint(0, tv, (n, l))
+    head = tokens * 2 * w * k
+    if case == "train":
+        image = torch.randint(0, k, (n, tokens))
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step():
+            opt.zero_grad()
+            loss = model.loss(text, image)
+            loss.backward()
+            opt.step()
+            return loss.item()
+
+        t = l + tokens
+        fwd = dalle_trunk_flops(layers, w, t, t) + 2 * w * (l * tv + tokens * k)
+        return (step, n * t, "tok", 3 * fwd * n,
+                "linear MACs×2 + QKᵀ/PV over the full T² (nanoGPT's estimate_mfu); fwd+bwd = 3×fwd")
+    cached = case == "sample-kv"
+    model.eval()
+
+    def step():
+        return model.sample(text, cached, torch.Generator().manual_seed(3))
+
+    if cached:
+        flops = dalle_trunk_flops(layers, w, prompt, prompt) + sum(
+            dalle_trunk_flops(layers, w, 1, prompt + j) for j in range(1, tokens)) + head
+        note = "linear MACs×2 per token + QKᵀ/PV against the cached prefix"
+    else:
+        flops = sum(dalle_trunk_flops(layers, w, prompt + j, prompt + j) for j in range(tokens)) + head
+        note = "linear MACs×2 + QKᵀ/PV over the whole prefix, recomputed for every token"
+    return step, n * tokens, "tok", flops * n, note
+
+
+# ---------------------------------------------------------------------------------------------
 # W5: DRAW.
 
 
@@ -539,6 +704,8 @@ def build(name, tiny):
         return w2_antixk(tiny)
     if name == "w3-vqvae32":
         return w3(tiny)
+    if name.startswith("w4-gpt-mini-"):
+        return w4(name[len("w4-gpt-mini-"):], tiny)
     if name == "w5-draw-mnist":
         return w5(tiny)
     if name.startswith("w6-") and "to" in name and name != "w6-attention-fwd-bwd":
@@ -593,14 +760,16 @@ def parse_workloads(text):
             chosen = WORKLOADS[1:2]
         elif item == "w3":
             chosen = WORKLOADS[2:3]
+        elif item == "w4":
+            chosen = [w for w in WORKLOADS if w.startswith("w4-")]
         elif item == "w5":
             chosen = ["w5-draw-mnist"]
         elif item == "w6":
-            chosen = WORKLOADS[4:]
+            chosen = [w for w in WORKLOADS if w.startswith("w6-")]
         elif item in WORKLOADS or item in EXTRA:
             chosen = [item]
         else:
-            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w5, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
+            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w4, w5, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
         out += [w for w in chosen if w not in out]
     return out
 
@@ -624,7 +793,7 @@ def physical_cores():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", default="w1,w2,w3,w5,w6")
+    p.add_argument("--workload", default="w1,w2,w3,w4,w5,w6")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
@@ -641,7 +810,7 @@ def main():
         la = os.getloadavg()
         print(f"pytorch_bench: torch {torch.__version__}, {threads} threads, warm-up {args.warmup}, "
               f"{args.reps} timed reps; load average {la[0]:.2f} {la[1]:.2f} {la[2]:.2f}")
-        print(f"{'workload':<24} {'items/s':>14} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
+        print(f"{'workload':<28} {'items/s':>14} {'median ms':>10} {'min ms':>10} {'max ms':>10} "
               f"{'GFLOP/s':>9} {'peak MiB':>9} {'load1':>6}")
     for name in parse_workloads(args.workload):
         reset_peak_rss()
@@ -668,7 +837,7 @@ def main():
         else:
             gf = "—" if rec["gflops"] is None else f"{rec['gflops']:.1f}"
             pk = "—" if rec["peak_rss_mib"] is None else f"{rec['peak_rss_mib']:.0f}"
-            print(f"{name:<24} {rec['items_per_s']:>10.1f} {unit:<3} {med:>10.1f} {min(times):>10.1f} "
+            print(f"{name:<28} {rec['items_per_s']:>10.1f} {unit:<3} {med:>10.1f} {min(times):>10.1f} "
                   f"{max(times):>10.1f} {gf:>9} {pk:>9} {rec['load1']:>6.2f}", flush=True)
 
 

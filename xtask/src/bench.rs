@@ -3,7 +3,7 @@
 //! interleaved with kiln's, and prints kiln/PyTorch ratios (issue 8).
 //!
 //! ```text
-//! cargo xtask bench [--compare] [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N] [--rounds N]
+//! cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--rounds N]
 //!                   [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown]
 //!                   [--readme] [--python PATH]
 //! ```
@@ -44,7 +44,7 @@ struct Options {
 fn parse(args: &[&str]) -> Result<Options> {
     let mut o = Options {
         compare: false,
-        workload: "w1,w2,w3,w5,w6".into(),
+        workload: "w1,w2,w3,w4,w5,w6".into(),
         reps: 3,
         warmup: 1,
         rounds: 3,
@@ -87,7 +87,7 @@ fn parse(args: &[&str]) -> Result<Options> {
 }
 
 /// Usage text, shown on a bad argument.
-pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N] \
+pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] \
      [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]";
 
 /// `cargo xtask bench …`.
@@ -377,7 +377,7 @@ fn render(records: &[Value], header: &str, markdown: bool) -> String {
     } else {
         lines.push(header.to_string());
         lines.push(format!(
-            "{:<24} {:>26} {:>26} {:>20} {:>12} {:>24} {:>10}",
+            "{:<34} {:>26} {:>26} {:>20} {:>12} {:>24} {:>10}",
             cols[0], cols[1], cols[2], cols[3], cols[4], cols[5], cols[6]
         ));
     }
@@ -395,21 +395,67 @@ fn render(records: &[Value], header: &str, markdown: bool) -> String {
             lines.push(format!("| {label} | {kiln_s} | {torch_s} | {ratio_s} | {gflops_s} | {mem_s} | {load_s} |"));
         } else {
             lines.push(format!(
-                "{label:<24} {kiln_s:>26} {torch_s:>26} {ratio_s:>20} {gflops_s:>12} {mem_s:>24} {load_s:>10}"
+                "{label:<34} {kiln_s:>26} {torch_s:>26} {ratio_s:>20} {gflops_s:>12} {mem_s:>24} {load_s:>10}"
             ));
         }
     }
+    if let Some(line) = kv_cache_saving(&rows.iter().map(|(n, r)| (n.as_str(), &r.kiln, &r.torch)).collect::<Vec<_>>())
+    {
+        lines.push(if markdown { format!("\n{line}") } else { line });
+    }
     let note = "Items per second at each run's median time; median (min–max) over rounds; the ratio is taken \
-                per round. GFLOP/s: conv/convT/linear multiply-adds ×2 from layer shapes, fwd+bwd = 3× fwd. \
+                per round. GFLOP/s: conv/convT/linear multiply-adds ×2 from layer shapes (W4: + QKᵀ and PV), \
+                fwd+bwd = 3× fwd. \
                 Peak MiB: the largest VmHWM of a workload over the rounds (PyTorch's includes the ~0.7 GB its \
                 CUDA build maps at import).";
     lines.push(if markdown { format!("\n{note}") } else { note.to_string() });
     lines.join("\n") + "\n"
 }
 
+/// Items/s of one row by round: (workload, kiln's, PyTorch's).
+type RoundRates<'a> = (&'a str, &'a BTreeMap<u64, f64>, &'a BTreeMap<u64, f64>);
+
+/// W4's key/value-cache saving, measured: per implementation, cached sampling's tokens/s over
+/// recomputed sampling's in each round (median (min–max) over rounds), when both rows ran.
+fn kv_cache_saving(rows: &[RoundRates<'_>]) -> Option<String> {
+    let find = |name: &str| rows.iter().find(|(n, _, _)| *n == name);
+    let (_, kiln_kv, torch_kv) = find("w4-gpt-mini-sample-kv")?;
+    let (_, kiln_full, torch_full) = find("w4-gpt-mini-sample-recompute")?;
+    let saving = |kv: &BTreeMap<u64, f64>, full: &BTreeMap<u64, f64>| {
+        let ratios: Vec<f64> = kv.iter().filter_map(|(round, k)| full.get(round).map(|f| k / f)).collect();
+        spread(&ratios).map_or("—".into(), |[m, lo, hi]| format!("{m:.2}× ({lo:.2}–{hi:.2})"))
+    };
+    Some(format!(
+        "W4 key/value cache: sampling with it is {} as fast as recomputing every prefix in kiln, {} in PyTorch \
+         (cached over recomputed tokens/s, per round).",
+        saving(kiln_kv, kiln_full),
+        saving(torch_kv, torch_full)
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kv_cache_saving_is_paired_by_round() {
+        let rec = |imp: &str, name: &str, round: u64, rate: f64| json!({"impl": imp, "workload": name, "unit": "tok", "round": round, "items_per_s": rate});
+        let (kv, full) = ("w4-gpt-mini-sample-kv", "w4-gpt-mini-sample-recompute");
+        let records = [
+            rec("kiln", kv, 0, 100.0),
+            rec("kiln", full, 0, 20.0),
+            rec("pytorch", kv, 0, 90.0),
+            rec("pytorch", full, 0, 30.0),
+            rec("kiln", kv, 1, 60.0),
+            rec("kiln", full, 1, 20.0),
+        ];
+        let table = render(&records, "h", false);
+        // kiln 5× then 3×: median 4; PyTorch only has round 0, 3×.
+        assert!(
+            table.contains("4.00× (3.00–5.00) as fast as recomputing every prefix in kiln, 3.00× (3.00–3.00)"),
+            "{table}"
+        );
+    }
 
     #[test]
     fn utc_now_is_iso_8601() {
@@ -430,6 +476,7 @@ mod tests {
         assert!(table.contains("0.75 (0.50–1.00)"), "{table}");
         // The largest peak of each side over the rounds.
         assert!(table.contains("| 3000 / 3000 |"), "{table}");
+        assert!(!table.contains("key/value cache"), "no W4 rows, no saving line: {table}");
         assert!(parse(&["--backend", "cuda"]).is_err());
         assert!(parse(&["--readme"]).is_err(), "--readme needs --compare");
         assert_eq!(parse(&["--reps", "2", "--compare"]).unwrap().reps, 2);

@@ -45,7 +45,7 @@ fn main() -> Result<()> {
 /// on an unknown task.
 const USAGE: &str = "usage: cargo xtask <task>\n\n\
      tasks:\n  \
-     bench [--compare] [--workload w1,w2,w3,w5,w6] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
+     bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
        [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]\n    \
        kiln-bench in release, JSONL history; --compare: vs PyTorch, --readme: README's table\n  \
      ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
