@@ -127,6 +127,20 @@ pub fn sample_codes<B: Backend>(
 pub fn draw(logits: &[f32], sampling: &TokenSampling, u: f64) -> u32 {
     let t = sampling.temperature.max(1e-6);
     let mut order: Vec<usize> = (0..logits.len()).collect();
+    if sampling.top_k.is_none() && sampling.top_p.is_none() {
+        // Nothing to cut: draw in index order, without sorting the row.
+        let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+        let probs: Vec<f64> = logits.iter().map(|&l| ((l as f64 - max) / t).exp()).collect();
+        let target = u * probs.iter().sum::<f64>();
+        let mut acc = 0.0;
+        for (i, p) in probs.iter().enumerate() {
+            acc += p;
+            if target < acc {
+                return i as u32;
+            }
+        }
+        return (logits.len() - 1) as u32;
+    }
     // Likeliest first; ties by index, so the draw is deterministic.
     order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]).then(a.cmp(&b)));
     let keep = sampling.top_k.unwrap_or(order.len()).clamp(1, order.len());
