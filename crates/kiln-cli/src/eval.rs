@@ -367,7 +367,7 @@ fn fetch_weights(manifest: &Manifest, source: &str, spec: &str, dir: Option<&Pat
     let [file] = manifest.files.as_slice() else {
         bail!("--extractor {spec}: {source} lists {} files; a weights manifest lists one", manifest.files.len())
     };
-    let folder = data_dir(dir).join(&manifest.name);
+    let folder = manifest.dir_in(&data_dir(dir)).map_err(|e| anyhow::anyhow!("--extractor {spec}: {e}"))?;
     let dest = folder.join(&file.name);
     // A bar and retry notes for a person watching; a script's stderr gets only the outcome.
     let options = FetchOptions { progress: std::io::stderr().is_terminal(), ..FetchOptions::default() };

@@ -243,6 +243,7 @@ pub enum CacheState {
 
 /// Where a data set lives under `data_dir`, and the state of each of its files (no hashing).
 pub fn cache_state(manifest: &Manifest, data_dir: &Path) -> Vec<(ManifestFile, CacheState)> {
+    // A name that could leave the data directory was refused when the manifest was parsed.
     let dir = data_dir.join(&manifest.name);
     manifest
         .files
@@ -263,7 +264,7 @@ pub fn cache_state(manifest: &Manifest, data_dir: &Path) -> Vec<(ManifestFile, C
 /// there (once: a stamp file records it), and returns that folder. Works offline when the files
 /// are already present.
 pub fn fetch_dataset(manifest: &Manifest, data_dir: &Path, options: &FetchOptions) -> Result<PathBuf, DataError> {
-    let dir = data_dir.join(&manifest.name);
+    let dir = manifest.dir_in(data_dir)?;
     for file in &manifest.files {
         let dest = dir.join(&file.name);
         let outcome = fetch_file(&file.url, &dest, &file.sha256, options)?;

@@ -3,7 +3,7 @@
 //! from any directory. Besides data sets, a manifest can pin a network's weights that kiln
 //! downloads the same way (`datasets/pt-inception.toml`, format `pytorch-weights`).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -78,16 +78,30 @@ impl Manifest {
                 format!("format \"pytorch-weights\" takes exactly one file; this manifest lists {}", m.files.len()),
             ));
         }
+        plain_name(&m.name, "name").map_err(|e| DataError::format(path, e))?;
         for f in &m.files {
             if f.sha256.len() != 64 || !f.sha256.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
                 return Err(DataError::format(path, format!("{}: sha256 must be 64 lower-case hex digits", f.name)));
             }
-            let p = Path::new(&f.name);
-            if f.name.is_empty() || p.components().count() != 1 || f.name.starts_with('.') {
-                return Err(DataError::format(path, format!("file name {:?} must be a plain file name", f.name)));
-            }
+            plain_name(&f.name, "file name").map_err(|e| DataError::format(path, e))?;
         }
         Ok(m)
+    }
+
+    /// The folder this data set lives in under `data_dir`: `data_dir/NAME`. The one place a
+    /// manifest's words become a path: the name is a plain file name (checked again here, for a
+    /// manifest built in code), and the folder may not be a symbolic link, which could point
+    /// anywhere.
+    pub fn dir_in(&self, data_dir: &Path) -> Result<PathBuf, DataError> {
+        plain_name(&self.name, "name").map_err(|e| DataError::format(data_dir, format!("manifest {e}")))?;
+        let dir = data_dir.join(&self.name);
+        if std::fs::symlink_metadata(&dir).is_ok_and(|m| m.file_type().is_symlink()) {
+            return Err(DataError::format(
+                &dir,
+                "is a symbolic link; kiln writes a data set only into a real folder under the data directory",
+            ));
+        }
+        Ok(dir)
     }
 
     /// Reads a manifest file.
@@ -114,6 +128,22 @@ impl Manifest {
             path: "datasets".into(),
             message: format!("no data set called {name:?}; known: {}", known.join(", ")),
         })
+    }
+}
+
+/// Checks that `value` is one plain path component: not empty, not absolute, no separator, no
+/// `..`, not hidden (so it cannot reach outside the folder it is joined to).
+fn plain_name(value: &str, what: &str) -> Result<(), String> {
+    let p = Path::new(value);
+    let plain = !value.is_empty()
+        && !value.starts_with('.')
+        && !value.contains(['/', '\\'])
+        && p.components().count() == 1
+        && matches!(p.components().next(), Some(std::path::Component::Normal(_)));
+    if plain {
+        Ok(())
+    } else {
+        Err(format!("{what} {value:?} must be a plain file name (no folders, no '..', not hidden)"))
     }
 }
 
@@ -145,5 +175,33 @@ mod tests {
         let two = BUILTIN[0].1.replacen("format = \"idx\"", "format = \"pytorch-weights\"", 1);
         let err = Manifest::parse(&two, Path::new("w.toml")).unwrap_err().to_string();
         assert_eq!(err, "w.toml: format \"pytorch-weights\" takes exactly one file; this manifest lists 4");
+    }
+
+    #[test]
+    fn a_manifest_name_cannot_reach_outside_the_data_directory() {
+        // Each escaping form of the data set's own name (issue 21, bug 1: an absolute name once
+        // overwrote a file outside the data directory, and `../../escape` escaped).
+        for name in ["/tmp/escape", "../../escape", "a/b", "..", ".", ".hidden", "", "a\\b"] {
+            let text = BUILTIN[0].1.replacen("name = \"mnist\"", &format!("name = {name:?}"), 1);
+            assert_ne!(text, BUILTIN[0].1, "the test did not change the name");
+            let err = Manifest::parse(&text, Path::new("m.toml")).unwrap_err().to_string();
+            assert!(err.starts_with("m.toml: name ") && err.contains("plain file name"), "{name:?}: {err}");
+        }
+        // A manifest built in code is checked where it becomes a path, and a symlinked data-set
+        // folder is refused.
+        let root = std::env::temp_dir().join(format!("kiln-manifest-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(root.join("elsewhere")).unwrap();
+        let mut m = Manifest::find("mnist").unwrap();
+        assert_eq!(m.dir_in(&root).unwrap(), root.join("mnist"));
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.join("elsewhere"), root.join("mnist")).unwrap();
+            let err = m.dir_in(&root).unwrap_err().to_string();
+            assert!(err.contains("symbolic link"), "{err}");
+        }
+        m.name = "../up".into();
+        assert!(m.dir_in(&root).unwrap_err().to_string().contains("plain file name"));
+        std::fs::remove_dir_all(&root).unwrap();
     }
 }
