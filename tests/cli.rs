@@ -1095,3 +1095,40 @@ fn a_dalle_trains_on_a_folder_of_captioned_pictures() {
     std::fs::write(&bad, std::fs::read_to_string(&exp).unwrap().replace("\"captioned\"", "\"emoji\"")).unwrap();
     fails_with(&kiln(&["train", s(&bad), "--out", s(&dir.join("x"))]), "data.size");
 }
+
+#[test]
+fn a_second_train_in_a_locked_run_directory_fails_at_once_naming_the_holder() {
+    let dir = scratch("lock");
+    let exp = dir.join("long.toml");
+    std::fs::write(&exp, TINY.replace("steps = 40", "steps = 100000")).unwrap();
+    let out = dir.join("run");
+    let mut first = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", s(&exp), "--out", s(&out), "--quiet"])
+        .current_dir(root())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = first.id().to_string();
+    let lock = out.join(".lock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(&lock).unwrap_or_default() != pid && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let started = Instant::now();
+    let second = kiln(&["train", s(&exp), "--out", s(&out), "--quiet"]);
+    fails_with(&second, &format!("another `kiln train` (pid {pid}) is training in this run directory"));
+    assert!(started.elapsed() < Duration::from_secs(20), "the second run did not fail at once");
+    // A killed holder's lock dies with it: the directory is usable again (here: resumable or
+    // fresh, whichever the first run left).
+    assert!(Command::new("kill").args(["-KILL", &pid]).status().unwrap().success());
+    first.wait().unwrap();
+    let resume = kiln_train::latest_checkpoint(&out).is_some();
+    let args: Vec<&str> = if resume {
+        vec!["train", "--resume", s(&out), "--steps", "1", "--quiet"]
+    } else {
+        vec!["train", s(&exp), "--out", s(&out), "--steps", "2", "--quiet"]
+    };
+    let o = kiln(&args);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!err.contains("another `kiln train`"), "{err}");
+}

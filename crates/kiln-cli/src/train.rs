@@ -112,20 +112,16 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
     if let Some(budget) = args.time_budget {
         exp.train.time_budget_s = Some(budget.as_secs_f64());
     }
+    let stamp = UtcTime::now().stamp();
+    let default_out = args.resume.is_none() && args.out.is_none();
     let out = match (&args.resume, args.out) {
         (Some(run), _) => run.clone(),
         (None, Some(out)) => out,
-        (None, None) => PathBuf::from("runs").join(&exp.name).join(UtcTime::now().stamp()),
+        (None, None) => PathBuf::from("runs").join(&exp.name).join(&stamp),
     };
+    anyhow::ensure!(args.resume.is_none() || out.is_dir(), "--resume {}: no such run directory", out.display());
     // Fail fast, before loading data or a device, on a run directory that cannot be used.
-    match (args.resume.is_some(), kiln_train::latest_checkpoint(&out)) {
-        (true, None) => anyhow::bail!("{}: no checkpoint to resume from (checkpoints/ is empty)", out.display()),
-        (false, Some((step, _))) => anyhow::bail!(
-            "{}: already holds a checkpoint at step {step}; resume it (--resume) or choose another --out",
-            out.display()
-        ),
-        _ => {}
-    }
+    check_checkpoints(args.resume.is_some(), &out)?;
     // Load the data before choosing a device, so a bad path fails fast and without a GPU.
     let loaded = exp.data.load().with_context(|| experiment.display().to_string())?;
     let (train, test, captions) = (loaded.train, loaded.test, loaded.captions);
@@ -148,6 +144,15 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
     let family = exp.family()?.to_string();
     // Check the whole experiment before a first stage spends minutes on its part.
     registry::with_family(&family, Resolve { exp: &exp, data: &data })??;
+    // Only now, with the experiment checked, is the run directory made (a default one claimed
+    // under a unique name) and locked; the lock is held until this function returns and dies with
+    // the process. The checkpoint check is repeated under it: another run may have written one.
+    let out = match out.parent() {
+        Some(parent) if default_out => unique_run_dir(parent, &stamp)?,
+        _ => out,
+    };
+    let _lock = lock_run_dir(&out)?;
+    check_checkpoints(args.resume.is_some(), &out)?;
     if let Some(first) = registry::first_stage(&exp)? {
         let dir = out.join(FIRST_STAGE_DIR);
         let done = kiln_train::latest_checkpoint(&dir)
@@ -249,6 +254,72 @@ impl<F: Family> Job for TrainJob<'_, F> {
         };
         F::train::<B>(run, self.resolved, &device)
     }
+}
+
+/// A fresh run needs a directory without checkpoints; a resumed one, one with.
+fn check_checkpoints(resume: bool, out: &Path) -> Result<()> {
+    match (resume, kiln_train::latest_checkpoint(out)) {
+        (true, None) => anyhow::bail!("{}: no checkpoint to resume from (checkpoints/ is empty)", out.display()),
+        (false, Some((step, _))) => anyhow::bail!(
+            "{}: already holds a checkpoint at step {step}; resume it (--resume) or choose another --out",
+            out.display()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// The lock file in a run directory (holding the pid of the process training there).
+pub const LOCK_FILE: &str = ".lock";
+
+/// Takes an OS lock on `RUN/.lock` (creating RUN), so that two `kiln train` processes never
+/// write one run directory: the second fails at once, naming the holder's pid. The lock lives as
+/// long as the returned file and dies with the process, so a crashed run does not block the next.
+fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
+    use std::io::Write;
+    std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
+    let path = out.join(LOCK_FILE);
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .with_context(|| format!("{}: cannot open the run's lock file", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => {
+            file.set_len(0)
+                .and_then(|()| write!(file, "{}", std::process::id()))
+                .with_context(|| format!("{}: cannot write the run's lock file", path.display()))?;
+            Ok(file)
+        }
+        Err(std::fs::TryLockError::WouldBlock) => {
+            let holder = std::fs::read_to_string(&path).unwrap_or_default();
+            anyhow::bail!(
+                "{}: another `kiln train` (pid {}) is training in this run directory; wait for it to finish or \
+                 choose another --out",
+                out.display(),
+                holder.trim()
+            )
+        }
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("{}: cannot lock the run directory", path.display()))
+        }
+    }
+}
+
+/// `parent/stamp`, or `parent/stamp-1`, `-2`, … if that exists: claimed by creating it, so two
+/// runs started within the same second get two directories.
+fn unique_run_dir(parent: &Path, stamp: &str) -> Result<PathBuf> {
+    std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
+    for i in 0..1000 {
+        let dir = parent.join(if i == 0 { stamp.to_string() } else { format!("{stamp}-{i}") });
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e).with_context(|| format!("{}: cannot create run directory", dir.display())),
+        }
+    }
+    anyhow::bail!("{}: a thousand runs already started at {stamp}", parent.display())
 }
 
 /// What a family may ask of the training data before choosing its model's shape.
@@ -455,4 +526,26 @@ fn write_run_info(exp: &Experiment, out: &Path, device_name: &str, resume: bool)
         kiln_core::atomic_write(&out.join("run.json"), serde_json::to_string_pretty(&info)?.as_bytes())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runs_started_in_the_same_second_get_their_own_directories() {
+        let parent = std::env::temp_dir().join(format!("kiln-unique-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&parent);
+        let a = unique_run_dir(&parent, "20261202T180000Z").unwrap();
+        let b = unique_run_dir(&parent, "20261202T180000Z").unwrap();
+        assert_eq!(a, parent.join("20261202T180000Z"));
+        assert_eq!(b, parent.join("20261202T180000Z-1"));
+        // The lock is exclusive while held and free once dropped.
+        let held = lock_run_dir(&a).unwrap();
+        let err = lock_run_dir(&a).unwrap_err().to_string();
+        assert!(err.contains(&format!("(pid {})", std::process::id())), "{err}");
+        drop(held);
+        lock_run_dir(&a).unwrap();
+        std::fs::remove_dir_all(&parent).unwrap();
+    }
 }
