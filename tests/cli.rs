@@ -446,7 +446,24 @@ fn resume_mistakes_are_one_clear_line() {
         !o.status.success() && err.starts_with("error: ") && err.contains("expected a duration such as 90s"),
         "{err}"
     );
-    std::fs::write(out.join("checkpoints/step-00000004/optim.safetensors"), b"garbage").unwrap();
+    // Another experiment file on resume: refused before anything is written, naming the keys
+    // (issue 21, bug 3: it used to overwrite the run's experiment.toml and continue at the new lr).
+    let before = std::fs::read_to_string(out.join("experiment.toml")).unwrap();
+    let other = dir.join("other.toml");
+    std::fs::write(&other, RESUMABLE.replace("lr = 2e-3", "lr = 1e-2").replace("latent = 4", "latent = 6")).unwrap();
+    fails_with(
+        &kiln(&["train", s(&other), "--resume", s(&out), "--quiet"]),
+        "in model.latent, train.optim.lr; a resumed run",
+    );
+    assert_eq!(std::fs::read_to_string(out.join("experiment.toml")).unwrap(), before);
+    // A longer budget is fine, and resumes.jsonl says what changed.
+    std::fs::write(&other, RESUMABLE.replace("steps = 48", "steps = 6")).unwrap();
+    let o = kiln(&["train", s(&other), "--resume", s(&out), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumes = std::fs::read_to_string(out.join("resumes.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(resumes.lines().last().unwrap()).unwrap();
+    assert_eq!(last["changed"], serde_json::json!(["train.steps"]), "{last}");
+    std::fs::write(out.join("checkpoints/step-00000006/optim.safetensors"), b"garbage").unwrap();
     // Found only once the checkpoint is read, after the banner line.
     let o = kiln(&["train", "--resume", s(&out), "--quiet"]);
     let err = String::from_utf8_lossy(&o.stderr);

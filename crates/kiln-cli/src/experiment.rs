@@ -35,6 +35,40 @@ fn default_seed() -> u64 {
     42
 }
 
+/// Keys a resumed run may change: its budget and bookkeeping, never what it trains.
+pub const SAFE_ON_RESUME: &[&str] = &[
+    "train.steps",
+    "train.time_budget_s",
+    "train.log_every",
+    "train.preview_every",
+    "train.checkpoint_every",
+    "train.keep_checkpoints",
+];
+
+impl Experiment {
+    /// The dotted keys whose values differ between `self` and `other` (a key present in one only
+    /// counts), in sorted order.
+    pub fn changed_keys(&self, other: &Experiment) -> Result<Vec<String>> {
+        fn walk(prefix: &str, a: Option<&toml::Value>, b: Option<&toml::Value>, out: &mut Vec<String>) {
+            match (a, b) {
+                (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                    let keys: std::collections::BTreeSet<&String> = x.keys().chain(y.keys()).collect();
+                    for k in keys {
+                        let path = if prefix.is_empty() { k.clone() } else { format!("{prefix}.{k}") };
+                        walk(&path, x.get(k), y.get(k), out);
+                    }
+                }
+                (x, y) if x != y => out.push(prefix.to_string()),
+                _ => {}
+            }
+        }
+        let value = |e: &Experiment| toml::Value::try_from(e).context("serialising an experiment");
+        let mut out = Vec::new();
+        walk("", Some(&value(self)?), Some(&value(other)?), &mut out);
+        Ok(out)
+    }
+}
+
 /// Where the training data lives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -17,7 +17,7 @@ use kiln_device::{DeviceInfo, Job};
 use kiln_train::{LoopConfig, StopReason, Summary, fit};
 use serde::Serialize;
 
-use crate::experiment::Experiment;
+use crate::experiment::{Experiment, SAFE_ON_RESUME};
 use crate::family::Family;
 use crate::family::registry::{self, Visit};
 
@@ -120,6 +120,22 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         (None, None) => PathBuf::from("runs").join(&exp.name).join(&stamp),
     };
     anyhow::ensure!(args.resume.is_none() || out.is_dir(), "--resume {}: no such run directory", out.display());
+    if let (Some(run), Some(file)) = (&args.resume, &args.experiment) {
+        // Checked before anything is written: a resumed run continues the experiment it began.
+        let recorded = Experiment::load(&run.join("experiment.toml")).context("the run's own experiment")?;
+        let changed = recorded.changed_keys(&exp)?;
+        let fixed: Vec<&String> = changed.iter().filter(|k| !SAFE_ON_RESUME.contains(&k.as_str())).collect();
+        anyhow::ensure!(
+            fixed.is_empty(),
+            "{}: differs from {} in {}; a resumed run continues the experiment it started with (only {} may \
+             change) — resume with `kiln train --resume {}` alone, or start a new run",
+            file.display(),
+            run.join("experiment.toml").display(),
+            fixed.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "),
+            SAFE_ON_RESUME.join(", "),
+            run.display()
+        );
+    }
     // Fail fast, before loading data or a device, on a run directory that cannot be used.
     check_checkpoints(args.resume.is_some(), &out)?;
     // Load the data before choosing a device, so a bad path fails fast and without a GPU.
@@ -494,6 +510,11 @@ fn loop_config(exp: &Experiment, out: &Path, resume: bool, stop: Arc<AtomicBool>
 ///
 /// A resumed run keeps its `run.json` and records the resume in `resumes.jsonl`.
 fn write_run_info(exp: &Experiment, out: &Path, device_name: &str, resume: bool) -> Result<()> {
+    // What a resume changed (budget and bookkeeping only: anything else was refused up front).
+    let changed = match Experiment::load(&out.join("experiment.toml")) {
+        Ok(before) if resume => before.changed_keys(exp)?,
+        _ => Vec::new(),
+    };
     let resolved = toml::to_string_pretty(exp).context("serialising the resolved experiment")?;
     kiln_core::atomic_write(&out.join("experiment.toml"), resolved.as_bytes())?;
     let git = std::process::Command::new("git")
@@ -515,6 +536,8 @@ fn write_run_info(exp: &Experiment, out: &Path, device_name: &str, resume: bool)
     });
     if resume {
         use std::io::Write;
+        let mut info = info;
+        info["changed"] = serde_json::json!(changed);
         let path = out.join("resumes.jsonl");
         let mut f = std::fs::OpenOptions::new()
             .create(true)
