@@ -249,6 +249,15 @@ fn resize_shrinks_a_png_and_names_a_bad_file() {
     let o = kiln(&["resize", s(&input), "--out", s(&small), "--size", "61x61", "--filter", "bicubic", "--antialias"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(image::open(&small).unwrap().width(), 61);
+    assert!(String::from_utf8_lossy(&o.stderr).contains(&format!("kiln: wrote {}", small.display())));
+    // An output kiln cannot write is refused, not made into a directory (issue 21, bug 6).
+    let jpg = out.join("x.jpg");
+    fails_with(&kiln(&["resize", s(&input), "--out", s(&jpg), "--scale", "0.5"]), "not .jpg");
+    fails_with(&kiln(&["sample", "--checkpoint", s(run), "--n", "2", "--out", s(&jpg)]), "not .jpg");
+    assert!(!jpg.exists());
+    let npy = out.join("x.npy");
+    let o = kiln(&["sample", "--checkpoint", s(run), "--n", "2", "--out", s(&npy)]);
+    assert!(o.status.success() && npy.is_file(), "{}", String::from_utf8_lossy(&o.stderr));
     let bogus = out.join("bogus.png");
     std::fs::write(&bogus, b"not a png").unwrap();
     fails_with(&kiln(&["resize", s(&bogus), "--out", s(&out.join("b.png")), "--scale", "0.5"]), "bogus.png");

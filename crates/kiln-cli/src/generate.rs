@@ -173,13 +173,24 @@ impl Job for Sample {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one sample");
+        // The output's kind, checked before any work: a .png grid, a .npy array, or a directory.
+        let format = match (self.format, self.out.extension().map(|e| e.to_string_lossy().to_ascii_lowercase())) {
+            (_, Some(e)) if e == "npy" => Format::Npy,
+            (Format::Npy, _) => bail!("--out {}: --format npy writes a .npy file", self.out.display()),
+            (Format::Png, Some(e)) if e != "png" && !self.out.is_dir() => bail!(
+                "--out {}: kiln sample writes a .png grid, a .npy array, or PNGs into a directory (a path without \
+                 an extension); not .{e}",
+                self.out.display()
+            ),
+            (Format::Png, _) => Format::Png,
+        };
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
         let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
         let request = self.tokens.apply(request);
         let samples = model.sample(&request, &device)?;
         let images = samples.images; // [n, C, H, W]
-        match self.format {
+        match format {
             Format::Npy => write_file(&self.out, &npy_f32(&images.dims(), &to_vec(images)?))?,
             Format::Png if has_ext(&self.out, "png") => {
                 write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?;

@@ -123,6 +123,10 @@ pub fn run<B: Backend>(args: &ResizeArgs, device: &B::Device) -> Result<()> {
     for (input, output) in args.inputs.iter().zip(&outputs) {
         resize_file::<B>(input, output, target, &options, device)?;
     }
+    match outputs.as_slice() {
+        [one] => eprintln!("kiln: wrote {}", one.display()),
+        many => eprintln!("kiln: wrote {} images into {}", many.len(), args.out.display()),
+    }
     Ok(())
 }
 
@@ -130,6 +134,13 @@ pub fn run<B: Backend>(args: &ResizeArgs, device: &B::Device) -> Result<()> {
 /// `out/<stem>.png`, refusing two inputs that would write the same file.
 fn output_paths(inputs: &[PathBuf], out: &Path) -> Result<Vec<PathBuf>> {
     let is_png = out.extension().is_some_and(|e| e.eq_ignore_ascii_case("png"));
+    if let Some(ext) = out.extension().filter(|_| !is_png && !out.is_dir()) {
+        bail!(
+            "--out {}: kiln resize writes .png files (one .png, or a directory of them); not .{}",
+            out.display(),
+            ext.to_string_lossy()
+        );
+    }
     if is_png {
         ensure!(
             inputs.len() == 1,
