@@ -1158,3 +1158,43 @@ fn a_second_train_in_a_locked_run_directory_fails_at_once_naming_the_holder() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!err.contains("another `kiln train`"), "{err}");
 }
+
+#[test]
+fn an_empty_split_and_a_non_utf8_out_path_are_clear_errors_not_panics() {
+    // MNIST files with the sample's training split and an empty test split (issue 21, bug 4).
+    let dir = scratch("emptysplit");
+    let data = dir.join("mnist");
+    std::fs::create_dir_all(&data).unwrap();
+    for f in ["train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"] {
+        std::fs::copy(root().join("datasets/mnist-sample").join(f), data.join(f)).unwrap();
+    }
+    std::fs::write(data.join("t10k-images-idx3-ubyte"), kiln_data::encode_idx(&[0, 28, 28], &[])).unwrap();
+    std::fs::write(data.join("t10k-labels-idx1-ubyte"), kiln_data::encode_idx(&[0], &[])).unwrap();
+    let exp = dir.join("e.toml");
+    std::fs::write(&exp, TINY.replace("datasets/mnist-sample", s(&data))).unwrap();
+    fails_with(&kiln(&["train", s(&exp), "--out", s(&dir.join("run")), "--quiet"]), "the test split holds no images");
+    let png = dir.join("r.png");
+    fails_with(
+        &kiln(&["reconstruct", "--checkpoint", s(trained()), "--data", s(&data), "--out", s(&png)]),
+        "the test split holds no images",
+    );
+    #[cfg(unix)]
+    {
+        use std::os::unix::ffi::OsStrExt;
+        let odd = dir.join(std::ffi::OsStr::from_bytes(b"run-\xff"));
+        let good = dir.join("good.toml");
+        std::fs::write(&good, TINY).unwrap();
+        let o = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("train")
+            .arg(&good)
+            .args(["--steps", "2"])
+            .arg("--out")
+            .arg(&odd)
+            .arg("--quiet")
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success() && odd.join("run.json").is_file(), "{err}");
+    }
+}

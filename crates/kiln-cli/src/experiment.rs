@@ -99,8 +99,17 @@ pub struct Data {
 }
 
 impl DataSpec {
-    /// Loads the images (and captions); errors name `data.path`.
+    /// Loads the images (and captions); errors name `data.path`. A split with no images is an
+    /// error here, so no later step divides by its size or batches nothing.
     pub fn load(&self) -> Result<Data> {
+        let data = self.load_any()?;
+        for (split, set) in [("training", &data.train), ("test", &data.test)] {
+            anyhow::ensure!(set.len > 0, "data.path = {}: the {split} split holds no images", self.path.display());
+        }
+        Ok(data)
+    }
+
+    fn load_any(&self) -> Result<Data> {
         use std::sync::Arc;
         let one = |images: kiln_data::ImageSet, captions: Option<Vec<String>>| {
             let set = Arc::new(images);

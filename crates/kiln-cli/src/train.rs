@@ -531,7 +531,8 @@ fn write_run_info(exp: &Experiment, out: &Path, device_name: &str, resume: bool)
         "git_revision": git,
         "device": device_name,
         "kiln_version": env!("CARGO_PKG_VERSION"),
-        "command": std::env::args().collect::<Vec<_>>(),
+        // args_os: a path that is not UTF-8 is recorded lossily instead of panicking.
+        "command": std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>(),
         "started_utc": UtcTime::now().stamp(),
     });
     if resume {

@@ -95,7 +95,9 @@ pub struct Summary {
     pub final_metrics: Vec<(String, f64)>,
     /// Why the loop ended.
     pub stopped_by: StopReason,
-    /// The last checkpoint written.
+    /// The last checkpoint written (in summary.json lossily, so a path that is not UTF-8 does
+    /// not lose the summary).
+    #[serde(serialize_with = "lossy_path")]
     pub checkpoint: PathBuf,
 }
 
@@ -367,4 +369,8 @@ fn write_previews<B: AutodiffBackend, T: Task<B>>(task: &T, out: &Path, step: us
         std::fs::copy(&latest, &dated).map_err(|source| SaveError::Io { path: dated.clone(), source })?;
     }
     Ok(())
+}
+
+fn lossy_path<S: serde::Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(&path.to_string_lossy())
 }
