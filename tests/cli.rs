@@ -1198,3 +1198,20 @@ fn an_empty_split_and_a_non_utf8_out_path_are_clear_errors_not_panics() {
         assert!(o.status.success() && odd.join("run.json").is_file(), "{err}");
     }
 }
+
+#[test]
+fn train_prints_a_plain_progress_line_per_logged_step_when_stderr_is_not_a_terminal() {
+    let dir = scratch("plainlog");
+    let exp = dir.join("t.toml");
+    std::fs::write(&exp, TINY).unwrap();
+    let o = kiln(&["train", s(&exp), "--out", s(&dir.join("run")), "--steps", "20"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    let steps: Vec<&str> =
+        err.lines().filter(|l| l.starts_with("kiln: step 10/20") || l.starts_with("kiln: step 20/20")).collect();
+    assert_eq!(steps.len(), 2, "{err}");
+    assert!(steps[0].contains("img/s"), "{err}");
+    // --quiet keeps it to the first and last lines.
+    let o = kiln(&["train", s(&exp), "--out", s(&dir.join("quiet")), "--steps", "20", "--quiet"]);
+    assert!(!String::from_utf8_lossy(&o.stderr).contains("kiln: step 10/20"));
+}

@@ -227,8 +227,11 @@ where
     };
     let mut log = BufWriter::new(log_file.map_err(io(&log_path))?);
 
-    let bar = if config.progress { ProgressBar::new(config.steps as u64) } else { ProgressBar::hidden() };
-    if config.progress {
+    // A bar for a person at a terminal; under nohup or CI (stderr not a terminal) a plain line per
+    // logged step instead, so a log shows progress between the first and the last line.
+    let plain_log = config.progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = if config.progress && !plain_log { ProgressBar::new(config.steps as u64) } else { ProgressBar::hidden() };
+    if config.progress && !plain_log {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
@@ -296,7 +299,11 @@ where
             log.flush().map_err(io(&log_path))?;
             // The first few metrics (a GAN has d_loss, g_loss, accuracies), then throughput.
             let shown: Vec<String> = last_means.iter().take(4).map(|(k, v)| format!("{k} {v:.3}")).collect();
-            bar.set_message(format!("{} | {rate:.0} img/s", shown.join(" ")));
+            let message = format!("{} | {rate:.0} img/s", shown.join(" "));
+            if plain_log {
+                eprintln!("kiln: step {steps_done}/{}  {message}", config.steps);
+            }
+            bar.set_message(message);
             window.reset();
         }
         bar.set_position(steps_done as u64);
