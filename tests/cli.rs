@@ -1215,3 +1215,75 @@ fn train_prints_a_plain_progress_line_per_logged_step_when_stderr_is_not_a_termi
     let o = kiln(&["train", s(&exp), "--out", s(&dir.join("quiet")), "--steps", "20", "--quiet"]);
     assert!(!String::from_utf8_lossy(&o.stderr).contains("kiln: step 10/20"));
 }
+
+#[test]
+fn train_reads_cifar10_from_the_data_directory_and_a_class_folder_with_augmentation() {
+    let dir = scratch("anydata");
+    // A fake CIFAR-10 in the layout `kiln data fetch cifar-10` leaves: 8 records a batch file.
+    let cifar = dir.join("data/cifar-10/cifar-10-batches-bin");
+    std::fs::create_dir_all(&cifar).unwrap();
+    let batch = |seed: u8| -> Vec<u8> {
+        (0..8u8)
+            .flat_map(|i| {
+                std::iter::once(i % 10).chain((0..3072u32).map(move |p| (p as u8).wrapping_mul(seed).wrapping_add(i)))
+            })
+            .collect()
+    };
+    for i in 1..=5u8 {
+        std::fs::write(cifar.join(format!("data_batch_{i}.bin")), batch(i)).unwrap();
+    }
+    std::fs::write(cifar.join("test_batch.bin"), batch(9)).unwrap();
+    let exp = dir.join("c.toml");
+    let text = std::fs::read_to_string(root().join("experiments/vae-cifar10.toml"))
+        .unwrap()
+        .replace("steps = 6000", "steps = 3")
+        .replace("batch_size = 128", "batch_size = 8")
+        .replace("preset = \"rgb32\"", "preset = \"rgb32\"\nwidths = [8, 8, 8]\nhidden = 16\nlatent = 4");
+    std::fs::write(&exp, text).unwrap();
+    let run = |data: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["train", s(&exp), "--out", s(&dir.join("run")), "--quiet"])
+            .current_dir(&dir)
+            .env("KILN_DATA", data)
+            .output()
+            .unwrap()
+    };
+    // Not fetched yet: one clear line saying how to get it.
+    let o = run(&dir.join("nowhere"));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("kiln data fetch cifar-10"), "{err}");
+    let o = run(&dir.join("data"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(dir.join("run/samples.png").is_file());
+
+    // A folder of class sub-folders, resized to 16×16 on loading, with flips and crops.
+    let pics = dir.join("pics");
+    for (class, rgb) in [("blue", [20, 20, 220]), ("red", [220, 20, 20])] {
+        std::fs::create_dir_all(pics.join(class)).unwrap();
+        for i in 0..4 {
+            image::RgbImage::from_pixel(24, 20, image::Rgb(rgb))
+                .save(pics.join(class).join(format!("{i}.png")))
+                .unwrap();
+        }
+    }
+    let folder = dir.join("f.toml");
+    std::fs::write(
+        &folder,
+        format!(
+            "name = \"f\"\n[data]\nformat = \"folder\"\npath = \"{}\"\nsize = 16\n[data.augment]\nflip = true\n\
+             crop_padding = 1\n[model]\nfamily = \"vqvae\"\npreset = \"emoji32\"\nhidden = 8\nres_hidden = 4\n\
+             codebook_size = 8\ncode_dim = 4\n[train]\nsteps = 3\nbatch_size = 4\n",
+            s(&pics)
+        ),
+    )
+    .unwrap();
+    let o = kiln(&["train", s(&folder), "--out", s(&dir.join("frun")), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("frun/eval.json")).unwrap()).unwrap();
+    assert_eq!(e["images"], 8, "{e}");
+    let bad = dir.join("bad.toml");
+    std::fs::write(&bad, std::fs::read_to_string(&folder).unwrap().replace("flip = true", "flip = true\nrotate = 5"))
+        .unwrap();
+    fails_with(&kiln(&["train", s(&bad), "--out", s(&dir.join("x"))]), "rotate");
+}

@@ -83,6 +83,29 @@ pub struct DataSpec {
     /// transparency); without it every picture must already be one size.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<usize>,
+    /// Training-time augmentation: `flip = true` (random horizontal flips), `crop_padding = N`
+    /// (random crops after padding by N pixels). Off by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub augment: Option<AugmentSpec>,
+}
+
+/// `[data.augment]`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AugmentSpec {
+    /// Random horizontal flips.
+    #[serde(default)]
+    pub flip: bool,
+    /// Pad by this many pixels (edge-replicated) and crop back at a random offset.
+    #[serde(default)]
+    pub crop_padding: usize,
+}
+
+impl AugmentSpec {
+    /// The data crate's augmentation.
+    pub fn augment(&self) -> kiln_data::Augment {
+        kiln_data::Augment { flip: self.flip, crop_padding: self.crop_padding }
+    }
 }
 
 /// The images an experiment's `[data]` names, loaded.
@@ -109,7 +132,43 @@ impl DataSpec {
         Ok(data)
     }
 
+    fn folder_options(&self) -> kiln_data::FolderOptions {
+        match self.size {
+            Some(s) => kiln_data::FolderOptions::sized(s, s),
+            None => kiln_data::FolderOptions::default(),
+        }
+    }
+
+    /// Where the data is: `path` as written, or — when that is no directory and `path` is the
+    /// name of a data set `kiln data fetch` knows (`cifar-10`, `mnist`, …) — its folder in the data
+    /// directory (`$KILN_DATA`, else the user cache's `kiln/`), so an experiment file works from
+    /// any working directory once the set is fetched.
+    pub fn resolved_path(&self) -> Result<PathBuf> {
+        if self.path.is_dir() || self.path.is_absolute() {
+            return Ok(self.path.clone());
+        }
+        let name = self.path.to_string_lossy();
+        match kiln_data::Manifest::find(&name) {
+            Ok(manifest) => {
+                let dir = manifest.dir_in(&kiln_data::data_dir(None))?;
+                anyhow::ensure!(
+                    dir.is_dir(),
+                    "data.path = {name:?}: no such directory here, and the data set of that name is not in {} yet \
+                     (`kiln data fetch {name}` downloads it)",
+                    dir.display()
+                );
+                Ok(dir)
+            }
+            Err(_) => Ok(self.path.clone()),
+        }
+    }
+
     fn load_any(&self) -> Result<Data> {
+        let resolved = DataSpec { path: self.resolved_path()?, ..self.clone() };
+        resolved.load_at()
+    }
+
+    fn load_at(&self) -> Result<Data> {
         use std::sync::Arc;
         let one = |images: kiln_data::ImageSet, captions: Option<Vec<String>>| {
             let set = Arc::new(images);
@@ -126,12 +185,17 @@ impl DataSpec {
                 let captions = emoji.captions();
                 Ok(one(emoji.images, Some(captions)))
             }
+            DataFormat::Cifar10 => {
+                let load = |split| kiln_data::Cifar10::load(&self.path, split).context("data.path");
+                let (train, test) = (load(kiln_data::Split::Train)?, load(kiln_data::Split::Test)?);
+                Ok(Data { train: Arc::new(train), test: Arc::new(test), captions: None, one_split: false })
+            }
+            DataFormat::Folder => {
+                let folder = kiln_data::ImageFolder::load(&self.path, &self.folder_options()).context("data.path")?;
+                Ok(one(folder.set, None))
+            }
             DataFormat::Captioned => {
-                let options = match self.size {
-                    Some(s) => kiln_data::FolderOptions::sized(s, s),
-                    None => kiln_data::FolderOptions::default(),
-                };
-                let set = kiln_data::CaptionedSet::load(&self.path, &options).context("data.path")?;
+                let set = kiln_data::CaptionedSet::load(&self.path, &self.folder_options()).context("data.path")?;
                 anyhow::ensure!(
                     set.images.len > 0,
                     "data.path = {}: captions.jsonl lists no images",
@@ -152,6 +216,11 @@ pub enum DataFormat {
     /// `emoji.png` + `dataset.json` + `captions.jsonl` (`datasets/emoji-32`); labels are the emoji
     /// categories. One split: a model that needs a test split evaluates on the training images.
     Emoji,
+    /// CIFAR-10's binary batches (`kiln data fetch cifar-10`), 3×32×32, 10 classes.
+    Cifar10,
+    /// A folder of PNG/JPEG pictures, flat (unlabelled) or one sub-folder per class (labels in
+    /// sorted folder order); resized to `data.size` if given (RGB). One split.
+    Folder,
     /// A folder of PNG/JPEG pictures with `captions.jsonl`, one `{"file": "a.png", "text": "a red
     /// apple"}` per line (optional integer `"label"`); resized to `data.size` if given. One split.
     Captioned,
@@ -270,8 +339,9 @@ impl Experiment {
         );
         if let Some(size) = self.data.size {
             anyhow::ensure!(
-                self.data.format == DataFormat::Captioned,
-                "data.size: only format = \"captioned\" resizes its pictures; MNIST and emoji have their own size"
+                matches!(self.data.format, DataFormat::Captioned | DataFormat::Folder),
+                "data.size: only the folder formats (\"folder\", \"captioned\") resize their pictures; MNIST, CIFAR-10 \
+                 and emoji have their own size"
             );
             anyhow::ensure!((1..=4096).contains(&size), "data.size = {size}: must be 1 to 4096 pixels");
         }

@@ -338,7 +338,7 @@ impl Job for Reconstruct {
         };
         let spec = match (self.data, exp) {
             (Some(dir), Some(exp)) => DataSpec { path: dir, ..exp.data },
-            (Some(dir), None) => DataSpec { format: DataFormat::Mnist, path: dir, size: None },
+            (Some(dir), None) => DataSpec { format: DataFormat::Mnist, path: dir, size: None, augment: None },
             (None, Some(exp)) => exp.data,
             (None, None) => {
                 bail!("{}: no experiment.toml to find the run's data in; pass --data DIR", self.checkpoint.display())

@@ -434,7 +434,9 @@ impl TrainRun<'_> {
         task: &mut T,
         device: &B::Device,
     ) -> Result<Summary> {
-        let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?;
+        let augment = self.exp.data.augment.unwrap_or_default().augment();
+        let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?
+            .with_augment(augment);
         Ok(fit(task, &mut batches.on::<B>(device), &self.loop_config)?)
     }
 
