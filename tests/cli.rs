@@ -472,9 +472,19 @@ fn resume_mistakes_are_one_clear_line() {
     let resumes = std::fs::read_to_string(out.join("resumes.jsonl")).unwrap();
     let last: serde_json::Value = serde_json::from_str(resumes.lines().last().unwrap()).unwrap();
     assert_eq!(last["changed"], serde_json::json!(["train.steps"]), "{last}");
+    // A budget the run has already passed is refused, not reported as "step 6 of 5".
+    fails_with(
+        &kiln(&["train", "--resume", s(&out), "--steps", "5"]),
+        "the run is at step 6, so 5 steps leave nothing",
+    );
+    // A crash while writing the only checkpoint leaves .tmp-step-*: said so, not "empty".
+    let crashed = dir.join("crashed");
+    std::fs::create_dir_all(crashed.join("checkpoints/.tmp-step-00000004-1")).unwrap();
+    std::fs::write(crashed.join("experiment.toml"), RESUMABLE).unwrap();
+    fails_with(&kiln(&["train", "--resume", s(&crashed)]), "holds only an unfinished one");
     std::fs::write(out.join("checkpoints/step-00000006/optim.safetensors"), b"garbage").unwrap();
     // Found only once the checkpoint is read, after the banner line.
-    let o = kiln(&["train", "--resume", s(&out), "--quiet"]);
+    let o = kiln(&["train", "--resume", s(&out), "--steps", "8", "--quiet"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
     let last = err.lines().last().unwrap_or_default();

@@ -150,6 +150,16 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         anyhow::ensure!(epochs > 0 && per_epoch > 0, "--epochs {epochs}: must be at least 1");
         exp.train.steps = epochs * per_epoch;
     }
+    if args.resume.is_some()
+        && let Some((at, _)) = kiln_train::latest_checkpoint(&out)
+        && at >= exp.train.steps
+    {
+        anyhow::bail!(
+            "{}: the run is at step {at}, so {} steps leave nothing to train; give --steps above {at} to continue it",
+            out.display(),
+            exp.train.steps
+        );
+    }
     anyhow::ensure!(
         exp.train.batch_size <= train.len,
         "train.batch_size = {}: larger than the {} training images",
@@ -275,7 +285,19 @@ impl<F: Family> Job for TrainJob<'_, F> {
 /// A fresh run needs a directory without checkpoints; a resumed one, one with.
 fn check_checkpoints(resume: bool, out: &Path) -> Result<()> {
     match (resume, kiln_train::latest_checkpoint(out)) {
-        (true, None) => anyhow::bail!("{}: no checkpoint to resume from (checkpoints/ is empty)", out.display()),
+        (true, None) => {
+            let unfinished = std::fs::read_dir(out.join("checkpoints"))
+                .map(|d| d.flatten().any(|e| e.file_name().to_string_lossy().starts_with(".tmp-step-")))
+                .unwrap_or(false);
+            if unfinished {
+                anyhow::bail!(
+                    "{}: no complete checkpoint to resume from: checkpoints/ holds only an unfinished one \
+                     (.tmp-step-*, left when a run died while writing it); start the run again",
+                    out.display()
+                )
+            }
+            anyhow::bail!("{}: no checkpoint to resume from (checkpoints/ is empty)", out.display())
+        }
         (false, Some((step, _))) => anyhow::bail!(
             "{}: already holds a checkpoint at step {step}; resume it (--resume) or choose another --out",
             out.display()
