@@ -504,12 +504,14 @@ impl TrainRun<'_> {
             StopReason::Signal => " (stopped; --resume continues)",
         };
         eprintln!(
-            "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}",
+            "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}\nkiln: \
+             metrics: {} (one JSON line per logged step)",
             summary.steps,
             self.exp.train.steps,
             summary.wall_s,
             summary.examples_per_s,
             summary.checkpoint.display(),
+            self.out().join("metrics.jsonl").display(),
         );
     }
 }
