@@ -31,7 +31,7 @@ mod time;
 pub use batch::{ImageBatch, PixelRange};
 pub use manifest::{MANIFEST_FILE, ModelManifest};
 pub use metrics::read_scalars;
-pub use rng::{SplitMix64, standard_normal};
+pub use rng::{SplitMix64, epoch_order, standard_normal};
 pub use sample::{
     Generative, Interpolation, LatentPath, LatentSpace, ModelCard, SampleError, SampleOption, SampleRequest, Samples,
     check_truncation, interpolate, latent_path,

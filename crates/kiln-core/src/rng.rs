@@ -52,6 +52,17 @@ impl SplitMix64 {
     }
 }
 
+/// The visiting order of epoch `epoch` over `len` examples: a Fisher–Yates shuffle from a
+/// generator seeded by both, so a data stream resumes from `(seed, epoch, batch)` alone. The one
+/// epoch order kiln's loaders share (images in kiln-data, token rows in kiln-dalle).
+pub fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..len).collect();
+    let mut mix = SplitMix64::new(seed ^ epoch.wrapping_mul(0xD1B5_4A32_D192_ED03));
+    let mut rng = SplitMix64::new(mix.next_u64());
+    rng.shuffle(&mut order);
+    order
+}
+
 /// Redraws per entry before a truncated draw gives up and clamps: enough that clamping is
 /// vanishingly rare for any usual threshold (τ ≥ 0.1 keeps an entry with probability ≥ 8 % a
 /// draw, so 64 misses in a row happen less than once in 10²), and a bound, so a tiny τ cannot hang.

@@ -8,7 +8,7 @@ use burn::module::AutodiffModule;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use kiln_bpe::Bpe;
-use kiln_core::{LoadError, Loader, LoaderPosition, Preview, SaveError, SplitMix64, StepOutput, Task, read_scalars};
+use kiln_core::{LoadError, Loader, LoaderPosition, Preview, SaveError, StepOutput, Task, epoch_order, read_scalars};
 use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
 use kiln_vqvae::{VqVae, VqVaeConfig};
 use serde::{Deserialize, Serialize};
@@ -125,13 +125,6 @@ impl<B: Backend> TokenLoader<B> {
         let order = epoch_order(set.len, seed, 0);
         Self { set, batch_size: batch_size.max(1), seed, epoch: 0, batch: 0, order, device: device.clone() }
     }
-}
-
-fn epoch_order(len: usize, seed: u64, epoch: u64) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    let mut mix = SplitMix64::new(seed ^ epoch.wrapping_mul(0xA24B_AED4_963E_E407));
-    SplitMix64::new(mix.next_u64()).shuffle(&mut order);
-    order
 }
 
 impl<B: Backend> Loader for TokenLoader<B> {

@@ -102,13 +102,9 @@ impl Batcher {
     }
 }
 
-/// The visiting order of epoch `epoch`: a Fisher–Yates shuffle from a generator seeded by both.
+/// Epoch `epoch`'s order (kiln-core's, shared with the other loaders).
 fn epoch_order(len: usize, seed: u64, epoch: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..len).collect();
-    let mut mix = SplitMix64::new(seed ^ (epoch as u64).wrapping_mul(0xD1B5_4A32_D192_ED03));
-    let mut rng = SplitMix64::new(mix.next_u64());
-    rng.shuffle(&mut order);
-    order
+    kiln_core::epoch_order(len, seed, epoch as u64)
 }
 
 /// A [`Batcher`] bound to a device: the [`Loader`] the trainer pulls from.
