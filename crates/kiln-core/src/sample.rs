@@ -31,6 +31,8 @@ pub enum SampleOption {
     Steps,
     /// The sampler's name (`--sampler`).
     Sampler,
+    /// DDIM's stochasticity `η` (`--eta`).
+    Eta,
     /// Classifier-free guidance scale (`--guidance`).
     Guidance,
     /// Softmax temperature (`--temperature`).
@@ -50,6 +52,7 @@ impl SampleOption {
             Self::Truncation => "truncation",
             Self::Steps => "steps",
             Self::Sampler => "sampler",
+            Self::Eta => "eta",
             Self::Guidance => "guidance",
             Self::Temperature => "temperature",
             Self::TopK => "top-k",
@@ -64,6 +67,7 @@ impl SampleOption {
             Self::Prompt => "takes no text prompt",
             Self::Truncation => "draws no Gaussian latent to truncate",
             Self::Steps | Self::Sampler => "samples in one pass; it has no sampling steps or sampler",
+            Self::Eta => "has no DDIM sampler; η applies to diffusion models only",
             Self::Guidance => "has no guidance",
             Self::Temperature | Self::TopK | Self::TopP => {
                 "samples no tokens; temperature, top-k and top-p do not apply"
@@ -91,6 +95,8 @@ pub struct SampleRequest {
     pub steps: Option<usize>,
     /// The sampler, by the name the model gives it (e.g. `ddpm`, `ddim`).
     pub sampler: Option<String>,
+    /// DDIM's `η`: 0 is the deterministic DDIM sampler, 1 is ancestral (DDPM) sampling.
+    pub eta: Option<f64>,
     /// Classifier-free guidance scale.
     pub guidance: Option<f64>,
     /// Softmax temperature of token sampling.
@@ -116,6 +122,7 @@ impl SampleRequest {
             (self.truncation.is_some(), Truncation),
             (self.steps.is_some(), Steps),
             (self.sampler.is_some(), Sampler),
+            (self.eta.is_some(), Eta),
             (self.guidance.is_some(), Guidance),
             (self.temperature.is_some(), Temperature),
             (self.top_k.is_some(), TopK),
