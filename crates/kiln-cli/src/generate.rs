@@ -45,6 +45,24 @@ pub struct Sample {
     /// How a token model draws (a DALL·E or a VQ-VAE prior).
     #[command(flatten)]
     pub tokens: TokenArgs,
+    /// How an iterative sampler runs (a diffusion or flow model).
+    #[command(flatten)]
+    pub sampler: SamplerArgs,
+}
+
+/// The knobs of iterative samplers (diffusion and flow models).
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct SamplerArgs {
+    /// Sampler steps (diffusion: DDIM 50 by default, up to the model's T; flow: Heun 25).
+    #[arg(long)]
+    pub steps: Option<usize>,
+    /// The sampler: `ddim` or `ddpm` (ancestral, all T steps by default) for a diffusion model,
+    /// `heun` or `euler` for a flow model.
+    #[arg(long)]
+    pub sampler: Option<String>,
+    /// DDIM's η in [0, 1]: 0 deterministic (the default), 1 as noisy as ancestral sampling.
+    #[arg(long)]
+    pub eta: Option<f64>,
 }
 
 /// The knobs of models that draw tokens, shared by `kiln sample` and `kiln generate`.
@@ -60,7 +78,7 @@ pub struct TokenArgs {
     #[arg(long)]
     pub top_p: Option<f64>,
     /// Classifier-free guidance scale: 1 = plain conditional sampling, above 1 follows the prompt
-    /// more closely (3 is usual); models trained with caption dropout only.
+    /// or class more closely (3 is usual); models trained with caption or label dropout only.
     #[arg(long)]
     pub guidance: Option<f64>,
 }
@@ -187,7 +205,12 @@ impl Job for Sample {
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
         let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
-        let request = self.tokens.apply(request);
+        let request = SampleRequest {
+            steps: self.sampler.steps,
+            sampler: self.sampler.sampler.clone(),
+            eta: self.sampler.eta,
+            ..self.tokens.apply(request)
+        };
         let samples = model.sample(&request, &device)?;
         let images = samples.images; // [n, C, H, W]
         match format {
@@ -232,7 +255,7 @@ fn write_frames<B: Backend>(grid: &Path, frames: Tensor<B, 5>) -> Result<()> {
     let gif_path = grid.with_extension("gif");
     write_file(&gif_path, &gif_bytes(frames, COLUMNS).with_context(|| gif_path.display().to_string())?)?;
     eprintln!(
-        "kiln: wrote the {t} drawing steps as {} ({rows} samples by {t} steps) and {} ({t} frames, looping)",
+        "kiln: wrote {t} frames of the process as {} ({rows} samples by {t} frames) and {} ({t} frames, looping)",
         strip_path.display(),
         gif_path.display()
     );

@@ -31,9 +31,7 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use kiln_core::{
-    Generative, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples, SplitMix64,
-};
+use kiln_core::{Generative, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples, SplitMix64};
 
 use crate::schedule::{BetaSchedule, NoiseSchedule};
 use crate::unet::{UNet, UNetConfig};
@@ -180,7 +178,8 @@ impl DiffusionConfig {
 
     /// Checks every field; `init` assumes a validated config.
     pub fn validate(&self) -> Result<(), DiffusionError> {
-        let bad = |field, value: String, reason: &str| Err(DiffusionError::Config { field, value, reason: reason.into() });
+        let bad =
+            |field, value: String, reason: &str| Err(DiffusionError::Config { field, value, reason: reason.into() });
         self.unet.validate()?;
         if let Process::Ddpm { timesteps, schedule, .. } = self.process {
             if !(2..=100_000).contains(&timesteps) {
@@ -434,7 +433,11 @@ impl<B: Backend> Diffusion<B> {
             Some(labels) if guidance != 1.0 => {
                 let t = Tensor::<B, 1>::full([2 * n], time, &device);
                 let null = Tensor::<B, 1, Int>::full([n], self.classes() as i64, &device);
-                let both = self.unet.forward(Tensor::cat(vec![x.clone(), x], 0), t, Some(Tensor::cat(vec![labels.clone(), null], 0))); // [2N, C, H, W]
+                let both = self.unet.forward(
+                    Tensor::cat(vec![x.clone(), x], 0),
+                    t,
+                    Some(Tensor::cat(vec![labels.clone(), null], 0)),
+                ); // [2N, C, H, W]
                 let cond = both.clone().narrow(0, 0, n); // [N, C, H, W]
                 let uncond = both.narrow(0, n, n); // [N, C, H, W]
                 cond.clone() + (cond - uncond) * (guidance - 1.0)
@@ -518,10 +521,11 @@ impl<B: Backend> Diffusion<B> {
         let timesteps = self.schedule().map_or(0, |s| s.len());
         let mut how = SamplerConfig::default_for(&self.process);
         if let Some(name) = &request.sampler {
-            let names: Vec<&str> = Sampler::NAMES.iter().filter(|(_, s)| s.fits(&self.process)).map(|(n, _)| *n).collect();
-            let sampler = Sampler::parse(name)
-                .filter(|s| s.fits(&self.process))
-                .ok_or_else(|| SampleError::invalid("sampler", name, format!("this model samples with {}", names.join(" or "))))?;
+            let names: Vec<&str> =
+                Sampler::NAMES.iter().filter(|(_, s)| s.fits(&self.process)).map(|(n, _)| *n).collect();
+            let sampler = Sampler::parse(name).filter(|s| s.fits(&self.process)).ok_or_else(|| {
+                SampleError::invalid("sampler", name, format!("this model samples with {}", names.join(" or ")))
+            })?;
             how = how.with_sampler(sampler, timesteps);
         }
         if let Some(steps) = request.steps {
@@ -533,7 +537,11 @@ impl<B: Backend> Diffusion<B> {
         }
         if let Some(eta) = request.eta {
             if how.sampler != Sampler::Ddim {
-                return Err(SampleError::invalid("eta", eta, format!("η is DDIM's; the {} sampler has none (use --sampler ddim)", how.sampler.name())));
+                return Err(SampleError::invalid(
+                    "eta",
+                    eta,
+                    format!("η is DDIM's; the {} sampler has none (use --sampler ddim)", how.sampler.name()),
+                ));
             }
             if !(0.0..=1.0).contains(&eta) {
                 return Err(SampleError::invalid("eta", eta, "must be in [0, 1] (0: deterministic, 1: ancestral)"));
@@ -566,13 +574,14 @@ impl<B: Backend> Diffusion<B> {
     /// present with the shape the saved config implies; anything else is an error naming the file.
     pub fn load(dir: &Path, device: &B::Device) -> Result<(DiffusionConfig, Self), DiffusionError> {
         let config = DiffusionConfig::load_dir(dir)?;
-        let model = kiln_optim::load_module(config.init::<B>(device), &dir.join(WEIGHTS_FILE)).map_err(|e| match e {
-            kiln_optim::OptimError::State { path, message } => DiffusionError::Checkpoint {
-                path,
-                message: format!("not a checkpoint of this diffusion model ({message})"),
-            },
-            other => optim_err(other, dir),
-        })?;
+        let model =
+            kiln_optim::load_module(config.init::<B>(device), &dir.join(WEIGHTS_FILE)).map_err(|e| match e {
+                kiln_optim::OptimError::State { path, message } => DiffusionError::Checkpoint {
+                    path,
+                    message: format!("not a checkpoint of this diffusion model ({message})"),
+                },
+                other => optim_err(other, dir),
+            })?;
         Ok((config, model))
     }
 }
@@ -638,7 +647,11 @@ impl<B: Backend> Generative<B> for Diffusion<B> {
             Process::Ddpm { .. } => "diffusion",
             Process::Flow => "flow",
         };
-        let name = if self.classes() > 0 { format!("this class-conditional {kind} model") } else { format!("this {kind} model") };
+        let name = if self.classes() > 0 {
+            format!("this class-conditional {kind} model")
+        } else {
+            format!("this {kind} model")
+        };
         ModelCard { name, image: self.image(), classes: self.classes(), accepts }
     }
 

@@ -58,7 +58,9 @@ impl NoiseSchedule {
                 (0..t).map(|i| if t == 1 { a } else { a + (b - a) * i as f64 / (t - 1) as f64 }).collect()
             }
             BetaSchedule::Cosine { offset } => {
-                let f = |i: usize| ((i as f64 / t as f64 + offset) / (1.0 + offset) * std::f64::consts::FRAC_PI_2).cos().powi(2);
+                let f = |i: usize| {
+                    ((i as f64 / t as f64 + offset) / (1.0 + offset) * std::f64::consts::FRAC_PI_2).cos().powi(2)
+                };
                 (1..=t).map(|i| (1.0 - f(i) / f(i - 1)).min(MAX_BETA)).collect()
             }
         };

@@ -78,7 +78,8 @@ impl UNetConfig {
 
     /// Checks that the network can be built, naming the field that cannot.
     pub fn validate(&self) -> Result<(), DiffusionError> {
-        let bad = |field: &'static str, value: String, reason: String| Err(DiffusionError::Config { field, value, reason });
+        let bad =
+            |field: &'static str, value: String, reason: String| Err(DiffusionError::Config { field, value, reason });
         if self.channels == 0 || self.base == 0 || self.res_blocks == 0 || self.heads == 0 || self.groups == 0 {
             return bad(
                 "channels/base/res_blocks/heads/groups",

@@ -28,6 +28,7 @@
 
 pub mod classifier;
 mod dalle;
+mod diffusion;
 mod draw;
 mod gan;
 pub mod registry;

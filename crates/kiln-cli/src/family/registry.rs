@@ -75,6 +75,7 @@ families!(
     super::vqvae::VqVae,
     super::draw::Draw,
     super::dalle::Dalle,
+    super::diffusion::Diffusion,
 );
 
 /// The names of every family.
