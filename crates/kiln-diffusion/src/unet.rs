@@ -91,7 +91,7 @@ impl UNetConfig {
             return bad("mults", format!("{:?}", self.mults), "one positive multiplier per level".into());
         }
         let downs = self.mults.len() - 1;
-        if self.image_size == 0 || self.image_size % (1 << downs) != 0 {
+        if self.image_size == 0 || !self.image_size.is_multiple_of(1 << downs) {
             return bad(
                 "image_size",
                 self.image_size.to_string(),
@@ -100,7 +100,7 @@ impl UNetConfig {
         }
         for &m in &self.mults {
             let ch = self.base * m;
-            if ch % self.groups != 0 {
+            if !ch.is_multiple_of(self.groups) {
                 return bad("groups", self.groups.to_string(), format!("level channels {ch} do not divide by it"));
             }
         }
@@ -110,7 +110,7 @@ impl UNetConfig {
                 return bad("attention", r.to_string(), format!("not one of the levels' resolutions {resolutions:?}"));
             };
             let ch = self.base * self.mults[level];
-            if ch % self.heads != 0 {
+            if !ch.is_multiple_of(self.heads) {
                 return bad("heads", self.heads.to_string(), format!("attention channels {ch} do not divide by it"));
             }
         }
@@ -244,7 +244,7 @@ impl<B: Backend> ResBlock<B> {
 
 /// The largest group count up to `groups` that divides `channels`.
 fn groups_for(channels: usize, groups: usize) -> usize {
-    (1..=groups.min(channels)).rev().find(|g| channels % g == 0).unwrap_or(1)
+    (1..=groups.min(channels)).rev().find(|g| channels.is_multiple_of(*g)).unwrap_or(1)
 }
 
 /// Multi-head self-attention over the positions of a feature map, with a residual connection.
