@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
 
-    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N]
+    python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N]
                                         [--threads N] [--json] [--tiny]
 
 `cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
@@ -38,6 +38,15 @@ the script needs nothing but torch:
   Gaussian read 2x2 of x and x - sigmoid(c), write 5x5, additive canvas, attention heads started
   tiling the image), loss = Bernoulli NLL of sigmoid(c_T) on binarized pixels + the KL summed
   over steps, Adam lr 1e-3, batch 64 of 1x28x28.
+- w7-unet-emoji: the U-Net of kiln-diffusion's `DiffusionConfig::emoji()`, layer for layer
+  (Ho et al.'s layout: 3x3 input conv to 32 channels; levels 32/16/8 at 32/64/64 channels, one
+  residual block down and two up per level, GroupNorm(8) -> SiLU -> conv, the time embedding's
+  projection added between the convolutions, 1x1 skips where the channels change; attention at
+  8x8 with 4 heads through F.scaled_dot_product_attention; stride-2 3x3 downsampling, nearest 2x
+  upsampling then a 3x3 conv; sinusoidal time features of width 32 through Linear-SiLU-Linear to
+  128), one step = DDPM with the cosine schedule over 1000 steps and v-prediction (uniform t,
+  MSE to v), backward, Adam lr 1e-4, then the EMA of the weights (decay 0.999, torch._foreach_lerp_),
+  batch 64 of 3x32x32.
 - w6-*: F.interpolate (antialias=True when downscaling), F.scaled_dot_product_attention forward
   and backward, and the VQ nearest-code search, at the shapes of kiln-kernels' benches.
 
@@ -74,6 +83,7 @@ WORKLOADS = [
     "w6-bicubic-64to256",
     "w6-attention-fwd-bwd",
     "w6-vq-search",
+    "w7-unet-emoji",
 ]
 EXTRA = ["w2-antixk64"]
 CONV_NOTE = "conv/convT/linear MACs×2 from layer shapes; fwd+bwd = 3×fwd"
@@ -651,6 +661,177 @@ def w5(tiny):
 
 
 # ---------------------------------------------------------------------------------------------
+# W7: the diffusion U-Net.
+
+
+def groups_for(channels, groups):
+    # As kiln-diffusion: the largest group count up to `groups` that divides `channels`.
+    return next(g for g in range(min(groups, channels), 0, -1) if channels % g == 0)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, cin, cout, embed, groups):
+        super().__init__()
+        self.norm1 = nn.GroupNorm(groups_for(cin, groups), cin)
+        self.conv1 = nn.Conv2d(cin, cout, 3, padding=1)
+        self.time = nn.Linear(embed, cout)
+        self.norm2 = nn.GroupNorm(groups, cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1)
+        nn.init.zeros_(self.conv2.weight)
+        nn.init.zeros_(self.conv2.bias)
+        self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x, emb):
+        h = self.conv1(F.silu(self.norm1(x)))
+        h = self.norm2(h + self.time(emb)[:, :, None, None])
+        return self.skip(x) + self.conv2(F.silu(h))
+
+
+class AttnBlock(nn.Module):
+    def __init__(self, ch, heads, groups):
+        super().__init__()
+        self.norm = nn.GroupNorm(groups_for(ch, groups), ch)
+        self.qkv = nn.Conv2d(ch, 3 * ch, 1)
+        self.out = nn.Conv2d(ch, ch, 1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+        self.heads = groups_for(ch, heads)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        qkv = self.qkv(self.norm(x)).reshape(b, 3, self.heads, c // self.heads, h * w).transpose(3, 4)
+        o = F.scaled_dot_product_attention(qkv[:, 0], qkv[:, 1], qkv[:, 2])  # [B, heads, N, C/heads]
+        return x + self.out(o.transpose(2, 3).reshape(b, c, h, w))
+
+
+class UNet(nn.Module):
+    def __init__(self, channels=3, size=32, base=32, mults=(1, 2, 2), res_blocks=1, attention=(8,), heads=4, groups=8):
+        super().__init__()
+        self.base, e = base, 4 * base
+        res = lambda cin, cout: ResBlock(cin, cout, e, groups)
+        attn = lambda s, ch: AttnBlock(ch, heads, groups) if s in attention else nn.Identity()
+        sizes = [size >> i for i in range(len(mults))]
+        self.time_in, self.time_out = nn.Linear(base, e), nn.Linear(e, e)
+        self.conv_in = nn.Conv2d(channels, base, 3, padding=1)
+        skips, ch = [base], base
+        self.down = nn.ModuleList()
+        for level, m in enumerate(mults):
+            out, stages = base * m, nn.ModuleList()
+            for _ in range(res_blocks):
+                stages.append(nn.ModuleList([res(ch, out), attn(sizes[level], out)]))
+                ch = out
+                skips.append(ch)
+            resample = None
+            if level + 1 < len(mults):
+                skips.append(ch)
+                resample = nn.Conv2d(ch, ch, 3, stride=2, padding=1)
+            self.down.append(nn.ModuleDict({"stages": stages, "resample": resample or nn.Identity()}))
+        self.mid = nn.ModuleList([res(ch, ch), AttnBlock(ch, heads, groups), res(ch, ch)])
+        self.up = nn.ModuleList()
+        for level, m in reversed(list(enumerate(mults))):
+            out, stages = base * m, nn.ModuleList()
+            for _ in range(res_blocks + 1):
+                stages.append(nn.ModuleList([res(ch + skips.pop(), out), attn(sizes[level], out)]))
+                ch = out
+            resample = nn.Conv2d(ch, ch, 3, padding=1) if level > 0 else None
+            self.up.append(nn.ModuleDict({"stages": stages, "resample": resample or nn.Identity()}))
+        self.norm_out = nn.GroupNorm(groups, ch)
+        self.conv_out = nn.Conv2d(ch, channels, 3, padding=1)
+        nn.init.zeros_(self.conv_out.weight)
+        nn.init.zeros_(self.conv_out.bias)
+        self.downs = len(mults) - 1
+
+    def forward(self, x, t):
+        half = self.base // 2
+        freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=x.dtype) / half)
+        args = t[:, None] * freqs[None, :]
+        emb = F.silu(self.time_out(F.silu(self.time_in(torch.cat([args.sin(), args.cos()], 1)))))
+        h = self.conv_in(x)
+        skips = [h]
+        for i, level in enumerate(self.down):
+            for res, attn in level["stages"]:
+                h = attn(res(h, emb))
+                skips.append(h)
+            if i < self.downs:
+                h = level["resample"](h)
+                skips.append(h)
+        h = self.mid[2](self.mid[1](self.mid[0](h, emb)), emb)
+        for i, level in enumerate(self.up):
+            for res, attn in level["stages"]:
+                h = attn(res(torch.cat([h, skips.pop()], 1), emb))
+            if i < self.downs:
+                h = level["resample"](F.interpolate(h, scale_factor=2, mode="nearest"))
+        return self.conv_out(F.silu(self.norm_out(h)))
+
+
+def cosine_alpha_bar(timesteps):
+    # Nichol & Dhariwal eq. 17 with s = 0.008, betas capped at 0.999 (as kiln-diffusion's schedule).
+    f = lambda t: math.cos((t / timesteps + 0.008) / 1.008 * math.pi / 2) ** 2
+    betas = [min(1 - f(i + 1) / f(i), 0.999) for i in range(timesteps)]
+    return torch.cumprod(1 - torch.tensor(betas, dtype=torch.float64), 0).float()
+
+
+def unet_forward_flops(channels, size, base, mults, res_blocks, attention):
+    # As crates/kiln-bench/src/flops.rs `unet_forward_flops`, per image.
+    e = 4 * base
+    conv = lambda cin, cout, k, s: 2 * cin * cout * k * k * s * s
+    res = lambda cin, cout, s: conv(cin, cout, 3, s) + conv(cout, cout, 3, s) + 2 * e * cout + (conv(cin, cout, 1, s) if cin != cout else 0)
+    attn = lambda ch, s: conv(ch, 3 * ch, 1, s) + conv(ch, ch, 1, s) + 4 * s**4 * ch
+    sizes = [size >> i for i in range(len(mults))]
+    total = 2 * base * e + 2 * e * e + conv(channels, base, 3, size)
+    ch, skips = base, [base]
+    for level, m in enumerate(mults):
+        out, s = base * m, sizes[level]
+        for _ in range(res_blocks):
+            total += res(ch, out, s) + (attn(out, s) if s in attention else 0)
+            ch = out
+            skips.append(ch)
+        if level + 1 < len(mults):
+            total += conv(ch, ch, 3, s // 2)
+            skips.append(ch)
+    total += 2 * res(ch, ch, sizes[-1]) + attn(ch, sizes[-1])
+    for level, m in reversed(list(enumerate(mults))):
+        out, s = base * m, sizes[level]
+        for _ in range(res_blocks + 1):
+            total += res(ch + skips.pop(), out, s) + (attn(out, s) if s in attention else 0)
+            ch = out
+        if level > 0:
+            total += conv(ch, ch, 3, 2 * s)
+    return total + conv(ch, channels, 3, size)
+
+
+def w7(tiny):
+    # kiln-bench's tiny W7: an 8x8 U-Net of base 8, levels 1/2, attention at 4x4, batch 4.
+    shape = dict(channels=3, size=8, base=8, mults=(1, 2), res_blocks=1, attention=(4,)) if tiny else \
+        dict(channels=3, size=32, base=32, mults=(1, 2, 2), res_blocks=1, attention=(8,))
+    n = 4 if tiny else 64
+    model = UNet(heads=4, groups=8, **shape)
+    ema = [p.detach().clone() for p in model.parameters()]
+    params = list(model.parameters())
+    opt = torch.optim.Adam(params, lr=1e-4)
+    alpha_bar = cosine_alpha_bar(1000)
+    x0 = torch.rand(n, 3, shape["size"], shape["size"]) * 2 - 1
+
+    def step():
+        opt.zero_grad()
+        t = torch.randint(0, 1000, (n,))
+        a = alpha_bar[t].sqrt()[:, None, None, None]
+        s = (1 - alpha_bar[t]).sqrt()[:, None, None, None]
+        noise = torch.randn_like(x0)
+        x_t = a * x0 + s * noise
+        v = a * noise - s * x0
+        loss = (model(x_t, t.float()) - v).square().mean()
+        loss.backward()
+        opt.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(ema, params, 1 - 0.999)
+        return loss.item()
+
+    flops = 3 * unet_forward_flops(**shape) * n
+    return step, n, "img", flops, "conv/linear MACs×2 + attention QKᵀ/PV from layer shapes; fwd+bwd = 3×fwd"
+
+
+# ---------------------------------------------------------------------------------------------
 # W6: kernels.
 
 
@@ -714,6 +895,8 @@ def build(name, tiny):
         return attention(tiny)
     if name == "w6-vq-search":
         return vq(tiny)
+    if name == "w7-unet-emoji":
+        return w7(tiny)
     raise ValueError(name)
 
 
@@ -764,12 +947,14 @@ def parse_workloads(text):
             chosen = [w for w in WORKLOADS if w.startswith("w4-")]
         elif item == "w5":
             chosen = ["w5-draw-mnist"]
+        elif item == "w7":
+            chosen = ["w7-unet-emoji"]
         elif item == "w6":
             chosen = [w for w in WORKLOADS if w.startswith("w6-")]
         elif item in WORKLOADS or item in EXTRA:
             chosen = [item]
         else:
-            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w4, w5, w6, all or one of {', '.join(WORKLOADS + EXTRA)}")
+            sys.exit(f"unknown workload {item!r}: expected w1, w2, w3, w4, w5, w6, w7, all or one of {', '.join(WORKLOADS + EXTRA)}")
         out += [w for w in chosen if w not in out]
     return out
 
@@ -793,7 +978,7 @@ def physical_cores():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--workload", default="w1,w2,w3,w4,w5,w6")
+    p.add_argument("--workload", default="w1,w2,w3,w4,w5,w6,w7")
     p.add_argument("--reps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)

@@ -3,7 +3,7 @@
 //! interleaved with kiln's, and prints kiln/PyTorch ratios (issue 8).
 //!
 //! ```text
-//! cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--rounds N]
+//! cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] [--rounds N]
 //!                   [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown]
 //!                   [--readme] [--python PATH]
 //! ```
@@ -44,7 +44,7 @@ struct Options {
 fn parse(args: &[&str]) -> Result<Options> {
     let mut o = Options {
         compare: false,
-        workload: "w1,w2,w3,w4,w5,w6".into(),
+        workload: "w1,w2,w3,w4,w5,w6,w7".into(),
         reps: 3,
         warmup: 1,
         rounds: 3,
@@ -87,7 +87,7 @@ fn parse(args: &[&str]) -> Result<Options> {
 }
 
 /// Usage text, shown on a bad argument.
-pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] \
+pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] \
      [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]";
 
 /// `cargo xtask bench …`.

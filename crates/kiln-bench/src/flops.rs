@@ -9,6 +9,7 @@
 //! counts the same way, so kiln's and PyTorch's GFLOP/s compare like their images/s.
 
 use kiln_dalle::DalleConfig;
+use kiln_diffusion::UNetConfig;
 use kiln_draw::{Attention, DrawConfig};
 use kiln_gan::GanConfig;
 use kiln_vae::VaeConfig;
@@ -241,6 +242,53 @@ pub fn dalle_sample_recompute_flops(config: &DalleConfig) -> u64 {
     let n = config.image_tokens();
     let prefixes: u64 = (0..n).map(|j| dalle_trunk_flops(config, prompt + j, prompt + j)).sum();
     prefixes + (n * 2 * config.width * config.image_vocab) as u64
+}
+
+/// Forward FLOPs per image of kiln-diffusion's U-Net, walked as `UNetConfig::init` builds it:
+/// every residual block's two 3×3 convolutions, its 1×1 skip when the channels change and its
+/// time projection; every attention block's 1×1 qkv and output convolutions and its `QKᵀ`/`PV`
+/// products over the `s²` positions; the stride-2 downsampling and post-upsampling 3×3
+/// convolutions; the input and output convolutions and the time MLP.
+pub fn unet_forward_flops(config: &UNetConfig) -> u64 {
+    let (base, e) = (config.base, config.embed_dim());
+    let conv = |cin: usize, cout: usize, k: usize, s: usize| 2 * cin * cout * k * k * s * s;
+    let res = |cin: usize, cout: usize, s: usize| {
+        conv(cin, cout, 3, s)
+            + conv(cout, cout, 3, s)
+            + 2 * e * cout
+            + if cin != cout { conv(cin, cout, 1, s) } else { 0 }
+    };
+    let attn = |ch: usize, s: usize| conv(ch, 3 * ch, 1, s) + conv(ch, ch, 1, s) + 4 * s * s * s * s * ch;
+    let resolutions = config.resolutions();
+    let at = |s: usize, ch: usize| if config.attention.contains(&s) { attn(ch, s) } else { 0 };
+    let mut total = 2 * base * e + 2 * e * e + conv(config.channels, base, 3, config.image_size);
+    let (mut ch, mut skips) = (base, vec![base]);
+    for (level, &m) in config.mults.iter().enumerate() {
+        let (out, s) = (base * m, resolutions[level]);
+        for _ in 0..config.res_blocks {
+            total += res(ch, out, s) + at(s, out);
+            ch = out;
+            skips.push(ch);
+        }
+        if level + 1 < config.mults.len() {
+            total += conv(ch, ch, 3, s / 2);
+            skips.push(ch);
+        }
+    }
+    let low = *resolutions.last().unwrap_or(&config.image_size);
+    total += 2 * res(ch, ch, low) + attn(ch, low);
+    for (level, &m) in config.mults.iter().enumerate().rev() {
+        let (out, s) = (base * m, resolutions[level]);
+        for _ in 0..=config.res_blocks {
+            let skip = skips.pop().unwrap_or(0);
+            total += res(ch + skip, out, s) + at(s, out);
+            ch = out;
+        }
+        if level > 0 {
+            total += conv(ch, ch, 3, 2 * s);
+        }
+    }
+    (total + conv(ch, config.channels, 3, config.image_size)) as u64
 }
 
 /// FLOPs of scaled dot-product attention forward and backward: the forward is two `[L, L]`

@@ -3,7 +3,7 @@
 //! trains faster than PyTorch on the same CPU").
 //!
 //! ```text
-//! kiln-bench [--workload w1,w2,w3,w4,w5,w6] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
+//! kiln-bench [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] [--threads N] [--device cpu] [--json] [--tiny]
 //! ```
 //! Prints a table, or with `--json` one JSON object per workload and line. `cargo xtask bench`
 //! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
@@ -26,9 +26,10 @@ use kiln_device::{DeviceInfo, Job};
 #[command(name = "kiln-bench", version)]
 struct Args {
     /// Comma-separated workloads: w1 (DCGAN-64 step), w2 (VAE-64 step), w3 (VQ-VAE step), w4
-    /// (gpt-mini: train step, KV-cached and recomputed sampling), w5 (DRAW step), w6 (kernels),
+    /// (gpt-mini: train step, KV-cached and recomputed sampling), w5 (DRAW step), w6 (kernels), w7
+    /// (the emoji diffusion U-Net's step),
     /// all, or full names such as w6-vq-search.
-    #[arg(long, default_value = "w1,w2,w3,w4,w5,w6")]
+    #[arg(long, default_value = "w1,w2,w3,w4,w5,w6,w7")]
     workload: String,
     /// Timed repetitions per workload.
     #[arg(long, default_value_t = 5)]

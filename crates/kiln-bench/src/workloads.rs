@@ -23,6 +23,11 @@
 //! - **W5** `w5-draw-mnist`: one [`DrawTask`] step of `DrawConfig::mnist()` (the DRAW paper's
 //!   MNIST setup with attention: T = 64 glimpses, LSTMs of 256, z = 100, read 2×2, write 5×5),
 //!   Adam 10⁻³, batch 64 of 1×28×28: the negative ELBO over all 64 steps, backward, update.
+//! - **W7** `w7-unet-emoji`: one [`DiffusionTask`] step of `DiffusionConfig::emoji()` (the
+//!   U-Net kiln's emoji experiment trains: levels 32/16/8 at 32/64/64 channels, one residual
+//!   block per level, GroupNorm 8, attention at 8×8, time MLP of 128; DDPM with the cosine
+//!   schedule and v-prediction, uniform weights), unconditional, Adam 10⁻⁴ and the EMA update
+//!   (decay 0.999) that `kiln train` does every step, batch 64 of 3×32×32.
 //! - **W6** kernels from kiln-kernels, the shapes of `crates/kiln-kernels/benches/kernels.rs`:
 //!   antialiased bilinear and bicubic (PIL's a = −0.5) resizes 64×3×256×256 → 64×64, plain
 //!   bilinear and bicubic (a = −0.75) 64×3×64×64 → 256×256 (antialiasing changes nothing when
@@ -38,6 +43,7 @@ use kiln_core::{SplitMix64, Task};
 use kiln_dalle::sample::{Decoding, TokenSampling, sample_codes};
 use kiln_dalle::{DalleConfig, DalleParts, DalleTask, DalleTaskConfig, TokenBatch};
 use kiln_data::ImageBatch;
+use kiln_diffusion::{DiffusionConfig, DiffusionTask, DiffusionTaskConfig, UNetConfig};
 use kiln_draw::{DrawConfig, DrawTask, DrawTaskConfig};
 use kiln_gan::{GanConfig, GanTask, GanTaskConfig};
 use kiln_kernels::vq::nearest_code;
@@ -73,6 +79,8 @@ pub enum Workload {
     GptMini(GptCase),
     /// DRAW (the paper's MNIST setup) train step.
     DrawMnist,
+    /// The emoji diffusion U-Net's train step.
+    UNetEmoji,
     /// A resize of kiln-kernels.
     Resize(ResizeCase),
     /// Attention forward + backward.
@@ -107,7 +115,7 @@ pub enum ResizeCase {
 
 impl Workload {
     /// Every workload, in report order.
-    pub const ALL: [Workload; 13] = [
+    pub const ALL: [Workload; 14] = [
         Workload::Dcgan64,
         Workload::Vae64,
         Workload::VqVae32,
@@ -121,6 +129,7 @@ impl Workload {
         Workload::Resize(ResizeCase::BicubicUp),
         Workload::Attention,
         Workload::Vq,
+        Workload::UNetEmoji,
     ];
 
     /// The name in reports (the same in `pytorch_bench.py`).
@@ -133,6 +142,7 @@ impl Workload {
             Workload::GptMini(GptCase::SampleCached) => "w4-gpt-mini-sample-kv",
             Workload::GptMini(GptCase::SampleRecompute) => "w4-gpt-mini-sample-recompute",
             Workload::DrawMnist => "w5-draw-mnist",
+            Workload::UNetEmoji => "w7-unet-emoji",
             Workload::Resize(ResizeCase::BilinearAaDown) => "w6-bilinear-aa-256to64",
             Workload::Resize(ResizeCase::BicubicAaDown) => "w6-bicubic-aa-256to64",
             Workload::Resize(ResizeCase::BilinearUp) => "w6-bilinear-64to256",
@@ -143,7 +153,7 @@ impl Workload {
     }
 
     /// Parses a comma-separated `--workload` list: `w1`, `w2`, `w3`, `w4` (its three rows), `w5`,
-    /// `w6` (all kernels), `all` or full names.
+    /// `w6` (all kernels), `w7`, `all` or full names.
     pub fn parse_list(text: &str) -> Result<Vec<Workload>> {
         let mut out = Vec::new();
         for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
@@ -156,10 +166,11 @@ impl Workload {
                 "w4" => Self::with_prefix("w4-"),
                 "w5" => vec![Workload::DrawMnist],
                 "w6" => Self::with_prefix("w6-"),
+                "w7" => vec![Workload::UNetEmoji],
                 name => match Self::ALL.iter().find(|w| w.name() == name) {
                     Some(w) => vec![*w],
                     None => bail!(
-                        "unknown workload {item:?}: expected w1, w2, w3, w4, w5, w6, all or one of {}",
+                        "unknown workload {item:?}: expected w1, w2, w3, w4, w5, w6, w7, all or one of {}",
                         Self::ALL.map(Workload::name).join(", ")
                     ),
                 },
@@ -411,6 +422,38 @@ pub fn run<B: AutodiffBackend>(
             let note = "LSTM/head linear MACs×2 + filterbank read/write products, ×T; fwd+bwd = 3×fwd";
             (Spec { name, unit: "img", items: n, flops: Some(flops), flops_note: note }, times)
         }
+        Workload::UNetEmoji => {
+            let (n, config) = if tiny {
+                let unet = UNetConfig::new(3, 8).with_base(8).with_mults(vec![1, 2]).with_attention(vec![4]);
+                (4, DiffusionConfig { unet, ..DiffusionConfig::emoji() })
+            } else {
+                (64, DiffusionConfig::emoji())
+            };
+            let settings = DiffusionTaskConfig {
+                optim: OptimConfig { lr: 1e-4, decay: Decay::Constant, ..OptimConfig::default() },
+                ema_decay: Some(0.999),
+                ..DiffusionTaskConfig::default()
+            };
+            let mut task = DiffusionTask::<B>::new(config.clone(), &settings, 1_000_000, device)
+                .context("building the diffusion task")?;
+            let s = config.unet.image_size;
+            let images =
+                Tensor::<B, 4>::random([n, config.unet.channels, s, s], Distribution::Uniform(-1.0, 1.0), device);
+            let labels = Tensor::<B, 1, Int>::zeros([n], device);
+            let mut step = 0;
+            let mut failure = None;
+            let times = time_reps(warmup, reps, || {
+                task.step(ImageBatch { images: images.clone(), labels: labels.clone() }, step);
+                step += 1;
+                if let Err(e) = sync::<B>(device) {
+                    failure = Some(e);
+                }
+            });
+            failure.map_or(Ok(()), Err)?;
+            let flops = flops::train_flops(flops::unet_forward_flops(&config.unet)) * n as u64;
+            let note = "conv/linear MACs×2 + attention QKᵀ/PV from layer shapes; fwd+bwd = 3×fwd";
+            (Spec { name, unit: "img", items: n, flops: Some(flops), flops_note: note }, times)
+        }
         Workload::Resize(case) => {
             let (n, big, small) = if tiny { (2, 32, 8) } else { (64, 256, 64) };
             let (filter, antialias, from, to) = match case {
@@ -518,7 +561,7 @@ mod tests {
     fn parses_workload_lists() {
         assert_eq!(Workload::parse_list("w1").unwrap(), vec![Workload::Dcgan64]);
         assert_eq!(Workload::parse_list("w6").unwrap().len(), 6);
-        assert_eq!(Workload::parse_list("w1,w2,w3,w4,w5,w6,w1").unwrap(), Workload::ALL.to_vec());
+        assert_eq!(Workload::parse_list("w1,w2,w3,w4,w5,w6,w7,w1").unwrap(), Workload::ALL.to_vec());
         assert_eq!(
             Workload::parse_list("w4").unwrap(),
             vec![
@@ -532,6 +575,7 @@ mod tests {
             vec![Workload::GptMini(GptCase::SampleCached)]
         );
         assert_eq!(Workload::parse_list("w5").unwrap(), vec![Workload::DrawMnist]);
+        assert_eq!(Workload::parse_list("w7").unwrap(), vec![Workload::UNetEmoji]);
         assert_eq!(Workload::parse_list("w3").unwrap(), vec![Workload::VqVae32]);
         assert_eq!(Workload::parse_list("w6-vq-search").unwrap(), vec![Workload::Vq]);
         assert!(Workload::parse_list("w9").unwrap_err().to_string().contains("unknown workload"));

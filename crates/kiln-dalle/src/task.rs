@@ -9,7 +9,7 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use kiln_bpe::Bpe;
 use kiln_core::{LoadError, Loader, LoaderPosition, Preview, SaveError, StepOutput, Task, epoch_order, read_scalars};
-use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
+use kiln_optim::{Optim, OptimConfig, load_train_state, save_train_state};
 use kiln_vqvae::{VqVae, VqVaeConfig};
 use serde::{Deserialize, Serialize};
 
@@ -155,9 +155,6 @@ impl<B: Backend> Loader for TokenLoader<B> {
         self.order = epoch_order(self.set.len, self.seed, self.epoch);
     }
 }
-
-/// The optimizer's state file in a checkpoint.
-const OPTIM_FILE: &str = "optim.safetensors";
 
 /// Samples per preview caption.
 const PREVIEW_PER_CAPTION: usize = 8;
@@ -305,15 +302,18 @@ impl<B: AutodiffBackend> Task<B> for DalleTask<B> {
 
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| match e {
-            OptimError::Save(e) => e,
-            other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
-        })
+        save_train_state(dir, &self.model, &self.optim, None)
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        self.model = load_module(self.model.clone(), &dir.join(crate::generator::WEIGHTS_FILE))?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
+        self.model = load_train_state(
+            dir,
+            self.model.clone(),
+            crate::generator::WEIGHTS_FILE,
+            &mut self.optim,
+            None,
+            &self.device,
+        )?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use kiln_core::{ImageBatch, LoadError, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{Diffusion, DiffusionConfig, SamplerConfig};
@@ -48,10 +48,6 @@ const STRIP_ROWS: usize = 8;
 const STRIP_FRAMES: usize = 10;
 /// Seed of the preview noise: fixed, so every run's grids show the same draws.
 const PREVIEW_SEED: u64 = 0xD1FF_0000;
-
-const OPTIM_FILE: &str = "optim.safetensors";
-const LIVE_FILE: &str = "live.safetensors";
-const EMA_FILE: &str = "ema.safetensors";
 
 /// A [`Diffusion`] model with its optimizer, its EMA, and the fixed inputs of its previews.
 pub struct DiffusionTask<B: AutodiffBackend> {
@@ -137,13 +133,6 @@ impl<B: AutodiffBackend> DiffusionTask<B> {
     }
 }
 
-fn save_err(dir: &Path, e: OptimError) -> SaveError {
-    match e {
-        OptimError::Save(e) => e,
-        other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
-    }
-}
-
 impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
     type Batch = ImageBatch<B>;
 
@@ -192,21 +181,18 @@ impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
     /// optimizer, and with EMA on, the live weights and the EMA's counter.
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| save_err(dir, e))?;
-        if let Some(ema) = &self.ema {
-            save_module(&self.model.valid(), &dir.join(LIVE_FILE), &[]).map_err(|e| save_err(dir, e))?;
-            ema.save(&dir.join(EMA_FILE)).map_err(|e| save_err(dir, e))?;
-        }
-        Ok(())
+        save_train_state(dir, &self.model, &self.optim, self.ema.as_ref())
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        let live = if self.ema.is_some() { dir.join(LIVE_FILE) } else { dir.join(crate::WEIGHTS_FILE) };
-        self.model = load_module(self.model.clone(), &live)?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
-        if let Some(ema) = &mut self.ema {
-            ema.load(&dir.join(EMA_FILE))?;
-        }
+        self.model = load_train_state(
+            dir,
+            self.model.clone(),
+            crate::WEIGHTS_FILE,
+            &mut self.optim,
+            self.ema.as_mut(),
+            &self.device,
+        )?;
         Ok(())
     }
 

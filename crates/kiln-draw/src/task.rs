@@ -8,7 +8,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor};
 use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{Draw, DrawConfig};
@@ -37,13 +37,6 @@ impl Default for DrawTaskConfig {
 pub const STRIP_ROWS: usize = 8;
 /// Seed of the preview latents: fixed, so every run's grids show the same prior draws.
 const PREVIEW_SEED: u64 = 0x0D2A_3000;
-
-/// The optimizer's state file in a checkpoint.
-const OPTIM_FILE: &str = "optim.safetensors";
-/// The live (not averaged) weights in a checkpoint when EMA is on.
-const LIVE_FILE: &str = "live.safetensors";
-/// The averaged weights in a checkpoint.
-const EMA_FILE: &str = "ema.safetensors";
 
 /// A [`Draw`] model with its optimizer, its EMA, and the fixed latents of its previews.
 pub struct DrawTask<B: AutodiffBackend> {
@@ -104,13 +97,6 @@ impl<B: AutodiffBackend> DrawTask<B> {
     }
 }
 
-fn save_err(dir: &Path, e: OptimError) -> SaveError {
-    match e {
-        OptimError::Save(e) => e,
-        other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
-    }
-}
-
 impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
     type Batch = ImageBatch<B>;
 
@@ -155,22 +141,18 @@ impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
     /// EMA's counter.
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| save_err(dir, e))?;
-        if let Some(ema) = &self.ema {
-            save_module(&self.model.valid(), &dir.join(LIVE_FILE), &[]).map_err(|e| save_err(dir, e))?;
-            ema.save(&dir.join(EMA_FILE)).map_err(|e| save_err(dir, e))?;
-        }
-        Ok(())
+        save_train_state(dir, &self.model, &self.optim, self.ema.as_ref())
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        let live = if self.ema.is_some() { dir.join(LIVE_FILE) } else { dir.join(crate::WEIGHTS_FILE) };
-        // Loaded into the training module itself, so the parameters keep requiring gradients.
-        self.model = load_module(self.model.clone(), &live)?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
-        if let Some(ema) = &mut self.ema {
-            ema.load(&dir.join(EMA_FILE))?;
-        }
+        self.model = load_train_state(
+            dir,
+            self.model.clone(),
+            crate::WEIGHTS_FILE,
+            &mut self.optim,
+            self.ema.as_mut(),
+            &self.device,
+        )?;
         Ok(())
     }
 

@@ -8,11 +8,9 @@ use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::{Device, ElementConversion};
 use kiln_core::{ImageBatch, LoadError, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars};
 use kiln_data::{ImageSet, gather};
-use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
+use kiln_optim::{Optim, OptimConfig, load_train_state, save_train_state};
 
 use crate::{FeatureNet, FeatureNetConfig, FeaturesError, WEIGHTS_FILE};
-
-const OPTIM_FILE: &str = "optim.safetensors";
 
 /// A [`FeatureNet`] with its optimizer, minimising cross-entropy on labelled images in `[0, 1]`.
 pub struct ClassifierTask<B: AutodiffBackend> {
@@ -76,15 +74,11 @@ impl<B: AutodiffBackend> Task<B> for ClassifierTask<B> {
 
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| match e {
-            OptimError::Save(e) => e,
-            other => SaveError::Encode { path: dir.join(OPTIM_FILE), message: other.to_string() },
-        })
+        save_train_state(dir, &self.net, &self.optim, None)
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        self.net = load_module(self.net.clone(), &dir.join(WEIGHTS_FILE))?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.net, &self.device)?;
+        self.net = load_train_state(dir, self.net.clone(), WEIGHTS_FILE, &mut self.optim, None, &self.device)?;
         Ok(())
     }
 

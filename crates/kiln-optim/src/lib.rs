@@ -31,6 +31,7 @@ mod optim;
 mod params;
 mod schedule;
 mod state;
+mod train_state;
 
 pub use ema::Ema;
 pub use error::OptimError;
@@ -38,6 +39,7 @@ pub use optim::{Optim, OptimConfig, OptimKind};
 pub use params::{param_paths, zip_map_params};
 pub use schedule::{Decay, Schedule};
 pub use state::{TensorFile, load_module, save_module};
+pub use train_state::{EMA_FILE, LIVE_FILE, ModelEma, OPTIM_FILE, load_train_state, save_train_state};
 
 #[cfg(test)]
 mod tests;

@@ -7,7 +7,7 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Distribution, Tensor};
 use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_module, save_module};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{Vae, VaeConfig};
@@ -30,13 +30,6 @@ impl Default for VaeTaskConfig {
         Self { optim: OptimConfig::default(), ema_decay: None, preview_samples: 64 }
     }
 }
-
-/// The optimizer's state file in a checkpoint.
-const OPTIM_FILE: &str = "optim.safetensors";
-/// The live (not averaged) weights in a checkpoint when EMA is on.
-const LIVE_FILE: &str = "live.safetensors";
-/// The averaged weights in a checkpoint.
-const EMA_FILE: &str = "ema.safetensors";
 
 /// A [`Vae`] with its optimizer, its EMA, and the fixed inputs of its preview grids.
 pub struct VaeTask<B: AutodiffBackend> {
@@ -103,13 +96,6 @@ impl<B: AutodiffBackend> VaeTask<B> {
     }
 }
 
-fn save_err(dir: &Path, e: OptimError) -> SaveError {
-    match e {
-        OptimError::Save(e) => e,
-        other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
-    }
-}
-
 impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
     type Batch = ImageBatch<B>;
 
@@ -155,22 +141,18 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
     /// EMA's counter.
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| save_err(dir, e))?;
-        if let Some(ema) = &self.ema {
-            save_module(&self.model.valid(), &dir.join(LIVE_FILE), &[]).map_err(|e| save_err(dir, e))?;
-            ema.save(&dir.join(EMA_FILE)).map_err(|e| save_err(dir, e))?;
-        }
-        Ok(())
+        save_train_state(dir, &self.model, &self.optim, self.ema.as_ref())
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        let live = if self.ema.is_some() { dir.join(LIVE_FILE) } else { dir.join(crate::WEIGHTS_FILE) };
-        // Loaded into the training module itself, so the parameters keep requiring gradients.
-        self.model = load_module(self.model.clone(), &live)?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
-        if let Some(ema) = &mut self.ema {
-            ema.load(&dir.join(EMA_FILE))?;
-        }
+        self.model = load_train_state(
+            dir,
+            self.model.clone(),
+            crate::WEIGHTS_FILE,
+            &mut self.optim,
+            self.ema.as_mut(),
+            &self.device,
+        )?;
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor, TensorData};
 use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
 use kiln_kernels::vq;
-use kiln_optim::{Optim, OptimConfig, OptimError, load_module};
+use kiln_optim::{Optim, OptimConfig, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{VqVae, VqVaeConfig};
@@ -69,9 +69,6 @@ impl VqVaeTaskConfig {
         Ok(())
     }
 }
-
-/// The optimizer's state file in a checkpoint.
-const OPTIM_FILE: &str = "optim.safetensors";
 
 /// Height of the `codes` histogram image in pixels.
 const HISTOGRAM_HEIGHT: usize = 96;
@@ -215,17 +212,12 @@ impl<B: AutodiffBackend> Task<B> for VqVaeTask<B> {
     /// also the codebook's training state) and the optimizer.
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
         self.save(dir)?;
-        self.optim.save(&dir.join(OPTIM_FILE)).map_err(|e| match e {
-            OptimError::Save(e) => e,
-            other => SaveError::Encode { path: dir.to_path_buf(), message: other.to_string() },
-        })
+        save_train_state(dir, &self.model, &self.optim, None)
     }
 
     fn load_state(&mut self, dir: &Path) -> Result<(), LoadError> {
-        // Loaded into the training module itself, so the parameters keep requiring gradients
-        // (and the codebook keeps not requiring them).
-        self.model = load_module(self.model.clone(), &dir.join(crate::WEIGHTS_FILE))?;
-        self.optim.load(&dir.join(OPTIM_FILE), &self.model, &self.device)?;
+        self.model =
+            load_train_state(dir, self.model.clone(), crate::WEIGHTS_FILE, &mut self.optim, None, &self.device)?;
         Ok(())
     }
 
