@@ -53,7 +53,8 @@ pub struct StepOutput {
     pub examples: usize,
 }
 
-/// A named batch of images in `[0, 1]`, `[N, C, H, W]`, that the trainer writes as a PNG grid.
+/// A named batch of images in `[0, 1]`, `[N, C, H, W]`, that the trainer writes as a PNG grid
+/// (captioned with the name and the step).
 #[derive(Debug, Clone)]
 pub struct Preview<B: Backend> {
     /// File stem of the grid, e.g. `"samples"` or `"reconstructions"`.
@@ -62,6 +63,22 @@ pub struct Preview<B: Backend> {
     pub images: Tensor<B, 4>,
     /// Images per row of the grid.
     pub columns: usize,
+    /// Labels written left of the grid's rows, repeating down them (`["input",
+    /// "reconstruction"]` for rows that alternate); empty: none.
+    pub row_labels: Vec<String>,
+}
+
+impl<B: Backend> Preview<B> {
+    /// A grid of `images` named `name`, `columns` to a row, without row labels.
+    pub fn new(name: &'static str, images: Tensor<B, 4>, columns: usize) -> Self {
+        Self { name, images, columns, row_labels: Vec::new() }
+    }
+
+    /// Labels the grid's rows; the labels repeat when the grid has more rows than labels.
+    pub fn with_row_labels<S: Into<String>>(mut self, labels: impl IntoIterator<Item = S>) -> Self {
+        self.row_labels = labels.into_iter().map(Into::into).collect();
+        self
+    }
 }
 
 /// One trainable model family as the trainer sees it.

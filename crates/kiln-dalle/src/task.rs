@@ -288,7 +288,7 @@ impl<B: AutodiffBackend> Task<B> for DalleTask<B> {
             let codes = sample_codes(&generator.dalle, text, None, &sampling, Decoding::Cached);
             images.push(generator.decode(&codes, &device));
         }
-        vec![Preview { name: "samples", images: Tensor::cat(images, 0), columns: PREVIEW_PER_CAPTION }]
+        vec![Preview::new("samples", Tensor::cat(images, 0), PREVIEW_PER_CAPTION)]
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {

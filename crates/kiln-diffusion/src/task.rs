@@ -164,10 +164,7 @@ impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
         frames.extend(out.frames);
         let t = frames.len();
         let strip = Tensor::stack::<5>(frames, 0).narrow(1, 0, rows).swap_dims(0, 1).reshape([rows * t, c, h, w]); // [rows·T, C, H, W]
-        vec![
-            Preview { name: "samples", images: unit(out.images), columns: 8 },
-            Preview { name: "steps", images: unit(strip), columns: t },
-        ]
+        vec![Preview::new("samples", unit(out.images), 8), Preview::new("steps", unit(strip), t)]
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {

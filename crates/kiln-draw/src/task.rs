@@ -123,10 +123,7 @@ impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
         let samples = frames.clone().narrow(0, t - 1, 1).reshape([n, c, h, w]); // [n, C, H, W]
         let rows = STRIP_ROWS.min(n);
         let strip = frames.narrow(1, 0, rows).swap_dims(0, 1).reshape([rows * t, c, h, w]); // [rows·T, C, H, W]
-        vec![
-            Preview { name: "samples", images: samples, columns: 8 },
-            Preview { name: "steps", images: strip, columns: t },
-        ]
+        vec![Preview::new("samples", samples, 8), Preview::new("steps", strip, t)]
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {

@@ -407,9 +407,9 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
         let columns = self.settings.preview_columns;
         let grid =
             |g: &Generator<B::InnerBackend>| to_unit(g.generate(self.fixed_z.clone(), self.fixed_labels.clone()));
-        let mut previews = vec![Preview { name: "samples", images: grid(&self.generator.valid()), columns }];
+        let mut previews = vec![Preview::new("samples", grid(&self.generator.valid()), columns)];
         if let Some(ema) = &self.ema {
-            previews.push(Preview { name: "samples-ema", images: grid(ema.module()), columns });
+            previews.push(Preview::new("samples-ema", grid(ema.module()), columns));
         }
         previews
     }

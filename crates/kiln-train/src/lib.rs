@@ -30,16 +30,31 @@
 //! ndarray); both CPU backends report one device (`device_count() == 1`). kiln's loop therefore
 //! runs on one device. The arithmetic data parallelism needs — averaging the gradients of equal
 //! shards — is what `kiln-optim`'s gradient accumulation does, and is tested there.
+//!
+//! # Looking at a run
+//! Beside the metrics log, every preview writes `losses.png` (a panel per metric of
+//! `metrics.jsonl`, drawn by `plot.rs`) and captions each grid with its name and step, with
+//! `"input"`/`"reconstruction"` labels on the rows of reconstruction grids ([`GridLabels`]). Text
+//! is drawn with a hand-made 5×7 bitmap font (`font.rs`), so no font files or `plotters` are needed.
+//!
+//! No TensorBoard event files: of the crates that write them, `tensorboard-rs` (last release
+//! 0.5.9, March 2022) pins `image` 0.23 and the unmaintained `protobuf` 2 line, and `tboard`
+//! (0.1.1, January 2024) and `tfrecord` (0.15, September 2023) generate their protobuf code with
+//! `prost-build`, which needs `protoc` at build time — none is well kept enough to be worth a
+//! dependency, and `metrics.jsonl` is one line of pandas or a short script away from any viewer.
 #![warn(missing_docs)]
 
 mod checkpoint;
+mod font;
 mod grid;
+mod plot;
 mod trainer;
 
 pub use checkpoint::{
     TRAINER_FILE, TrainerState, checkpoints_dir, latest_checkpoint, list_checkpoints, read_trainer_state,
 };
-pub use grid::{grid_png, image_png, write_grid};
+pub use grid::{GridLabels, grid_png, image_png, labelled_grid_png, write_grid, write_labelled_grid};
+pub use plot::write_loss_plot;
 pub use trainer::{LoopConfig, StopReason, Summary, TrainError, fit, step_seed};
 
 #[cfg(test)]

@@ -50,7 +50,7 @@ impl Task<B> for Toy {
 
     fn previews(&self) -> Vec<Preview<<B as AutodiffBackend>::InnerBackend>> {
         let w = burn::tensor::activation::sigmoid(self.model.valid().weight.val().reshape([1, 1, 2, 2]));
-        vec![Preview { name: "weights", images: w, columns: 1 }]
+        vec![Preview::new("weights", w, 1)]
     }
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {
@@ -215,6 +215,32 @@ fn the_stop_flag_checkpoints_and_ends_cleanly() {
     assert_eq!((summary.steps, summary.stopped_by), (1, StopReason::Signal));
     assert_eq!(list_checkpoints(&dir).last().unwrap().0, 1);
     assert!(dir.join("summary.json").is_file() && dir.join("weights.png").is_file());
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn previews_leave_a_loss_plot_beside_grids_captioned_with_the_step() {
+    let _serial = serial();
+    let dir = tmp("plots");
+    fit(&mut Toy::new(7), &mut Counting(0), &LoopConfig { preview_every: 4, ..config(10, &dir) }).unwrap();
+    // metrics.jsonl keeps its keys in the order written (the task's metrics in the task's order),
+    // which is the order of the panels.
+    let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let first = log.lines().next().unwrap();
+    assert!(first.starts_with(r#"{"step":2,"examples":16,"elapsed_s":"#) && first.contains(r#","loss":"#), "{first}");
+    // One metric (loss): one panel with the curve drawn in it.
+    let losses = image::open(dir.join("losses.png")).unwrap().to_rgb8();
+    assert_eq!(losses.dimensions(), (crate::plot::PANEL_W as u32, crate::plot::PANEL_H as u32));
+    assert!(losses.pixels().any(|p| p.0 == crate::plot::LINE));
+    // The Toy's 2×2 weight grid is 6×6 bare; the caption band sits on top and, being wider than
+    // the grid, sets the width: "weights  step 4" at step 4, "weights  step 10" at the end.
+    let grid = |name: &str| image::open(dir.join(name)).unwrap().to_luma8();
+    let (mid, last) = (grid("samples/weights-000004.png"), grid("weights.png"));
+    let caption_w = |step: &str| crate::font::text_width(&format!("weights  step {step}"), 1) as u32 + 6;
+    let height = 6 + crate::grid::caption_band(2) as u32;
+    assert_eq!((mid.dimensions(), last.dimensions()), ((caption_w("4"), height), (caption_w("10"), height)));
+    // The band holds the caption's dark grey text.
+    assert!(last.as_raw()[..(height as usize - 6) * last.width() as usize].contains(&30));
     std::fs::remove_dir_all(dir).unwrap();
 }
 

@@ -10,7 +10,7 @@ use kiln_core::{LoadError, Loader, SaveError, Task};
 use serde::Serialize;
 
 use crate::checkpoint::{TrainerState, latest_checkpoint, read_trainer_state, write_checkpoint};
-use crate::write_grid;
+use crate::{GridLabels, write_labelled_grid, write_loss_plot};
 
 /// How long and how loudly to train, and where to keep the results.
 #[derive(Debug, Clone)]
@@ -284,17 +284,18 @@ where
         let stop_asked = config.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if steps_done % config.log_every.max(1) == 0 || last || out_of_time || stop_asked {
             last_means = window.means();
-            let mut line = serde_json::json!({
-                "step": steps_done,
-                "examples": state.examples,
-                "elapsed_s": state.train_s,
-                "examples_per_s": rate,
-            });
-            for (k, v) in &last_means {
-                line[k.as_str()] = serde_json::json!(v);
-            }
-            let json = serde_json::to_string(&line)
-                .map_err(|e| SaveError::Encode { path: log_path.clone(), message: e.to_string() })?;
+            // Keys in this order and the task's metrics in its own (a serde_json map would sort
+            // them), so a reader and `losses.png` meet the headline loss first.
+            let mut fields: Vec<(&str, serde_json::Value)> = vec![
+                ("step", steps_done.into()),
+                ("examples", state.examples.into()),
+                ("elapsed_s", state.train_s.into()),
+                ("examples_per_s", rate.into()),
+            ];
+            fields.extend(last_means.iter().map(|(k, v)| (k.as_str(), (*v).into())));
+            let fields: Vec<String> =
+                fields.iter().map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k))).collect();
+            let json = format!("{{{}}}", fields.join(","));
             writeln!(log, "{json}").map_err(io(&log_path))?;
             log.flush().map_err(io(&log_path))?;
             // The first few metrics (a GAN has d_loss, g_loss, accuracies), then throughput.
@@ -367,11 +368,14 @@ fn truncate_metrics(path: &Path, step: usize) -> Result<(), SaveError> {
     kiln_core::atomic_write(path, kept.as_bytes())
 }
 
-/// Writes each preview as `samples/<name>-<step>.png` and as `<name>.png` (the latest).
+/// Writes each preview as `samples/<name>-<step>.png` and as `<name>.png` (the latest), captioned
+/// with its name and the step, and the curves of `metrics.jsonl` beside them as `losses.png`.
 fn write_previews<B: AutodiffBackend, T: Task<B>>(task: &T, out: &Path, step: usize) -> Result<(), SaveError> {
+    write_loss_plot(&out.join("metrics.jsonl"), &out.join("losses.png"))?;
     for preview in task.previews() {
         let latest = out.join(format!("{}.png", preview.name));
-        write_grid(preview.images, preview.columns, &latest)?;
+        let labels = GridLabels { caption: format!("{}  step {step}", preview.name), rows: preview.row_labels };
+        write_labelled_grid(preview.images, preview.columns, &labels, &latest)?;
         let dated = out.join("samples").join(format!("{}-{step:06}.png", preview.name));
         std::fs::copy(&latest, &dated).map_err(|source| SaveError::Io { path: dated.clone(), source })?;
     }

@@ -124,8 +124,9 @@ impl<B: AutodiffBackend> Task<B> for VaeTask<B> {
         let pairs =
             Tensor::stack::<6>(vec![originals.reshape([rows, cols, c, h, w]), recon.reshape([rows, cols, c, h, w])], 1); // [rows, 2, cols, C, H, W]
         vec![
-            Preview { name: "samples", images: samples, columns: 8 },
-            Preview { name: "reconstructions", images: pairs.reshape([rows * 2 * cols, c, h, w]), columns: cols },
+            Preview::new("samples", samples, 8),
+            Preview::new("reconstructions", pairs.reshape([rows * 2 * cols, c, h, w]), cols)
+                .with_row_labels(["input", "reconstruction"]),
         ]
     }
 

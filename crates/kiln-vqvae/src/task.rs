@@ -196,8 +196,9 @@ impl<B: AutodiffBackend> Task<B> for VqVaeTask<B> {
         let pairs =
             Tensor::stack::<6>(vec![originals.reshape([rows, cols, c, h, w]), recon.reshape([rows, cols, c, h, w])], 1); // [rows, 2, cols, C, H, W]
         vec![
-            Preview { name: "reconstructions", images: pairs.reshape([rows * 2 * cols, c, h, w]), columns: cols },
-            Preview { name: "codes", images: self.code_histogram(), columns: 1 },
+            Preview::new("reconstructions", pairs.reshape([rows * 2 * cols, c, h, w]), cols)
+                .with_row_labels(["input", "reconstruction"]),
+            Preview::new("codes", self.code_histogram(), 1),
         ]
     }
 
