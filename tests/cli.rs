@@ -56,6 +56,10 @@ preview_every = 20
 lr = 3e-3
 "#;
 
+/// Height of the caption band ("samples  step 40") over the preview grids a run writes for tiles
+/// under 64 pixels (`kiln sample`'s grids have none).
+const CAPTION: u32 = 15;
+
 /// One tiny training run shared by the tests that need a checkpoint.
 fn trained() -> &'static Path {
     static RUN: OnceLock<PathBuf> = OnceLock::new();
@@ -86,6 +90,7 @@ fn train_writes_a_complete_run_directory_and_the_loss_falls() {
     let run = trained();
     for file in [
         "metrics.jsonl",
+        "losses.png",
         "samples.png",
         "reconstructions.png",
         "samples/samples-000020.png",
@@ -117,6 +122,11 @@ fn train_writes_a_complete_run_directory_and_the_loss_falls() {
     assert_eq!((&manifest["family"], &manifest["format"]), (&serde_json::json!("vae"), &serde_json::json!(1)));
     let checkpoints: Vec<_> = std::fs::read_dir(run.join("checkpoints")).unwrap().map(|e| e.unwrap().path()).collect();
     assert!(!checkpoints.is_empty() && checkpoints.iter().all(|c| c.join("kiln.json").is_file()), "{checkpoints:?}");
+    // Reconstructions carry "input"/"reconstruction" row labels in a column left of the tiles.
+    let (samples, recon) =
+        (image::open(run.join("samples.png")).unwrap(), image::open(run.join("reconstructions.png")).unwrap());
+    assert_eq!(samples.width(), 8 * 30 + 2);
+    assert!(recon.width() > samples.width() + 40, "no label column: {} vs {}", recon.width(), samples.width());
 }
 
 #[test]
@@ -221,7 +231,6 @@ fn bad_device_and_bad_experiment_files_are_one_clear_line() {
 
     let cases = [
         ("unknown.toml", TINY.replace("latent = 4", "latent = 4\nlatnet = 5"), "unknown field `latnet`"),
-        ("wrongtype.toml", TINY.replace("steps = 40", "steps = \"forty\""), "invalid type"),
         (
             "nodata.toml",
             TINY.replace("datasets/mnist-sample", "datasets/no-such-set"),
@@ -237,6 +246,17 @@ fn bad_device_and_bad_experiment_files_are_one_clear_line() {
         fails_with(&o, name);
     }
     fails_with(&kiln(&["train", "experiments/nope.toml"]), "experiments/nope.toml: cannot read experiment file");
+    // A TOML error keeps toml's own layout: the line, and a caret under the bad value.
+    let path = dir.join("wrongtype.toml");
+    std::fs::write(&path, TINY.replace("steps = 40", "steps = \"forty\"")).unwrap();
+    let o = kiln(&["train", s(&path), "--out", s(&dir.join("never")), "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && !err.contains("panicked"), "{err}");
+    assert!(err.starts_with(&format!("error: {}:\nTOML parse error at line 13", path.display())), "{err}");
+    assert!(
+        err.contains("13 | steps = \"forty\"\n") && err.contains("^^^^^^^") && err.contains("invalid type"),
+        "{err}"
+    );
     assert!(!dir.join("never").exists());
 }
 
@@ -483,12 +503,21 @@ fn resume_mistakes_are_one_clear_line() {
     std::fs::write(crashed.join("experiment.toml"), RESUMABLE).unwrap();
     fails_with(&kiln(&["train", "--resume", s(&crashed)]), "holds only an unfinished one");
     std::fs::write(out.join("checkpoints/step-00000006/optim.safetensors"), b"garbage").unwrap();
-    // Found only once the checkpoint is read, after the banner line.
-    let o = kiln(&["train", "--resume", s(&out), "--steps", "8", "--quiet"]);
+    // Asked for exactly that checkpoint, the damage is the error (found once the checkpoint is
+    // read, after the banner line).
+    let o = kiln(&["train", "--resume", s(&out), "--resume-from", "6", "--steps", "8", "--quiet"]);
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success() && !err.contains("panicked"), "{err}");
     let last = err.lines().last().unwrap_or_default();
-    assert!(last.starts_with("error: ") && last.contains("optim.safetensors: not a safetensors file"), "{err}");
+    assert!(last.starts_with("error: ") && last.contains("optim.safetensors: checksum mismatch"), "{err}");
+    // Otherwise the run continues from the newest checkpoint that verifies, saying why.
+    let o = kiln(&["train", "--resume", s(&out), "--steps", "8", "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("skipping checkpoint") && err.contains("step-00000006/optim.safetensors: checksum mismatch"),
+        "{err}"
+    );
 }
 
 const TINY_CGAN: &str = r#"
@@ -541,8 +570,8 @@ fn a_conditional_gan_trains_and_samples_the_classes_asked_for() {
     for metric in ["d_loss", "g_loss", "d_real_acc", "d_fake_acc", "diversity"] {
         assert!(first[metric].is_number(), "no {metric} in {first}");
     }
-    // The preview grid has one row per digit class.
-    assert_eq!(image::open(run.join("samples-ema.png")).unwrap().height(), 10 * 30 + 2);
+    // The preview grid has one row per digit class, under its caption band.
+    assert_eq!(image::open(run.join("samples-ema.png")).unwrap().height(), CAPTION + 10 * 30 + 2);
 
     let out = scratch("gan-sample");
     let sevens = out.join("sevens.png");
@@ -620,7 +649,7 @@ d_optim = { lr = 1e-4 }
     assert_eq!(classes, 10, "{config}");
     assert_eq!(config["attention"], 16);
     let grid = image::open(out.join("samples-ema.png")).unwrap();
-    assert_eq!((grid.width(), grid.height()), (8 * 34 + 2, classes as u32 * 34 + 2));
+    assert_eq!((grid.width(), grid.height()), (8 * 34 + 2, CAPTION + classes as u32 * 34 + 2));
     // Scored with the emoji extractor; 1,911 images split into halves of 955 and 956.
     let o = kiln(&["eval", "--checkpoint", s(&out), "--n", "16"]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -1044,7 +1073,7 @@ preview = ["a seven", "a one"]
     let e: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("eval.json")).unwrap()).unwrap();
     assert!(e["image_ce"].as_f64().unwrap() > 0.0 && e["class_accuracy"].as_f64().is_some(), "{e}");
     // Two preview rows of eight 28×28 samples.
-    assert_eq!(image::open(out.join("samples.png")).unwrap().height(), 2 * 30 + 2);
+    assert_eq!(image::open(out.join("samples.png")).unwrap().height(), CAPTION + 2 * 30 + 2);
 
     // Prompts from the command line and from a file, one grid row each; same seed, same grid.
     let prompts = dir.join("prompts.txt");
@@ -1295,5 +1324,183 @@ fn train_reads_cifar10_from_the_data_directory_and_a_class_folder_with_augmentat
     let bad = dir.join("bad.toml");
     std::fs::write(&bad, std::fs::read_to_string(&folder).unwrap().replace("flip = true", "flip = true\nrotate = 5"))
         .unwrap();
-    fails_with(&kiln(&["train", s(&bad), "--out", s(&dir.join("x"))]), "rotate");
+    let o = kiln(&["train", s(&bad), "--out", s(&dir.join("x"))]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    // toml's own message, with its pointer at the line.
+    assert!(!o.status.success() && err.starts_with("error: ") && !err.contains("panicked"), "{err}");
+    assert!(err.contains("8 | rotate = 5") && err.contains("unknown field `rotate`"), "{err}");
+}
+
+/// The data section of a safetensors file: where its tensors' bytes start.
+fn safetensors_data_start(bytes: &[u8]) -> usize {
+    8 + u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize
+}
+
+/// Rewrites every f32 of a safetensors file's data with `f`, then re-records the model's
+/// checksums — the file is then a consistent model whose weights are what `f` made them.
+fn rewrite_weights(dir: &Path, f: impl Fn(f32) -> f32) {
+    let path = dir.join("vae.safetensors");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let start = safetensors_data_start(&bytes);
+    for chunk in bytes[start..].chunks_exact_mut(4) {
+        let v = f(f32::from_le_bytes(chunk.try_into().unwrap()));
+        chunk.copy_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(&path, bytes).unwrap();
+    kiln_core::ModelManifest::new("vae", 1)
+        .describing(dir, &["vae.json", "vae.safetensors"])
+        .unwrap()
+        .write(dir)
+        .unwrap();
+}
+
+#[test]
+fn checkpoints_check_their_sums_resume_skips_a_corrupt_one_and_broken_weights_are_refused() {
+    let dir = scratch("sums");
+    let exp = dir.join("tiny.toml");
+    std::fs::write(&exp, TINY.replace("log_every = 10", "log_every = 10\ncheckpoint_every = 20")).unwrap();
+    let run = dir.join("run");
+    let o = kiln(&["train", s(&exp), "--out", s(&run), "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("checkpoints/step-00000040/kiln.json")).unwrap())
+            .unwrap();
+    let files: Vec<&String> = manifest["files"].as_object().unwrap().keys().collect();
+    assert!(
+        ["optim.safetensors", "trainer.json", "vae.json", "vae.safetensors"]
+            .iter()
+            .all(|f| files.contains(&&f.to_string())),
+        "{files:?}"
+    );
+
+    // One flipped bit in the final model: sampling refuses it, naming the file.
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in ["kiln.json", "vae.json", "vae.safetensors"] {
+        std::fs::copy(run.join(f), model.join(f)).unwrap();
+    }
+    let weights = model.join("vae.safetensors");
+    let mut bytes = std::fs::read(&weights).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x01;
+    std::fs::write(&weights, &bytes).unwrap();
+    let png = dir.join("x.png");
+    fails_with(&kiln(&["sample", "--checkpoint", s(&model), "--out", s(&png)]), "vae.safetensors: checksum mismatch");
+    // Weights that are NaN (checksums re-recorded, so only the values are wrong) are refused on load.
+    rewrite_weights(&model, |_| f32::NAN);
+    fails_with(&kiln(&["sample", "--checkpoint", s(&model), "--out", s(&png)]), "non-finite value");
+    // Finite but absurd weights whose samples overflow: refused on the way out, nothing written.
+    std::fs::copy(run.join("vae.safetensors"), &weights).unwrap();
+    rewrite_weights(&model, |v| v * 1e30);
+    fails_with(&kiln(&["sample", "--checkpoint", s(&model), "--out", s(&png)]), "produced a non-finite value");
+    assert!(!png.exists());
+
+    // A corrupt newest checkpoint: --resume says why it skips it and continues from the one before.
+    let optim = run.join("checkpoints/step-00000040/optim.safetensors");
+    let mut bytes = std::fs::read(&optim).unwrap();
+    let start = safetensors_data_start(&bytes);
+    bytes[start] ^= 0x40;
+    std::fs::write(&optim, bytes).unwrap();
+    let o = kiln(&["train", "--resume", s(&run), "--steps", "60", "--quiet"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(err.contains("skipping checkpoint") && err.contains("optim.safetensors: checksum mismatch"), "{err}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["start_step"].as_u64(), summary["steps"].as_u64()), (Some(20), Some(60)));
+    assert!(run.join("checkpoints/set-aside/step-00000040/optim.safetensors").is_file(), "kept, out of the way");
+    // --resume-from picks a step; a step without a checkpoint names the ones there.
+    fails_with(
+        &kiln(&["train", "--resume", s(&run), "--resume-from", "30", "--steps", "80", "--quiet"]),
+        "has no checkpoint at that step (it has steps 20, 40, 60)",
+    );
+    let o = kiln(&["train", "--resume", s(&run), "--resume-from", "40", "--steps", "50", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["start_step"].as_u64(), summary["steps"].as_u64()), (Some(40), Some(50)));
+}
+
+#[test]
+fn a_moved_binary_reopens_a_run_from_another_directory_with_its_built_in_extractor() {
+    let run = trained();
+    let dir = scratch("moved");
+    let bin = dir.join("bin").join("kiln");
+    std::fs::create_dir_all(bin.parent().unwrap()).unwrap();
+    std::fs::copy(env!("CARGO_BIN_EXE_kiln"), &bin).unwrap();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let moved = |args: &[&str]| {
+        Command::new(&bin).args(args).current_dir(&elsewhere).env("RUST_BACKTRACE", "0").output().unwrap()
+    };
+    // The run recorded its data where it is, not relative to the directory it was trained from.
+    let recorded = std::fs::read_to_string(run.join("experiment.toml")).unwrap();
+    let data = root().join("datasets/mnist-sample");
+    assert!(recorded.contains(&format!("path = \"{}\"", data.display())), "{recorded}");
+    let o = moved(&["eval", "--checkpoint", s(run), "--n", "20", "--real-n", "20", "--out", "scores.json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let e: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(elsewhere.join("scores.json")).unwrap()).unwrap();
+    // The feature network came from the binary, not from a source tree beside it.
+    assert_eq!(e["extractor"]["path"], "built-in", "{e}");
+    assert!(e["warnings"].is_array(), "{e}");
+    let o = moved(&["reconstruct", "--checkpoint", s(run), "--n", "8", "--out", "r.png"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(elsewhere.join("r.png").is_file());
+}
+
+#[test]
+fn outputs_are_checked_before_the_work_and_large_requests_stream_or_are_refused() {
+    let run = trained();
+    let dir = scratch("before");
+    // An --out that cannot be written fails at once, naming it (not after scoring or sampling).
+    let blocker = dir.join("file");
+    std::fs::write(&blocker, "x").unwrap();
+    let inside = blocker.join("scores.json");
+    fails_with(&kiln(&["eval", "--checkpoint", s(run), "--out", s(&inside)]), "file is not a directory");
+    fails_with(&kiln(&["sample", "--checkpoint", s(run), "--out", s(&blocker.join("g.png"))]), "is not a directory");
+    fails_with(
+        &kiln(&["reconstruct", "--checkpoint", s(run), "--out", s(&blocker.join("r.png"))]),
+        "is not a directory",
+    );
+    // A grid has a size limit; a directory or .npy takes any number, drawn in batches.
+    fails_with(
+        &kiln(&["sample", "--checkpoint", s(run), "--n", "5000", "--out", s(&dir.join("huge.png"))]),
+        "a grid holds at most 4096 images",
+    );
+    let npy = dir.join("many.npy");
+    let o = kiln(&["sample", "--checkpoint", s(run), "--n", "300", "--out", s(&npy)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let bytes = std::fs::read(&npy).unwrap();
+    let header = String::from_utf8_lossy(&bytes[10..128]);
+    assert!(header.contains("'shape': (300, 1, 28, 28, )"), "{header}");
+    let header_len = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!(bytes.len(), header_len + 300 * 784 * 4);
+    // The first batch is what a single call with the same seed draws.
+    let small = dir.join("small.npy");
+    assert!(kiln(&["sample", "--checkpoint", s(run), "--n", "5", "--out", s(&small)]).status.success());
+    let few = std::fs::read(&small).unwrap();
+    assert_eq!(few[header_len..], bytes[header_len..header_len + 5 * 784 * 4]);
+    assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 3, "no temporary files left");
+    // resize refuses an absurd size before reading anything.
+    fails_with(
+        &kiln(&["resize", s(&dir.join("no-such.png")), "--size", "100000x100000", "--out", s(&dir.join("r.png"))]),
+        "--size 100000x100000: a 100000x100000 output is 10000000000 pixels",
+    );
+    // Too few real images for the metrics is said as such, not blamed on a flag nobody passed.
+    let err = String::from_utf8_lossy(&kiln(&["eval", "--checkpoint", s(run), "--n", "3"]).stderr).into_owned();
+    assert!(err.contains("--n 3") && !err.contains("--real-n"), "{err}");
+}
+
+#[test]
+fn help_has_examples_for_every_command() {
+    for cmd in ["train", "sample", "generate", "reconstruct", "interpolate", "eval", "data", "resize", "families"] {
+        let o = kiln(&[cmd, "--help"]);
+        let text = String::from_utf8_lossy(&o.stdout);
+        assert!(o.status.success() && text.contains("Example"), "kiln {cmd} --help: {text}");
+        assert!(text.contains(&format!("kiln {cmd}")), "kiln {cmd} --help shows no command line: {text}");
+    }
+    let top = String::from_utf8_lossy(&kiln(&["--help"]).stdout).into_owned();
+    assert!(top.contains("experiments/") && top.contains("README"), "{top}");
+    assert!(String::from_utf8_lossy(&kiln(&["train", "--help"]).stdout).contains("--resume-from"));
 }

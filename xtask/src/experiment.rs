@@ -258,7 +258,10 @@ pub fn report(args: &[&str]) -> Result<()> {
         };
         table.push_str(&format!(
             "| {name} | {model} | {} | {} | {:.0} s | {} | {} | {} | {} | {pr} | {thumb} |\n",
-            field("path").trim_start_matches("datasets/"),
+            // Runs record an absolute data path; the table names the data set (its folder).
+            std::path::Path::new(&field("path"))
+                .file_name()
+                .map_or_else(|| field("path"), |n| n.to_string_lossy().into_owned()),
             fmt(&summary["steps"], 0) + if record["quick"].as_bool() == Some(true) { " (quick)" } else { "" },
             summary["wall_s"].as_f64().unwrap_or(f64::NAN),
             fmt(&summary["examples_per_s"], 0),

@@ -169,6 +169,39 @@ impl Job for Eval {
         let run_dir = run_dir_of(&self.checkpoint)?;
         let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
         let real = exp.data.load()?.train;
+        // Counts and the output first: a run too small to score, or an --out that cannot be
+        // written, fails before any extractor is loaded or sample drawn.
+        // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
+        // sample are interleaved by class, so a split by position could split by class): the
+        // first is the reference every set is measured against, the second gives the floor — what
+        // a model that drew real images would score.
+        let mut order: Vec<usize> = (0..real.len).collect();
+        SplitMix64::new(SPLIT_SEED).shuffle(&mut order);
+        let (first, second) = order.split_at(real.len / 2);
+        let half = self.real_n.map_or(first.len(), |r| r.min(first.len())); // first.len() ≤ second.len()
+        // Every set is scored with the Inception Score (DEFAULT_SPLITS splits of at least one
+        // image) and precision/recall (each image's DEFAULT_K-th neighbour within its own set).
+        let least = DEFAULT_SPLITS.max(DEFAULT_K + 1);
+        let why = format!("the Inception Score's {DEFAULT_SPLITS} splits and precision/recall's k = {DEFAULT_K}");
+        match self.real_n {
+            Some(asked) => {
+                ensure!(half >= least, "--real-n {asked}: at least {least} real images per half are needed ({why})")
+            }
+            None => ensure!(
+                half >= least,
+                "{}: {} training images give halves of {half}; scoring needs at least {least} per half ({why})",
+                exp.data.path.display(),
+                real.len
+            ),
+        }
+        let (first, second) = (&first[..half], &second[..half]);
+        let n = self.n.unwrap_or(half);
+        match self.n {
+            Some(asked) => ensure!(asked >= least, "--n {asked}: at least {least} samples are needed ({why})"),
+            None => ensure!(n >= least, "{n} samples (as many as the real half): at least {least} are needed ({why})"),
+        }
+        let out_path =
+            |name: &str| self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(name))));
         let spec = match &self.extractor {
             Some(spec) => spec.clone(),
             None => OwnExtractor::<B::InnerBackend>::default_for([real.channels, real.height, real.width])
@@ -183,6 +216,8 @@ impl Job for Eval {
                 })?
                 .to_string(),
         };
+        let inception = spec == "inception" || spec.starts_with("inception=");
+        crate::generate::check_writable(&out_path(if inception { "inception" } else { &spec }))?;
         // `name` is what the scores record: "inception" however the weights were found (their
         // path and sha256 say which), else the extractor as given.
         let (net, name, info, dim, classes) = if let Some(source) = WeightsSource::parse(&spec)? {
@@ -218,27 +253,10 @@ impl Job for Eval {
                 real.width
             );
             let (dim, classes) = (net.feature_dim, net.classes);
-            let info =
-                json!({ "name": spec, "path": net.dir.display().to_string(), "feature_dim": dim, "classes": classes });
+            let info = json!({ "name": spec, "path": net.source, "feature_dim": dim, "classes": classes });
             (Extractor::Own(net), spec.clone(), info, dim, classes)
         };
 
-        // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
-        // sample are interleaved by class, so a split by position could split by class): the
-        // first is the reference every set is measured against, the second gives the floor — what
-        // a model that drew real images would score.
-        let mut order: Vec<usize> = (0..real.len).collect();
-        SplitMix64::new(SPLIT_SEED).shuffle(&mut order);
-        let (first, second) = order.split_at(real.len / 2);
-        let half = self.real_n.map_or(first.len(), |r| r.min(first.len())); // first.len() ≤ second.len()
-        // Every set is scored with the Inception Score (DEFAULT_SPLITS splits of at least one
-        // image) and precision/recall (each image's DEFAULT_K-th neighbour within its own set).
-        let least = DEFAULT_SPLITS.max(DEFAULT_K + 1);
-        let why = format!("the Inception Score's {DEFAULT_SPLITS} splits and precision/recall's k = {DEFAULT_K}");
-        ensure!(half >= least, "--real-n {half}: at least {least} real images per half are needed ({why})");
-        let (first, second) = (&first[..half], &second[..half]);
-        let n = self.n.unwrap_or(half);
-        ensure!(n >= least, "--n {n}: at least {least} samples are needed ({why})");
         let reference = extract_real(&net, &real, first, &device)?;
         let floor = extract_real(&net, &real, second, &device)?;
 
@@ -251,6 +269,7 @@ impl Job for Eval {
             model_scores["class_accuracy"] = json!(hits as f64 / n as f64);
         }
         let floor_scores = compare(&reference, &floor, dim, classes, self.seed)?;
+        let warnings: Vec<String> = floor_warning(&model_scores, &floor_scores, n, half).into_iter().collect();
         let result = json!({
             "checkpoint": self.checkpoint.display().to_string(),
             "experiment": exp.name,
@@ -260,9 +279,10 @@ impl Job for Eval {
             "reference": { "data": exp.data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
             "model": model_scores,
             "real_floor": floor_scores,
+            "warnings": warnings,
         });
         let text = serde_json::to_string_pretty(&result)?;
-        let out = self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(&name))));
+        let out = out_path(&name);
         kiln_core::atomic_write(&out, text.as_bytes())?;
         println!("{text}");
         let line = |label: &str, v: &serde_json::Value| {
@@ -278,9 +298,24 @@ impl Job for Eval {
         eprintln!("kiln: {n} samples against {} real images, extractor {name}:", reference.count);
         line("model", &result["model"]);
         line("real floor", &result["real_floor"]);
+        for warning in &warnings {
+            eprintln!("kiln: warning: {warning}");
+        }
         eprintln!("kiln: wrote {}", out.display());
         Ok(())
     }
+}
+
+/// A model cannot truly beat real images drawn from the same set: when its FID comes out below
+/// the floor's, the counts are too small for the difference to mean anything, and this says so.
+fn floor_warning(model: &serde_json::Value, floor: &serde_json::Value, n: usize, half: usize) -> Option<String> {
+    let (m, f) = (model["fid"].as_f64()?, floor["fid"].as_f64()?);
+    (m < f).then(|| {
+        format!(
+            "the model's FID ({m:.3}) is below the real floor's ({f:.3}): with {n} samples against {half} real \
+             images the estimates are too noisy to rank them; score with more (--n, --real-n, a larger data set)"
+        )
+    })
 }
 
 fn extract_real<B: Backend>(
@@ -394,4 +429,17 @@ fn fetch_weights(manifest: &Manifest, source: &str, spec: &str, dir: Option<&Pat
 
 fn file_safe(name: &str) -> String {
     name.chars().map(|c| if c.is_ascii_alphanumeric() || c == '-' { c } else { '_' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_model_below_the_real_floor_is_called_noise_not_a_win() {
+        let (good, floor) = (json!({ "fid": 3.0 }), json!({ "fid": 5.0 }));
+        let warning = floor_warning(&good, &floor, 20, 20).unwrap();
+        assert!(warning.contains("below the real floor's (5.000)") && warning.contains("20 samples"), "{warning}");
+        assert!(floor_warning(&json!({ "fid": 9.0 }), &floor, 20, 20).is_none());
+    }
 }

@@ -286,8 +286,8 @@ impl Experiment {
 
     /// Parses and checks experiment TOML, the family's tables included.
     pub fn parse(text: &str) -> Result<Self> {
-        // toml's message names the field and the line; keep it on one line.
-        let exp: Self = toml::from_str(text).map_err(one_line)?;
+        // toml's message names the field and points at the line: its line breaks are kept.
+        let exp: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{}", e.to_string().trim_end()))?;
         exp.check()?;
         crate::family::registry::check(&exp)?;
         Ok(exp)
@@ -436,7 +436,8 @@ steps = 10
     fn wrong_type_is_named() {
         let err = Experiment::parse(&GOOD.replace("steps = 10", "steps = \"ten\"")).unwrap_err().to_string();
         assert!(err.contains("steps") && err.contains("invalid type"), "{err}");
-        assert!(!err.contains('\n'));
+        // toml's own layout is kept: the offending line, and a caret under the value.
+        assert!(err.contains("| steps = \"ten\"\n") && err.contains("^^^^^"), "{err}");
     }
 
     #[test]

@@ -23,7 +23,8 @@ pub struct Sample {
     /// A run directory written by `kiln train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// How many samples.
+    /// How many samples. A grid holds at most 4,096; a directory or a .npy file any number
+    /// (drawn and written in batches, so memory does not grow with N).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
     /// A .png file (one grid), a directory (one PNG per sample), or a .npy file.
@@ -139,6 +140,7 @@ impl Job for Generate {
     fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one image per prompt");
         ensure!(has_ext(&self.out, "png"), "--out {}: kiln generate writes one .png grid", self.out.display());
+        check_writable(&self.out)?;
         let prompts = self.all_prompts()?;
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let mut rows = Vec::with_capacity(prompts.len());
@@ -186,6 +188,13 @@ fn layout_classes(n: usize, per_row: usize, wanted: &[usize], k: usize) -> Vec<u
         .collect()
 }
 
+/// Samples drawn per call of the model: the memory `kiln sample` needs is this many images (and,
+/// for a model that records its process, their frames), whatever `--n` is.
+const SAMPLE_BATCH: usize = 256;
+
+/// The largest grid `kiln sample` lays out as one PNG (64×64 tiles of 28×28 is ~3.4 MB of pixels).
+const MAX_GRID: usize = 4096;
+
 impl Job for Sample {
     type Output = Result<()>;
 
@@ -202,36 +211,163 @@ impl Job for Sample {
             ),
             (Format::Png, _) => Format::Png,
         };
+        let grid = format == Format::Png && has_ext(&self.out, "png");
+        ensure!(
+            !grid || self.n <= MAX_GRID,
+            "--n {}: a grid holds at most {MAX_GRID} images; write them to a directory (--out DIR/) or a .npy file",
+            self.n
+        );
+        if grid || format == Format::Npy {
+            check_writable(&self.out)?;
+        } else {
+            std::fs::create_dir_all(&self.out)
+                .with_context(|| format!("{}: cannot create directory", self.out.display()))?;
+            check_writable(&self.out.join("sample-00000.png"))?;
+        }
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.n, COLUMNS, &self.classes, model.card().classes);
-        let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(self.n, self.seed) };
-        let request = SampleRequest {
-            steps: self.sampler.steps,
-            sampler: self.sampler.sampler.clone(),
-            eta: self.sampler.eta,
-            ..self.tokens.apply(request)
-        };
-        let samples = model.sample(&request, &device)?;
-        let images = samples.images; // [n, C, H, W]
-        match format {
-            Format::Npy => write_file(&self.out, &npy_f32(&images.dims(), &to_vec(images)?))?,
-            Format::Png if has_ext(&self.out, "png") => {
-                write_file(&self.out, &grid_png(images, COLUMNS).map_err(anyhow::Error::msg)?)?;
-                if let Some(frames) = samples.frames {
-                    write_frames(&self.out, frames)?;
+        let mut npy = None;
+        let (mut grid_images, mut first_frames) = (Vec::new(), None);
+        for (b, start) in (0..self.n).step_by(SAMPLE_BATCH).enumerate() {
+            let len = SAMPLE_BATCH.min(self.n - start);
+            // Batch 0 draws with the seed itself, so N ≤ SAMPLE_BATCH gives what one call would.
+            let seed = self.seed.wrapping_add((b as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+            let classes = if classes.is_empty() { Vec::new() } else { classes[start..start + len].to_vec() };
+            let request = SampleRequest { classes, truncation: self.truncation, ..SampleRequest::new(len, seed) };
+            let request = SampleRequest {
+                steps: self.sampler.steps,
+                sampler: self.sampler.sampler.clone(),
+                eta: self.sampler.eta,
+                ..self.tokens.apply(request)
+            };
+            let samples = model.sample(&request, &device)?;
+            let images = samples.images; // [len, C, H, W]
+            let values = to_vec(images.clone())?;
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                let per_image = values.len() / len.max(1);
+                bail!(
+                    "{}: the model produced a non-finite value (NaN or infinity) in sample {}; its weights are \
+                     broken (a diverged run?) — nothing was written for this batch",
+                    self.checkpoint.display(),
+                    start + i / per_image.max(1)
+                );
+            }
+            match format {
+                Format::Npy => {
+                    let writer = match &mut npy {
+                        Some(writer) => writer,
+                        None => {
+                            let [_, c, h, w] = images.dims();
+                            npy.insert(NpyWriter::create(&self.out, &[self.n, c, h, w])?)
+                        }
+                    };
+                    writer.append(&values)?;
+                }
+                Format::Png if grid => {
+                    grid_images.push(images);
+                    if first_frames.is_none() {
+                        first_frames = samples.frames;
+                    }
+                }
+                Format::Png => {
+                    for i in 0..len {
+                        let png = image_png(images.clone().narrow(0, i, 1)).map_err(anyhow::Error::msg)?;
+                        write_file(&self.out.join(format!("sample-{:05}.png", start + i)), &png)?;
+                    }
                 }
             }
-            Format::Png => {
-                std::fs::create_dir_all(&self.out)
-                    .with_context(|| format!("{}: cannot create directory", self.out.display()))?;
-                for i in 0..self.n {
-                    let png = image_png(images.clone().narrow(0, i, 1)).map_err(anyhow::Error::msg)?;
-                    write_file(&self.out.join(format!("sample-{i:05}.png")), &png)?;
-                }
+        }
+        if let Some(writer) = npy {
+            writer.finish()?;
+        }
+        if grid {
+            write_file(&self.out, &grid_png(Tensor::cat(grid_images, 0), COLUMNS).map_err(anyhow::Error::msg)?)?;
+            if let Some(frames) = first_frames {
+                write_frames(&self.out, frames)?;
             }
         }
         eprintln!("kiln: wrote {} samples to {}", self.n, self.out.display());
         Ok(())
+    }
+}
+
+/// Fails now, before minutes of sampling or scoring, if `path` (a file to write) cannot be: its
+/// folder (or the nearest one that exists, which atomic writes would create the rest under) must
+/// be a directory this process can create files in.
+pub fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("--out {}: is a directory; give a file name", path.display());
+    }
+    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut existing = parent;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(up) if !up.as_os_str().is_empty() => existing = up,
+            _ => {
+                existing = Path::new(".");
+                break;
+            }
+        }
+    }
+    ensure!(existing.is_dir(), "--out {}: {} is not a directory", path.display(), existing.display());
+    let probe = existing.join(format!(".kiln-write-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => bail!("--out {}: cannot write in {}: {e}", path.display(), existing.display()),
+    }
+}
+
+/// A `.npy` file written as batches arrive — header first, from the final shape — into a
+/// temporary file renamed into place by [`NpyWriter::finish`], so a failure leaves no partial
+/// file under the name and memory stays one batch.
+struct NpyWriter {
+    path: PathBuf,
+    tmp: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+    expected: usize,
+    written: usize,
+}
+
+impl NpyWriter {
+    fn create(path: &Path, shape: &[usize]) -> Result<Self> {
+        use std::io::Write;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(name);
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("{}: cannot create directory", parent.display()))?;
+        }
+        let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        let mut file = std::io::BufWriter::new(file);
+        file.write_all(&npy_header(shape)).with_context(|| tmp.display().to_string())?;
+        Ok(Self { path: path.to_path_buf(), tmp, file, expected: shape.iter().product(), written: 0 })
+    }
+
+    fn append(&mut self, values: &[f32]) -> Result<()> {
+        use std::io::Write;
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.written += values.len();
+        self.file.write_all(&bytes).with_context(|| self.tmp.display().to_string())
+    }
+
+    fn finish(mut self) -> Result<()> {
+        use std::io::Write;
+        ensure!(self.written == self.expected, "internal: wrote {} of {} values", self.written, self.expected);
+        self.file.flush().with_context(|| self.tmp.display().to_string())?;
+        self.file.get_ref().sync_all().with_context(|| self.tmp.display().to_string())?;
+        std::fs::rename(&self.tmp, &self.path)
+            .with_context(|| format!("{}: cannot rename into place", self.path.display()))
+    }
+}
+
+impl Drop for NpyWriter {
+    fn drop(&mut self) {
+        // After a successful finish the temporary name is gone; otherwise it is ours and useless.
+        let _ = std::fs::remove_file(&self.tmp);
     }
 }
 
@@ -354,6 +490,8 @@ impl Job for Reconstruct {
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
         ensure!(self.n > 0, "--n 0: ask for at least one image");
+        ensure!(has_ext(&self.out, "png"), "--out {}: kiln reconstruct writes one .png grid", self.out.display());
+        check_writable(&self.out)?;
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let exp = match run_experiment(&self.checkpoint) {
             Some(path) => Some(Experiment::load(&path).context("reading the run's data format")?),
@@ -436,6 +574,8 @@ impl Job for Interpolate {
     type Output = Result<()>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device, _info: &DeviceInfo) -> Result<()> {
+        ensure!(has_ext(&self.out, "png"), "--out {}: kiln interpolate writes one .png grid", self.out.display());
+        check_writable(&self.out)?;
         let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
         let classes = layout_classes(self.rows, 1, &self.classes, model.card().classes);
         let path = match self.path {
@@ -473,21 +613,19 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(kiln_core::atomic_write(path, bytes)?)
 }
 
-/// A NumPy `.npy` (format 1.0) file of little-endian float32 with the given C-order shape.
-fn npy_f32(shape: &[usize], values: &[f32]) -> Vec<u8> {
+/// The header of a NumPy `.npy` (format 1.0) file of little-endian float32 with the given
+/// C-order shape; the values follow it.
+fn npy_header(shape: &[usize]) -> Vec<u8> {
     let dims = shape.iter().map(|d| format!("{d}, ")).collect::<String>();
     let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     let pad = (64 - (10 + header.len() + 1) % 64) % 64;
     header.push_str(&" ".repeat(pad));
     header.push('\n');
-    let mut out = Vec::with_capacity(10 + header.len() + 4 * values.len());
+    let mut out = Vec::with_capacity(10 + header.len());
     out.extend_from_slice(b"\x93NUMPY\x01\x00");
     out.extend_from_slice(&(header.len() as u16).to_le_bytes());
     out.extend_from_slice(header.as_bytes());
-    for v in values {
-        out.extend_from_slice(&v.to_le_bytes());
-    }
     out
 }
 
@@ -497,10 +635,36 @@ mod tests {
 
     #[test]
     fn npy_header_is_aligned() {
-        let bytes = npy_f32(&[2, 1, 3, 3], &[0.5; 18]);
+        let bytes = npy_header(&[2, 1, 3, 3]);
         assert_eq!(&bytes[..6], b"\x93NUMPY");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);
-        assert_eq!(bytes.len(), 10 + header_len + 18 * 4);
+        assert_eq!(bytes.len(), 10 + header_len);
+    }
+
+    #[test]
+    fn npy_written_in_batches_is_whole_or_absent() {
+        let dir = std::env::temp_dir().join(format!("kiln-npy-{}", std::process::id()));
+        let path = dir.join("x.npy");
+        let mut w = NpyWriter::create(&path, &[3, 1, 1, 2]).unwrap();
+        w.append(&[1.0, 2.0, 3.0, 4.0]).unwrap();
+        w.append(&[5.0, 6.0]).unwrap();
+        w.finish().unwrap();
+        let bytes = std::fs::read(&path).unwrap();
+        let header_len = 10 + u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+        assert!(String::from_utf8_lossy(&bytes[..header_len]).contains("'shape': (3, 1, 1, 2, )"));
+        assert_eq!(&bytes[header_len..header_len + 4], &1.0f32.to_le_bytes());
+        assert_eq!(bytes.len(), header_len + 6 * 4);
+        // Dropped before finishing (an error mid-way): no file under the name, no temporary.
+        let half = dir.join("half.npy");
+        let mut w = NpyWriter::create(&half, &[2, 1, 1, 1]).unwrap();
+        w.append(&[1.0]).unwrap();
+        drop(w);
+        assert!(!half.exists());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "only x.npy is left");
+        assert!(check_writable(&dir.join("new/sub/y.png")).is_ok());
+        let err = check_writable(&path.join("y.png")).unwrap_err().to_string();
+        assert!(err.contains("x.npy is not a directory"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

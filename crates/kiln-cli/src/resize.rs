@@ -110,10 +110,31 @@ impl FromStr for Scale {
     }
 }
 
+/// The largest output `kiln resize` makes, in pixels: 100 megapixels (10,000 × 10,000). The
+/// resize runs on float tensors, so one such RGBA image is 1.6 GB per buffer and a few buffers are
+/// alive at once; beyond this a typo (`--size 640000x480`) would exhaust memory instead of failing.
+pub const MAX_OUTPUT_PIXELS: usize = 100_000_000;
+
+/// Refuses an output of `width`×`height` beyond [`MAX_OUTPUT_PIXELS`] (or PNG's 2³¹ − 1 a side).
+fn check_output_size(width: usize, height: usize, what: &str) -> Result<()> {
+    let pixels = width.saturating_mul(height);
+    ensure!(
+        pixels <= MAX_OUTPUT_PIXELS && width <= i32::MAX as usize && height <= i32::MAX as usize,
+        "{what}: a {width}x{height} output is {pixels} pixels; kiln resize makes at most {MAX_OUTPUT_PIXELS} \
+         (100 megapixels, several GB of float buffers)"
+    );
+    ensure!(width > 0 && height > 0, "{what}: the output would be {width}x{height}, an empty image");
+    Ok(())
+}
+
 /// Runs `kiln resize` on `device`.
 pub fn run<B: Backend>(args: &ResizeArgs, device: &B::Device) -> Result<()> {
     let target = match (args.size, args.scale) {
-        (Some(size), None) => ResizeTarget::Size { height: size.height, width: size.width },
+        (Some(size), None) => {
+            // Checked before any input is read.
+            check_output_size(size.width, size.height, &format!("--size {size}"))?;
+            ResizeTarget::Size { height: size.height, width: size.width }
+        }
         (None, Some(scale)) => ResizeTarget::Scale { height: scale.height, width: scale.width },
         _ => bail!("give exactly one of --size and --scale"),
     };
@@ -177,6 +198,14 @@ fn resize_file<B: Backend>(
         .decode()
         .with_context(|| format!("{}: not a readable PNG or JPEG image", input.display()))?;
     let (width, height) = (img.width() as usize, img.height() as usize);
+    if let ResizeTarget::Scale { height: fh, width: fw } = target {
+        let out = |n: usize, f: f64| (n as f64 * f).floor().min(usize::MAX as f64) as usize;
+        check_output_size(
+            out(width, fw),
+            out(height, fh),
+            &format!("{}: scaled from {width}x{height}", input.display()),
+        )?;
+    }
     let deep = matches!(img.color(), ColorType::L16 | ColorType::La16 | ColorType::Rgb16 | ColorType::Rgba16)
         || matches!(img.color(), ColorType::Rgb32F | ColorType::Rgba32F);
     let (channels, pixels) = to_f32(&img);

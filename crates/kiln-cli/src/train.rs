@@ -27,9 +27,14 @@ pub struct TrainArgs {
     /// The experiment file, e.g. experiments/vae-mnist.toml (with --resume: the run's own).
     #[arg(required_unless_present = "resume")]
     pub experiment: Option<PathBuf>,
-    /// Continue the run in this directory from its newest checkpoint, bit for bit.
+    /// Continue the run in this directory from its newest checkpoint, bit for bit. A checkpoint
+    /// whose files fail their checksums (kiln.json) or do not load is skipped, saying why.
     #[arg(long, conflicts_with_all = ["out", "seed"])]
     pub resume: Option<PathBuf>,
+    /// With --resume: continue from the checkpoint of this step instead of the newest (newer ones
+    /// are moved to checkpoints/set-aside/).
+    #[arg(long, value_name = "STEP", requires = "resume")]
+    pub resume_from: Option<usize>,
     /// Run directory (default: runs/<name>/<UTC time>).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -105,7 +110,7 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         (None, Some(run)) => run.join("experiment.toml"),
         (None, None) => anyhow::bail!("give an experiment file or --resume RUN_DIR"),
     };
-    let mut exp = Experiment::load(&experiment)?;
+    let mut exp = anchored(Experiment::load(&experiment)?)?;
     if let Some(seed) = args.seed {
         exp.seed = seed;
     }
@@ -122,7 +127,7 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
     anyhow::ensure!(args.resume.is_none() || out.is_dir(), "--resume {}: no such run directory", out.display());
     if let (Some(run), Some(file)) = (&args.resume, &args.experiment) {
         // Checked before anything is written: a resumed run continues the experiment it began.
-        let recorded = Experiment::load(&run.join("experiment.toml")).context("the run's own experiment")?;
+        let recorded = anchored(Experiment::load(&run.join("experiment.toml")).context("the run's own experiment")?)?;
         let changed = recorded.changed_keys(&exp)?;
         let fixed: Vec<&String> = changed.iter().filter(|k| !SAFE_ON_RESUME.contains(&k.as_str())).collect();
         anyhow::ensure!(
@@ -150,8 +155,21 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
         anyhow::ensure!(epochs > 0 && per_epoch > 0, "--epochs {epochs}: must be at least 1");
         exp.train.steps = epochs * per_epoch;
     }
+    let resume_at = match args.resume_from {
+        Some(step) => {
+            let all = kiln_train::list_checkpoints(&out);
+            anyhow::ensure!(
+                all.iter().any(|(s, _)| *s == step),
+                "--resume-from {step}: {} has no checkpoint at that step (it has steps {})",
+                out.display(),
+                all.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", ")
+            );
+            Some(step)
+        }
+        None => kiln_train::latest_checkpoint(&out).map(|(at, _)| at),
+    };
     if args.resume.is_some()
-        && let Some((at, _)) = kiln_train::latest_checkpoint(&out)
+        && let Some(at) = resume_at
         && at >= exp.train.steps
     {
         anyhow::bail!(
@@ -191,6 +209,7 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
             let stage = TrainArgs {
                 experiment: Some(first.clone()),
                 resume: resume.then(|| dir.clone()),
+                resume_from: None,
                 out: Some(dir.clone()),
                 steps: None,
                 epochs: None,
@@ -207,9 +226,21 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
             );
         }
     }
-    let loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
+    let mut loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
+    loop_config.resume_from = args.resume_from;
     let start = Start { exp: &exp, loop_config, train, test, data, captions, device };
     registry::with_family(&family, start)?
+}
+
+/// `exp` with a `data.path` that names a directory here made absolute: the run records it so, and
+/// `kiln reconstruct` and `kiln eval` then find the data from any working directory. (A name such
+/// as `cifar-10`, resolved in the data directory at load, is kept as written.)
+fn anchored(mut exp: Experiment) -> Result<Experiment> {
+    if exp.data.path.exists() {
+        exp.data.path =
+            std::path::absolute(&exp.data.path).with_context(|| format!("data.path = {}", exp.data.path.display()))?;
+    }
+    Ok(exp)
 }
 
 /// Resolves the family's settings against the data, then trains on the device.
@@ -503,16 +534,26 @@ impl TrainRun<'_> {
             StopReason::Time => " (time budget reached; --resume continues)",
             StopReason::Signal => " (stopped; --resume continues)",
         };
+        let out = self.out();
         eprintln!(
             "kiln: step {} of {}{why}, {:.1} s this session ({:.0} img/s){extra}\nkiln: checkpoint: {}\nkiln: \
-             metrics: {} (one JSON line per logged step)",
+             metrics: {} (one JSON line per logged step; curves in {})",
             summary.steps,
             self.exp.train.steps,
             summary.wall_s,
             summary.examples_per_s,
             summary.checkpoint.display(),
-            self.out().join("metrics.jsonl").display(),
+            out.join("metrics.jsonl").display(),
+            out.join("losses.png").display(),
         );
+        // What a user runs next, with this run's directory filled in.
+        let generator = self.exp.family().is_ok_and(|f| registry::all().iter().any(|i| i.name == f && i.generator));
+        let run = out.display();
+        if summary.stopped_by != StopReason::Steps {
+            eprintln!("kiln: next: kiln train --resume {run}");
+        } else if generator {
+            eprintln!("kiln: next: kiln sample --checkpoint {run} --out grid.png   ·   kiln eval --checkpoint {run}");
+        }
     }
 }
 
@@ -526,6 +567,7 @@ fn loop_config(exp: &Experiment, out: &Path, resume: bool, stop: Arc<AtomicBool>
         keep_checkpoints: exp.train.keep_checkpoints,
         seed: exp.seed,
         resume,
+        resume_from: None,
         stop: Some(stop),
         out_dir: out.to_path_buf(),
         progress: !quiet,

@@ -198,7 +198,10 @@ pub(crate) fn save_parts<B: Backend>(
     let path = dir.join(CONFIG_FILE);
     let json = serde_json::to_string_pretty(&saved).map_err(|e| DalleError::file(&path, e))?;
     kiln_core::atomic_write(&path, json.as_bytes())?;
-    ModelManifest::new(FAMILY, FORMAT).write(dir)?;
+    // The tokenizer's directory is a model of its own, with its own kiln.json and checksums.
+    let files: &[&str] =
+        if bpe.is_some() { &[CONFIG_FILE, WEIGHTS_FILE, BPE_FILE] } else { &[CONFIG_FILE, WEIGHTS_FILE] };
+    ModelManifest::new(FAMILY, FORMAT).describing(dir, files)?.write(dir)?;
     Ok(())
 }
 

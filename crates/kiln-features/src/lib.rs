@@ -152,7 +152,12 @@ impl FeatureNetConfig {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| FeaturesError::File { path: path.clone(), message: e.to_string() })?;
-        let config: Self = serde_json::from_str(&text).map_err(|e| FeaturesError::File {
+        Self::parse(&text, path)
+    }
+
+    /// Reads a config from the text of a `features.json`; `path` names it in errors.
+    fn parse(text: &str, path: PathBuf) -> Result<Self, FeaturesError> {
+        let config: Self = serde_json::from_str(text).map_err(|e| FeaturesError::File {
             path: path.clone(),
             message: format!("not a feature-net config: {e}"),
         })?;
@@ -200,7 +205,7 @@ impl<B: Backend> FeatureNet<B> {
             .map_err(|e| FeaturesError::File { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
         kiln_core::atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())?;
         kiln_optim::save_module(self, &dir.join(WEIGHTS_FILE), &[("kiln.family", "features".into())])?;
-        kiln_core::ModelManifest::new(FAMILY, FORMAT).write(dir)?;
+        kiln_core::ModelManifest::new(FAMILY, FORMAT).describing(dir, &[CONFIG_FILE, WEIGHTS_FILE])?.write(dir)?;
         Ok(())
     }
 
@@ -215,8 +220,34 @@ impl<B: Backend> FeatureNet<B> {
     }
 }
 
-/// The directory of a feature network shipped with kiln (`mnist`, `emoji32`), in this crate's
-/// source tree. `None` for an unknown name.
+/// The bundled networks' config and weights, built into every binary that links this crate: `kiln
+/// eval` then works from an installed or moved binary, with no source tree beside it (~0.9 MB).
+const EMBEDDED: &[(&str, &str, &[u8])] = &[
+    ("mnist", include_str!("../weights/mnist/features.json"), include_bytes!("../weights/mnist/features.safetensors")),
+    (
+        "emoji32",
+        include_str!("../weights/emoji32/features.json"),
+        include_bytes!("../weights/emoji32/features.safetensors"),
+    ),
+];
+
+impl<B: Backend> FeatureNet<B> {
+    /// Loads a bundled network (`mnist`, `emoji32`) from the copy built into the binary; `None`
+    /// for a name that is not bundled.
+    pub fn load_bundled(name: &str, device: &B::Device) -> Result<Option<(FeatureNetConfig, Self)>, FeaturesError> {
+        let Some(&(_, json, weights)) = EMBEDDED.iter().find(|(n, _, _)| *n == name) else {
+            return Ok(None);
+        };
+        let label = PathBuf::from(format!("<built-in {name}>"));
+        let config = FeatureNetConfig::parse(json, label.join(CONFIG_FILE))?;
+        let net = kiln_optim::load_module_bytes(config.init::<B>(device), weights.to_vec(), &label.join(WEIGHTS_FILE))?;
+        Ok(Some((config, net)))
+    }
+}
+
+/// The directory of a feature network shipped with kiln (`mnist`, `emoji32`) in this crate's
+/// source tree, where `cargo xtask features` rebuilds it; binaries read the built-in copy
+/// ([`FeatureNet::load_bundled`]). `None` for an unknown name.
 pub fn bundled(name: &str) -> Option<PathBuf> {
     BUNDLED.contains(&name).then(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("weights").join(name))
 }

@@ -120,3 +120,22 @@ fn bundled_extractors_load_and_classify_as_recorded() {
     let (config, _) = FeatureNet::<B>::load(&bundled("emoji32").unwrap(), &device).unwrap();
     assert_eq!((config.channels, config.image_size, config.classes), (3, 32, 10));
 }
+
+/// The copies built into the binary are the files in the source tree, weight for weight.
+#[test]
+fn built_in_extractors_equal_the_source_tree_copies() {
+    let device = Default::default();
+    for name in crate::BUNDLED {
+        let (from_dir_config, from_dir) = FeatureNet::<B>::load(&bundled(name).unwrap(), &device).unwrap();
+        let (built_in_config, built_in) = FeatureNet::<B>::load_bundled(name, &device).unwrap().unwrap();
+        assert_eq!(format!("{from_dir_config:?}"), format!("{built_in_config:?}"), "{name}");
+        let x = burn::tensor::Tensor::<B, 4>::random(
+            [2, from_dir_config.channels, from_dir_config.image_size, from_dir_config.image_size],
+            burn::tensor::Distribution::Uniform(0.0, 1.0),
+            &device,
+        );
+        let (a, b) = (from_dir.logits(x.clone()), built_in.logits(x));
+        assert_eq!(a.into_data(), b.into_data(), "{name}");
+    }
+    assert!(FeatureNet::<B>::load_bundled("imagenet", &device).unwrap().is_none());
+}

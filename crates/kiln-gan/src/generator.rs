@@ -167,7 +167,7 @@ impl<B: Backend> Generator<B> {
     pub fn save(&self, config: &GanConfig, dir: &Path) -> Result<(), GanError> {
         config.save_dir(dir)?;
         kiln_optim::save_module(self, &dir.join(GENERATOR_FILE), &[("kiln.family", FAMILY.into())])?;
-        ModelManifest::new(FAMILY, FORMAT).write(dir)?;
+        ModelManifest::new(FAMILY, FORMAT).describing(dir, &[crate::CONFIG_FILE, GENERATOR_FILE])?.write(dir)?;
         Ok(())
     }
 

@@ -420,7 +420,9 @@ impl<B: AutodiffBackend> Task<B> for GanTask<B> {
         self.config.save_dir(dir)?;
         save_module(&self.sampler(), &dir.join(GENERATOR_FILE), &meta).map_err(GanError::from)?;
         save_module(&self.discriminator.valid(), &dir.join(DISCRIMINATOR_FILE), &meta[..1]).map_err(GanError::from)?;
-        ModelManifest::new(FAMILY, FORMAT).write(dir)
+        ModelManifest::new(FAMILY, FORMAT)
+            .describing(dir, &[crate::CONFIG_FILE, GENERATOR_FILE, DISCRIMINATOR_FILE])?
+            .write(dir)
     }
 
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {

@@ -38,7 +38,7 @@ pub use error::OptimError;
 pub use optim::{Optim, OptimConfig, OptimKind};
 pub use params::{param_paths, zip_map_params};
 pub use schedule::{Decay, Schedule};
-pub use state::{TensorFile, load_module, save_module};
+pub use state::{TensorFile, load_module, load_module_bytes, save_module};
 pub use train_state::{EMA_FILE, LIVE_FILE, ModelEma, OPTIM_FILE, load_train_state, save_train_state};
 
 #[cfg(test)]

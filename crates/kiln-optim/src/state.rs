@@ -88,7 +88,9 @@ impl TensorFile {
             .map(|((name, dims, _), bytes)| TensorView::new(Dtype::F32, dims.clone(), bytes).map(|v| (name.clone(), v)))
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| state_err(path, e.to_string()))?;
-        safetensors::tensor::serialize(views, Some(self.metadata.clone())).map_err(|e| state_err(path, e.to_string()))
+        let bytes = safetensors::tensor::serialize(views, Some(self.metadata.clone()))
+            .map_err(|e| state_err(path, e.to_string()))?;
+        Ok(canonical_header(bytes))
     }
 
     /// Writes the file atomically.
@@ -107,6 +109,7 @@ impl TensorFile {
         let metadata = header.metadata().clone().unwrap_or_default();
         let st = safetensors::SafeTensors::deserialize(&bytes)
             .map_err(|e| state_err(path, format!("not a safetensors file: {e}")))?;
+        check_finite(&st, path)?;
         let mut tensors = Vec::new();
         let mut names: Vec<_> = st.names().into_iter().map(str::to_string).collect();
         names.sort();
@@ -137,15 +140,28 @@ pub fn save_module<B: Backend, M: Module<B>>(
         store = store.metadata(*k, v.clone());
     }
     module.save_into(&mut store).map_err(|e| state_err(path, e.to_string()))?;
-    let bytes = store.get_bytes().map_err(|e| state_err(path, e.to_string()))?;
+    let bytes = canonical_header(store.get_bytes().map_err(|e| state_err(path, e.to_string()))?);
     kiln_core::atomic_write(path, &bytes)?;
     Ok(())
 }
 
 /// Loads `path` into `module` (which fixes the architecture), strictly: a missing, extra or
 /// wrongly shaped tensor is an error naming the file and the tensor.
-pub fn load_module<B: Backend, M: Module<B>>(mut module: M, path: &Path) -> Result<M, OptimError> {
+pub fn load_module<B: Backend, M: Module<B>>(module: M, path: &Path) -> Result<M, OptimError> {
     let bytes = std::fs::read(path).map_err(|e| state_err(path, e.to_string()))?;
+    load_module_bytes(module, bytes, path)
+}
+
+/// [`load_module`] from the bytes of a safetensors file (weights built into a binary); `path`
+/// names them in errors.
+pub fn load_module_bytes<B: Backend, M: Module<B>>(
+    mut module: M,
+    bytes: Vec<u8>,
+    path: &Path,
+) -> Result<M, OptimError> {
+    let st = safetensors::SafeTensors::deserialize(&bytes)
+        .map_err(|e| state_err(path, format!("not a safetensors file: {e}")))?;
+    check_finite(&st, path)?;
     let mut store = SafetensorsStore::from_bytes(Some(bytes));
     let result = module.load_from(&mut store).map_err(|e| state_err(path, format!("does not fit this model: {e}")))?;
     if !result.errors.is_empty() || !result.missing.is_empty() || !result.unused.is_empty() {
@@ -156,4 +172,70 @@ pub fn load_module<B: Backend, M: Module<B>>(mut module: M, path: &Path) -> Resu
         return Err(state_err(path, format!("does not fit this model: {}", problems.join(", "))));
     }
     Ok(module)
+}
+
+/// Refuses a file holding a NaN or an infinity in a float tensor, naming the tensor: such weights
+/// can only come from corruption or a diverged run (the trainer never checkpoints one), and would
+/// otherwise surface as black samples or a NaN loss far from the cause.
+fn check_finite(st: &safetensors::SafeTensors<'_>, path: &Path) -> Result<(), OptimError> {
+    let mut names: Vec<&str> = st.names();
+    names.sort();
+    for name in names {
+        let view = st.tensor(name).map_err(|e| state_err(path, e.to_string()))?;
+        let bad = match view.dtype() {
+            Dtype::F32 => {
+                view.data().chunks_exact(4).position(|b| !f32::from_le_bytes([b[0], b[1], b[2], b[3]]).is_finite())
+            }
+            Dtype::F64 => view
+                .data()
+                .chunks_exact(8)
+                .position(|b| !f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]]).is_finite()),
+            _ => None,
+        };
+        if let Some(i) = bad {
+            return Err(state_err(
+                path,
+                format!(
+                    "`{name}` holds a non-finite value (NaN or infinity) at element {i}: the file is corrupt or was written by a diverged run"
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites a safetensors file's JSON header with its keys in sorted order. The writers keep
+/// metadata (and burn-store its tensor table) in hash maps, whose order changes from one process
+/// to the next, so two identical runs would write different bytes; sorted, they write the same.
+/// The header keeps its length (the same JSON, reordered, padded with spaces as the format allows),
+/// so the data offsets stay valid. Bytes that do not parse are returned as they are.
+pub(crate) fn canonical_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    fn sorted(value: serde_json::Value) -> serde_json::Value {
+        match value {
+            serde_json::Value::Object(map) => {
+                let mut entries: Vec<_> = map.into_iter().collect();
+                entries.sort_by(|a, b| a.0.cmp(&b.0));
+                serde_json::Value::Object(entries.into_iter().map(|(k, v)| (k, sorted(v))).collect())
+            }
+            other => other,
+        }
+    }
+    let Some(len) = bytes.get(..8).map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()) as usize) else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let Ok(mut json) = serde_json::to_vec(&sorted(value)) else {
+        return bytes;
+    };
+    if json.len() > len {
+        return bytes;
+    }
+    json.resize(len, b' ');
+    bytes[8..8 + len].copy_from_slice(&json);
+    bytes
 }

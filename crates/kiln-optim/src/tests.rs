@@ -239,3 +239,51 @@ fn settings_are_checked_by_name_and_paths_are_stable() {
     assert_eq!(paths, vec![("weight".to_string(), vec![3, 2]), ("bias".to_string(), vec![2])]);
     assert_eq!(param_paths(&scalar(&[1.0, 2.0])), vec![("w".to_string(), vec![2])]);
 }
+
+#[test]
+fn identical_modules_save_to_identical_bytes_and_non_finite_weights_are_refused() {
+    let dev = Device::<I>::default();
+    let dir = std::env::temp_dir().join(format!("kiln-optim-bytes-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let m: Linear<I> = LinearConfig::new(3, 2).init(&dev);
+    // Several metadata keys: hash-map order would differ between the two writes.
+    let meta: Vec<(&str, String)> = ["a", "b", "c", "d", "e", "f"].iter().map(|k| (*k, format!("{k}-value"))).collect();
+    let (p1, p2) = (dir.join("one.safetensors"), dir.join("two.safetensors"));
+    crate::save_module(&m, &p1, &meta).unwrap();
+    crate::save_module(&m, &p2, &meta).unwrap();
+    assert_eq!(std::fs::read(&p1).unwrap(), std::fs::read(&p2).unwrap(), "same module, same bytes");
+    let mut file = crate::TensorFile::new();
+    file.push("x", Tensor::<I, 1>::from_data([1.0f32, 2.0], &dev));
+    for (k, v) in &meta {
+        file.set_meta(*k, v);
+    }
+    assert_eq!(file.to_bytes(&p1).unwrap(), file.clone().to_bytes(&p1).unwrap());
+    // The canonical file still loads, into a fresh module of the same shape.
+    let back = crate::load_module(LinearConfig::new(3, 2).init::<I>(&dev), &p1).unwrap();
+    assert_eq!(back.weight.val().into_data(), m.weight.val().into_data());
+
+    let nan = m.clone().map(&mut NanFirst);
+    crate::save_module(&nan, &p1, &[]).unwrap();
+    let err = crate::load_module(LinearConfig::new(3, 2).init::<I>(&dev), &p1).unwrap_err().to_string();
+    assert!(err.contains("one.safetensors") && err.contains("non-finite"), "{err}");
+    let mut bad = crate::TensorFile::new();
+    bad.push("m", Tensor::<I, 1>::from_data([1.0f32, f32::INFINITY], &dev));
+    bad.write(&p2).unwrap();
+    let err = crate::TensorFile::read(&p2).unwrap_err().to_string();
+    assert!(err.contains("`m` holds a non-finite value") && err.contains("element 1"), "{err}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// Puts a NaN into every float parameter's first element.
+struct NanFirst;
+
+impl burn::module::ModuleMapper<I> for NanFirst {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<I, D>>) -> Param<Tensor<I, D>> {
+        param.map(|t| {
+            let shape = t.shape();
+            let mut v = t.into_data().to_vec::<f32>().unwrap();
+            v[0] = f32::NAN;
+            Tensor::from_data(TensorData::new(v, shape), &Device::<I>::default())
+        })
+    }
+}

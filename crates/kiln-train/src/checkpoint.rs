@@ -84,6 +84,8 @@ pub(crate) fn write_checkpoint(
     let json = serde_json::to_string_pretty(state)
         .map_err(|e| SaveError::Encode { path: tmp.join(TRAINER_FILE), message: e.to_string() })?;
     kiln_core::atomic_write(&tmp.join(TRAINER_FILE), json.as_bytes())?;
+    // Every file of the checkpoint, the task's and the trainer's, gets its checksum in kiln.json.
+    kiln_core::ModelManifest::seal(&tmp)?;
     if final_dir.exists() {
         // The same step saved twice (a resumed run that stops where it started): replace it.
         discard(&root, &final_dir).map_err(io(&final_dir))?;
@@ -126,4 +128,21 @@ pub fn read_trainer_state(dir: &Path) -> Result<TrainerState, LoadError> {
     let path = dir.join(TRAINER_FILE);
     let text = std::fs::read_to_string(&path).map_err(|e| LoadError { path: path.clone(), message: e.to_string() })?;
     serde_json::from_str(&text).map_err(|e| LoadError { path, message: format!("not a kiln trainer state: {e}") })
+}
+
+/// Moves `dir` (a `step-N` checkpoint) into `checkpoints/set-aside/`, under a name no listing
+/// takes for a checkpoint, so a resume from an older step never runs into it again — and nothing
+/// is deleted. Returns where it went.
+pub(crate) fn set_aside(out: &Path, dir: &Path) -> std::io::Result<PathBuf> {
+    let aside = checkpoints_dir(out).join("set-aside");
+    std::fs::create_dir_all(&aside)?;
+    let name = dir.file_name().unwrap_or_default().to_string_lossy().into_owned();
+    let mut target = aside.join(&name);
+    let mut i = 1;
+    while target.exists() {
+        target = aside.join(format!("{name}.{i}"));
+        i += 1;
+    }
+    std::fs::rename(dir, &target)?;
+    Ok(target)
 }

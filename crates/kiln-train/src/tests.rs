@@ -55,7 +55,8 @@ impl Task<B> for Toy {
 
     fn save(&self, dir: &Path) -> Result<(), SaveError> {
         save_module(&self.model.valid(), &dir.join("model.safetensors"), &[])
-            .map_err(|e| SaveError::Encode { path: dir.to_path_buf(), message: e.to_string() })
+            .map_err(|e| SaveError::Encode { path: dir.to_path_buf(), message: e.to_string() })?;
+        kiln_core::ModelManifest::new("toy", 1).describing(dir, &["model.safetensors"])?.write(dir)
     }
 
     fn save_state(&self, dir: &Path) -> Result<(), SaveError> {
@@ -256,5 +257,42 @@ fn run_directory_mistakes_are_errors_that_name_it() {
     let err =
         fit(&mut Toy::new(5), &mut Counting(0), &LoopConfig { resume: true, seed: 99, ..config(8, &dir) }).unwrap_err();
     assert!(err.to_string().contains("seed 11, this run has seed 99"), "{err}");
+    std::fs::remove_dir_all(dir).unwrap();
+}
+
+#[test]
+fn resume_skips_a_corrupt_checkpoint_for_the_newest_valid_one_and_resume_from_picks_one() {
+    let _serial = serial();
+    let dir = tmp("corrupt");
+    fit(&mut Toy::new(6), &mut Counting(0), &config(12, &dir)).unwrap();
+    let newest = dir.join("checkpoints/step-00000012");
+    let manifest = kiln_core::ModelManifest::read(&newest).unwrap().unwrap();
+    let sealed: Vec<&str> = manifest.files.keys().map(String::as_str).collect();
+    assert_eq!(sealed, ["model.safetensors", "optim.safetensors", "trainer.json"]);
+    // One flipped bit in the optimizer state: it would load silently without the checksum.
+    let optim = newest.join("optim.safetensors");
+    let mut bytes = std::fs::read(&optim).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0x10;
+    std::fs::write(&optim, bytes).unwrap();
+    let resumed = fit(&mut Toy::new(6), &mut Counting(0), &LoopConfig { resume: true, ..config(14, &dir) }).unwrap();
+    assert_eq!((resumed.start_step, resumed.steps), (8, 14));
+    // The corrupt checkpoint is kept, out of the way.
+    assert!(dir.join("checkpoints/set-aside/step-00000012/optim.safetensors").is_file());
+    let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![8, 12, 14]);
+
+    // --resume-from: exactly that step, newer ones set aside; an absent step names the ones there.
+    let err =
+        fit(&mut Toy::new(6), &mut Counting(0), &LoopConfig { resume: true, resume_from: Some(5), ..config(16, &dir) })
+            .unwrap_err();
+    assert!(err.to_string().contains("no checkpoint at step 5 (checkpoints at steps 8, 12, 14)"), "{err}");
+    let back =
+        fit(&mut Toy::new(6), &mut Counting(0), &LoopConfig { resume: true, resume_from: Some(8), ..config(10, &dir) })
+            .unwrap();
+    assert_eq!((back.start_step, back.steps), (8, 10));
+    let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![8, 10]);
+    assert!(dir.join("checkpoints/set-aside/step-00000012.1").is_dir());
     std::fs::remove_dir_all(dir).unwrap();
 }

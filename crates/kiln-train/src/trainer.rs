@@ -9,7 +9,9 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use kiln_core::{LoadError, Loader, SaveError, Task};
 use serde::Serialize;
 
-use crate::checkpoint::{TrainerState, latest_checkpoint, read_trainer_state, write_checkpoint};
+use crate::checkpoint::{
+    TrainerState, latest_checkpoint, list_checkpoints, read_trainer_state, set_aside, write_checkpoint,
+};
 use crate::{GridLabels, write_labelled_grid, write_loss_plot};
 
 /// How long and how loudly to train, and where to keep the results.
@@ -31,8 +33,13 @@ pub struct LoopConfig {
     /// Seeds the backend's random generator before every step, from `(seed, step)`, so the noise a
     /// step draws does not depend on how many processes the run took.
     pub seed: u64,
-    /// Continue from the newest checkpoint in `out_dir` instead of starting afresh.
+    /// Continue from the newest valid checkpoint in `out_dir` instead of starting afresh: one
+    /// whose files match the checksums in its `kiln.json` and that loads. Newer ones that fail are
+    /// skipped with a line saying why, and set aside (see [`LoopConfig::resume_from`]).
     pub resume: bool,
+    /// With `resume`: continue from the checkpoint of exactly this step (no fallback); newer
+    /// checkpoints are moved to `checkpoints/set-aside/`, since the run now goes another way.
+    pub resume_from: Option<usize>,
     /// Set from elsewhere (a Ctrl-C handler) to stop after the current step with a checkpoint.
     pub stop: Option<Arc<AtomicBool>>,
     /// Run directory: `metrics.jsonl`, `samples/`, the latest grids, `checkpoints/`, the final
@@ -55,6 +62,7 @@ impl LoopConfig {
             keep_checkpoints: 3,
             seed: 0,
             resume: false,
+            resume_from: None,
             stop: None,
             out_dir: out_dir.into(),
             progress: false,
@@ -199,18 +207,7 @@ where
     };
     let latest = latest_checkpoint(out);
     if config.resume {
-        let (_, dir) =
-            latest.ok_or_else(|| run_dir_err("no checkpoint to resume from (checkpoints/ is empty)".into()))?;
-        state = read_trainer_state(&dir)?;
-        if state.seed != config.seed {
-            return Err(run_dir_err(format!(
-                "checkpoint {} was made with seed {}, this run has seed {}",
-                dir.display(),
-                state.seed,
-                config.seed
-            )));
-        }
-        task.load_state(&dir)?;
+        state = resume_point(task, config)?;
         loader.seek(state.position());
         truncate_metrics(&log_path, state.step)?;
     } else if let Some((step, dir)) = latest {
@@ -349,6 +346,67 @@ where
         .map_err(|e| SaveError::Encode { path: out.join("summary.json"), message: e.to_string() })?;
     kiln_core::atomic_write(&out.join("summary.json"), json.as_bytes())?;
     Ok(summary)
+}
+
+/// Restores `task` from the checkpoint a resume continues from — the one `config.resume_from`
+/// names, or the newest that verifies and loads — and moves newer checkpoints aside. Returns the
+/// trainer state saved with it.
+fn resume_point<B: AutodiffBackend, T: Task<B>>(task: &mut T, config: &LoopConfig) -> Result<TrainerState, TrainError> {
+    let out = &config.out_dir;
+    let run_dir_err = |message: String| TrainError::RunDir { dir: out.clone(), message };
+    let all = list_checkpoints(out);
+    let steps = || all.iter().map(|(s, _)| s.to_string()).collect::<Vec<_>>().join(", ");
+    if all.is_empty() {
+        return Err(run_dir_err("no checkpoint to resume from (checkpoints/ is empty)".into()));
+    }
+    let candidates: Vec<&(usize, PathBuf)> = match config.resume_from {
+        None => all.iter().rev().collect(),
+        Some(step) => {
+            let found: Vec<_> = all.iter().filter(|(s, _)| *s == step).collect();
+            if found.is_empty() {
+                return Err(run_dir_err(format!("no checkpoint at step {step} (checkpoints at steps {})", steps())));
+            }
+            found
+        }
+    };
+    let mut chosen = None;
+    for (step, dir) in candidates {
+        let attempt = (|| -> Result<TrainerState, TrainError> {
+            kiln_core::ModelManifest::read_verified(dir)?;
+            let state = read_trainer_state(dir)?;
+            if state.seed != config.seed {
+                return Err(run_dir_err(format!(
+                    "checkpoint {} was made with seed {}, this run has seed {}",
+                    dir.display(),
+                    state.seed,
+                    config.seed
+                )));
+            }
+            task.load_state(dir)?;
+            Ok(state)
+        })();
+        match attempt {
+            Ok(state) => {
+                chosen = Some((*step, state));
+                break;
+            }
+            // A seed mismatch is the run's, not the checkpoint's: every older one has it too.
+            Err(e @ TrainError::RunDir { .. }) => return Err(e),
+            Err(e) if config.resume_from.is_some() => return Err(e),
+            Err(e) => eprintln!("kiln: skipping checkpoint {}: {e}", dir.display()),
+        }
+    }
+    let Some((step, state)) = chosen else {
+        return Err(run_dir_err(format!(
+            "none of the checkpoints (steps {}) verifies and loads; each was skipped for the reason printed above",
+            steps()
+        )));
+    };
+    for (newer, dir) in all.iter().filter(|(s, _)| *s > step) {
+        let moved = set_aside(out, dir).map_err(|source| SaveError::Io { path: dir.clone(), source })?;
+        eprintln!("kiln: resuming from step {step}: checkpoint of step {newer} moved to {}", moved.display());
+    }
+    Ok(state)
 }
 
 /// Keeps the lines of `metrics.jsonl` up to `step`, dropping those a killed process wrote after its

@@ -469,7 +469,7 @@ impl<B: Backend> VqVae<B> {
         let json = serde_json::to_string_pretty(config)
             .map_err(|e| kiln_core::SaveError::Encode { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
         kiln_core::atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())?;
-        ModelManifest::new(FAMILY, FORMAT).write(dir)?;
+        ModelManifest::new(FAMILY, FORMAT).describing(dir, &[CONFIG_FILE, WEIGHTS_FILE])?.write(dir)?;
         Ok(())
     }
 

@@ -107,8 +107,8 @@ pub struct Extractor<B: Backend> {
     pub feature_dim: usize,
     /// Classes its head predicts.
     pub classes: usize,
-    /// The directory its weights came from.
-    pub dir: PathBuf,
+    /// Where its weights came from: `built-in` (the copy in this binary) or their directory.
+    pub source: String,
 }
 
 impl<B: Backend> Extractor<B> {
@@ -123,15 +123,8 @@ impl<B: Backend> Extractor<B> {
 
     /// Loads a bundled extractor by name, or one from a directory.
     pub fn load(name: &str, device: &B::Device) -> Result<Self> {
-        let dir = match kiln_features::bundled(name) {
-            Some(dir) => {
-                ensure!(
-                    dir.join(kiln_features::CONFIG_FILE).is_file(),
-                    "--extractor {name}: its weights are missing from {} (`cargo xtask features {name}` builds them)",
-                    dir.display()
-                );
-                dir
-            }
+        let (config, net, source) = match FeatureNet::<B>::load_bundled(name, device)? {
+            Some((config, net)) => (config, net, "built-in".to_string()),
             None => {
                 let dir = PathBuf::from(name);
                 ensure!(
@@ -141,12 +134,18 @@ impl<B: Backend> Extractor<B> {
                     kiln_features::BUNDLED.join(", "),
                     kiln_features::CONFIG_FILE
                 );
-                dir
+                let (config, net) = FeatureNet::<B>::load(&dir, device)?;
+                (config, net, dir.display().to_string())
             }
         };
-        let (config, net) = FeatureNet::<B>::load(&dir, device)?;
         let s = config.image_size;
-        Ok(Self { net, image: [config.channels, s, s], feature_dim: config.feature_dim, classes: config.classes, dir })
+        Ok(Self {
+            net,
+            image: [config.channels, s, s],
+            feature_dim: config.feature_dim,
+            classes: config.classes,
+            source,
+        })
     }
 
     /// Features `[N, F]` and class logits `[N, K]` of images in `[0, 1]`.

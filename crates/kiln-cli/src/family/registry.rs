@@ -120,7 +120,8 @@ pub fn check(exp: &Experiment) -> Result<()> {
 /// config file.
 pub fn open<B: Backend>(dir: &Path, device: &B::Device) -> Result<Box<dyn Generative<B>>> {
     ensure!(dir.is_dir(), "{}: no such checkpoint directory", dir.display());
-    let manifest = ModelManifest::read(dir)?;
+    // The checksums first: a flipped bit in a weight file would otherwise load silently.
+    let manifest = ModelManifest::read_verified(dir)?;
     let (family, format) = match &manifest {
         Some(m) => (m.family.as_str(), Some(m.format)),
         None => match legacy_family(dir) {
