@@ -151,6 +151,7 @@ impl Job for Generate {
             };
             let samples =
                 model.sample(&self.tokens.apply(request), &device).with_context(|| format!("prompt {prompt:?}"))?;
+            finite_values(samples.images.clone(), &self.checkpoint, i * self.n)?;
             rows.push(samples.images);
         }
         let grid = Tensor::cat(rows, 0); // [prompts·n, C, H, W]
@@ -242,16 +243,7 @@ impl Job for Sample {
             };
             let samples = model.sample(&request, &device)?;
             let images = samples.images; // [len, C, H, W]
-            let values = to_vec(images.clone())?;
-            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
-                let per_image = values.len() / len.max(1);
-                bail!(
-                    "{}: the model produced a non-finite value (NaN or infinity) in sample {}; its weights are \
-                     broken (a diverged run?) — nothing was written for this batch",
-                    self.checkpoint.display(),
-                    start + i / per_image.max(1)
-                );
-            }
+            let values = finite_values(images.clone(), &self.checkpoint, start)?;
             match format {
                 Format::Npy => {
                     let writer = match &mut npy {
@@ -596,6 +588,22 @@ impl Job for Interpolate {
         eprintln!("kiln: wrote {} strips of {} to {}", self.rows, self.steps, self.out.display());
         Ok(())
     }
+}
+
+/// The values of a batch of samples (`[N, C, H, W]`, the first numbered `first`), refused if any
+/// is NaN or infinite: such a picture is a broken model's, and is never written.
+fn finite_values<B: Backend>(images: Tensor<B, 4>, checkpoint: &Path, first: usize) -> Result<Vec<f32>> {
+    let n = images.dims()[0].max(1);
+    let values = to_vec(images)?;
+    if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+        bail!(
+            "{}: the model produced a non-finite value (NaN or infinity) in sample {}; its weights are broken \
+             (a diverged run?), so nothing was written",
+            checkpoint.display(),
+            first + i / (values.len() / n).max(1)
+        );
+    }
+    Ok(values)
 }
 
 fn to_vec<B: Backend>(t: Tensor<B, 4>) -> Result<Vec<f32>> {

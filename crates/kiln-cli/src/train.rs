@@ -571,6 +571,7 @@ fn loop_config(exp: &Experiment, out: &Path, resume: bool, stop: Arc<AtomicBool>
         stop: Some(stop),
         out_dir: out.to_path_buf(),
         progress: !quiet,
+        sync: None,
     }
 }
 

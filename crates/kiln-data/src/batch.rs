@@ -26,6 +26,8 @@ pub struct Batcher {
     epoch: usize,
     augment: Augment,
     augment_rng: SplitMix64,
+    /// `(rank, world)`: this process's share of a data-parallel run (`(0, 1)` alone).
+    shard: (usize, usize),
 }
 
 impl Batcher {
@@ -39,19 +41,56 @@ impl Batcher {
         let order = epoch_order(set.len, seed, 0);
         // Augmentations draw from their own stream, so turning them on leaves the order alone.
         let augment_rng = SplitMix64::new(seed ^ 0xA5A5_5A5A_D00D_F00D);
-        Ok(Self { set, batch_size, range, seed, order, cursor: 0, epoch: 0, augment: Augment::default(), augment_rng })
+        Ok(Self {
+            set,
+            batch_size,
+            range,
+            seed,
+            order,
+            cursor: 0,
+            epoch: 0,
+            augment: Augment::default(),
+            augment_rng,
+            shard: (0, 1),
+        })
+    }
+
+    /// Rank `rank`'s share of a data-parallel run of `world` processes: every rank walks the same
+    /// stream of *global* batches of `world × batch_size` images (same order, same augmentation
+    /// draws) and takes the `rank`-th `batch_size` of each. So the ranks' batches of one step are,
+    /// in rank order, the micro-batches a single process with `accumulate = world` would take
+    /// (exactly, when an epoch's batches of `batch_size` divide by `world`), and the position —
+    /// the same on every rank — resumes them all.
+    pub fn with_shard(mut self, rank: usize, world: usize) -> Result<Self, DataError> {
+        let global = self.batch_size.saturating_mul(world);
+        if world == 0 || rank >= world || global > self.set.len {
+            return Err(DataError::Mismatch {
+                message: format!(
+                    "rank {rank} of {world} with batches of {}: the {world} ranks' batches ({global} images) must fit \
+                     in the data set's {} images",
+                    self.batch_size, self.set.len
+                ),
+            });
+        }
+        self.shard = (rank, world);
+        Ok(self)
+    }
+
+    /// Images per step over all ranks.
+    fn global_batch(&self) -> usize {
+        self.batch_size * self.shard.1
     }
 
     /// Batches in one epoch (the incomplete last one is dropped).
     pub fn batches_per_epoch(&self) -> usize {
-        self.set.len / self.batch_size
+        self.set.len / self.global_batch()
     }
 
     /// Where the stream stands.
     pub fn position(&self) -> LoaderPosition {
         LoaderPosition {
             epoch: self.epoch as u64,
-            batch: (self.cursor / self.batch_size) as u64,
+            batch: (self.cursor / self.global_batch()) as u64,
             rng: self.augment_rng.state(),
         }
     }
@@ -61,7 +100,7 @@ impl Batcher {
     pub fn seek(&mut self, position: LoaderPosition) {
         self.epoch = position.epoch as usize;
         self.order = epoch_order(self.set.len, self.seed, self.epoch);
-        self.cursor = (position.batch as usize).saturating_mul(self.batch_size).min(self.order.len());
+        self.cursor = (position.batch as usize).saturating_mul(self.global_batch()).min(self.order.len());
         self.augment_rng = SplitMix64::new(position.rng);
     }
 
@@ -83,20 +122,28 @@ impl Batcher {
 
     /// The next batch, reshuffling at each epoch boundary.
     pub fn next_batch<B: Backend>(&mut self, device: &B::Device) -> ImageBatch<B> {
-        if self.cursor + self.batch_size > self.order.len() {
+        let global = self.global_batch();
+        if self.cursor + global > self.order.len() {
             self.epoch += 1;
             self.order = epoch_order(self.set.len, self.seed, self.epoch);
             self.cursor = 0;
         }
-        let idx = &self.order[self.cursor..self.cursor + self.batch_size];
-        self.cursor += self.batch_size;
+        let all = &self.order[self.cursor..self.cursor + global];
+        self.cursor += global;
+        let (rank, b) = (self.shard.0, self.batch_size);
+        let idx = &all[rank * b..(rank + 1) * b];
         if self.augment.is_identity() {
             return gather(&self.set, idx, self.range, device);
         }
         let set = &self.set;
         let mut pixels = Vec::with_capacity(idx.len() * set.image_len());
-        for &i in idx {
-            self.augment.apply(set.image(i), [set.channels, set.height, set.width], &mut self.augment_rng, &mut pixels);
+        // Other ranks' images are augmented too, into a scratch buffer, so every rank's
+        // generator stays where a single process's would be.
+        let mut scratch = Vec::new();
+        for (k, &i) in all.iter().enumerate() {
+            let out = if k / b == rank { &mut pixels } else { &mut scratch };
+            self.augment.apply(set.image(i), [set.channels, set.height, set.width], &mut self.augment_rng, out);
+            scratch.clear();
         }
         to_batch(set, &pixels, idx, self.range, device)
     }
@@ -172,6 +219,40 @@ fn to_batch<B: Backend>(
 mod tests {
     use super::*;
     type B = burn::backend::Flex;
+
+    #[test]
+    fn shards_of_a_data_parallel_run_are_the_micro_batches_of_one_process_in_rank_order() {
+        let len = 12;
+        let set = Arc::new(ImageSet {
+            pixels: (0..len * 2 * 3).map(|i| (i * 7 % 251) as u8).collect(),
+            labels: (0..len as u32).collect(),
+            len,
+            channels: 1,
+            height: 2,
+            width: 3,
+        });
+        let dev = Default::default();
+        let aug = Augment { flip: true, crop_padding: 1 };
+        let one = || Batcher::new(set.clone(), 3, PixelRange::ZeroOne, 9).unwrap().with_augment(aug);
+        let mut single = one();
+        let mut ranks: Vec<Batcher> = (0..2).map(|r| one().with_shard(r, 2).unwrap()).collect();
+        assert_eq!(ranks[0].batches_per_epoch(), 2);
+        // Five steps: over two epoch boundaries (12 images, 6 a step).
+        for step in 0..5 {
+            for (r, rank) in ranks.iter_mut().enumerate() {
+                let (want, got) = (single.next_batch::<B>(&dev), rank.next_batch::<B>(&dev));
+                assert_eq!(want.labels.into_data(), got.labels.into_data(), "step {step}, rank {r}");
+                assert_eq!(want.images.into_data(), got.images.into_data(), "step {step}, rank {r}");
+            }
+            assert_eq!(ranks[0].position(), ranks[1].position(), "every rank stands at the same place");
+        }
+        // A rank resumed from the shared position continues its own share.
+        let mut resumed = one().with_shard(1, 2).unwrap();
+        resumed.seek(ranks[0].position());
+        assert_eq!(resumed.next_batch::<B>(&dev).labels.into_data(), ranks[1].next_batch::<B>(&dev).labels.into_data());
+        assert!(one().with_shard(2, 2).is_err());
+        assert!(Batcher::new(set.clone(), 7, PixelRange::ZeroOne, 9).unwrap().with_shard(0, 2).is_err());
+    }
 
     #[test]
     fn augmented_batches_are_seeded_and_keep_the_order() {

@@ -31,6 +31,7 @@ mod optim;
 mod params;
 mod schedule;
 mod state;
+pub mod sync;
 mod train_state;
 
 pub use ema::Ema;
@@ -39,6 +40,7 @@ pub use optim::{Optim, OptimConfig, OptimKind};
 pub use params::{param_paths, zip_map_params};
 pub use schedule::{Decay, Schedule};
 pub use state::{TensorFile, load_module, load_module_bytes, save_module};
+pub use sync::{GradSync, SyncError};
 pub use train_state::{EMA_FILE, LIVE_FILE, ModelEma, OPTIM_FILE, load_train_state, save_train_state};
 
 #[cfg(test)]

@@ -6,11 +6,12 @@ use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Device, ElementConversion, Tensor};
+use burn::tensor::{Device, ElementConversion, Tensor, TensorData};
 use serde::{Deserialize, Serialize};
 
 use crate::params::{PathStack, UpdateFloats, VisitGrads};
 use crate::state::state_err;
+use crate::sync::{GradSync, SyncError};
 use crate::{Decay, OptimError, Schedule, TensorFile};
 
 /// Which update rule.
@@ -202,6 +203,23 @@ impl<B: AutodiffBackend> Optim<B> {
         }
         self.micro = 0;
         let mut grads = std::mem::take(&mut self.pending);
+        // Data-parallel: every rank starts from rank 0's weights and applies the mean gradient
+        // (see `sync`); a failed exchange leaves the weights alone and stops the run.
+        let mut model = model;
+        if let Some(sync) = crate::sync::installed() {
+            let exchanged = if self.updates == 0 { broadcast_weights(model, sync.as_ref()) } else { Ok(model) };
+            model = match exchanged {
+                Ok(model) => model,
+                Err((model, e)) => {
+                    crate::sync::fail(e);
+                    return model;
+                }
+            };
+            if let Err(e) = average::<B::InnerBackend>(&mut grads, sync.as_ref()) {
+                crate::sync::fail(e);
+                return model;
+            }
+        }
 
         // Ordered maps: the global norm sums the parameters in path order, so it is the same float
         // in every process (a hash map's order would change its last bits from run to run).
@@ -320,4 +338,67 @@ impl<B: AutodiffBackend> Optim<B> {
         self.pending = pending;
         Ok(())
     }
+}
+
+/// Replaces each gradient by its mean over the ranks: one flat buffer, in path order.
+fn average<B: Backend>(grads: &mut BTreeMap<String, Tensor<B, 1>>, sync: &dyn GradSync) -> Result<(), SyncError> {
+    let Some(device) = grads.values().next().map(Tensor::device) else {
+        return Ok(());
+    };
+    let lens: Vec<usize> = grads.values().map(|g| g.dims()[0]).collect();
+    let flat = Tensor::cat(grads.values().cloned().collect(), 0);
+    let mut values = host_values(flat, sync)?;
+    sync.all_reduce_mean(&mut values)?;
+    let total = values.len();
+    let flat = Tensor::<B, 1>::from_data(TensorData::new(values, [total]), &device);
+    let mut start = 0;
+    for (g, len) in grads.values_mut().zip(lens) {
+        *g = flat.clone().narrow(0, start, len);
+        start += len;
+    }
+    Ok(())
+}
+
+/// `model` with every float parameter replaced by rank 0's (on a failure, the model unchanged).
+fn broadcast_weights<B: AutodiffBackend, M: AutodiffModule<B>>(
+    model: M,
+    sync: &dyn GradSync,
+) -> Result<M, (M, SyncError)> {
+    let mut values = Vec::new();
+    let mut failed = None;
+    let model = model.map(&mut UpdateFloats {
+        path: PathStack::default(),
+        f: |_: &str, w: Tensor<B::InnerBackend, 1>| {
+            match host_values(w, sync) {
+                Ok(v) => values.extend(v),
+                Err(e) => failed = Some(e),
+            }
+            None
+        },
+    });
+    if let Some(e) = failed {
+        return Err((model, e));
+    }
+    if let Err(e) = sync.broadcast(&mut values) {
+        return Err((model, e));
+    }
+    let mut start = 0;
+    Ok(model.map(&mut UpdateFloats {
+        path: PathStack::default(),
+        f: |_: &str, w: Tensor<B::InnerBackend, 1>| {
+            let n = w.dims()[0];
+            let part = values[start..start + n].to_vec();
+            start += n;
+            Some(Tensor::from_data(TensorData::new(part, [n]), &w.device()))
+        },
+    }))
+}
+
+/// A tensor's values on the host, as `f32`.
+fn host_values<B: Backend>(t: Tensor<B, 1>, sync: &dyn GradSync) -> Result<Vec<f32>, SyncError> {
+    t.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| SyncError {
+        rank: sync.rank(),
+        world: sync.world_size(),
+        message: format!("reading a tensor for the exchange: {e:?}"),
+    })
 }

@@ -287,3 +287,44 @@ impl burn::module::ModuleMapper<I> for NanFirst {
         })
     }
 }
+
+#[test]
+fn ranks_averaging_through_the_seam_train_like_one_optimizer_accumulating_their_shards() {
+    // Per update u, rank r's gradient is c[u][r]; one optimizer accumulating 2 micro-batches sees
+    // them in rank order. Rank 1 starts from other weights: the first update broadcasts rank 0's.
+    let c = |u: usize, r: usize| -> Vec<f32> { (0..3).map(|i| ((u * 7 + r * 3 + i) as f32 * 0.61).sin()).collect() };
+    let config = OptimConfig { lr: 0.1, ..OptimConfig::default() };
+    let mut one = Optim::<B>::new(OptimConfig { accumulate: 2, ..config.clone() }, 10).unwrap();
+    let mut m = scalar(&[1.0, -2.0, 0.5]);
+    for u in 0..4 {
+        for r in 0..2 {
+            let g = linear_grads(&m, &c(u, r));
+            m = one.step(m, &g);
+        }
+    }
+    let expected = values(m.w.val().inner());
+
+    let ranks: Vec<_> = crate::sync::ThreadGroup::ranks(2)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, handle)| {
+            let config = config.clone();
+            std::thread::spawn(move || {
+                let _sync = crate::sync::install(std::sync::Arc::new(handle));
+                let mut optim = Optim::<B>::new(config, 10).unwrap();
+                let mut m = scalar(if rank == 0 { &[1.0, -2.0, 0.5] } else { &[9.0, 9.0, 9.0] });
+                for u in 0..4 {
+                    let g = linear_grads(&m, &c(u, rank));
+                    m = optim.step(m, &g);
+                    assert!(crate::sync::take_failure().is_none());
+                }
+                values(m.w.val().inner())
+            })
+        })
+        .collect();
+    let results: Vec<Vec<f32>> = ranks.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results[0], results[1], "both ranks hold the same weights");
+    close(&results[0], &expected.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-6);
+    // Without an engine installed (this thread), the optimizer trains alone.
+    assert!(crate::sync::installed().is_none());
+}

@@ -24,12 +24,21 @@
 //! of 2N steps and a run of N steps, killed, and resumed for N more end with identical weights on
 //! the same machine and backend (tested in `tests/cli.rs` with a real process and `SIGKILL`).
 //!
-//! # Several devices
-//! burn 0.21's data-parallel support lives in burn-train's `Learner`
-//! (`ExecutionStrategy::multi`) and, for `ddp`, needs a `DistributedBackend` (CubeCL, not flex or
-//! ndarray); both CPU backends report one device (`device_count() == 1`). kiln's loop therefore
-//! runs on one device. The arithmetic data parallelism needs — averaging the gradients of equal
-//! shards — is what `kiln-optim`'s gradient accumulation does, and is tested there.
+//! # Several devices (data parallel)
+//! burn 0.21's data-parallel support lives in burn-train's `Learner` (`ExecutionStrategy::multi`,
+//! and `ddp` with a CUDA-only `DistributedBackend`), which kiln's loop does not use. kiln's seam is
+//! smaller: [`LoopConfig::sync`] takes a `kiln_optim::GradSync` (one rank of a run), which the loop
+//! installs for the optimizers — every family's `Optim::step` then averages its gradients over the
+//! ranks in one flat buffer. The loop seeds each rank's noise apart ([`rank_seed`]), exchanges
+//! three flags a step so a divergence, a spent time budget or Ctrl-C on any rank stops all of them
+//! at the same step, counts every rank's examples, checks on resume that every rank chose the same
+//! checkpoint, and lets rank 0 alone write the run. Each rank's loader takes its share
+//! (`kiln_data::Batcher::with_shard`); the ranks' batches of a step are then the micro-batches one
+//! process with `accumulate = ranks` would take, and the test
+//! `two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_writes` holds the
+//! two to 1e-6. Engines: `kiln_optim::sync::ThreadGroup` (ranks as threads of one process); an
+//! engine between processes is the missing piece (see `kiln_optim::sync` for why not
+//! burn-collective 0.21).
 //!
 //! # Looking at a run
 //! Beside the metrics log, every preview writes `losses.png` (a panel per metric of
@@ -55,7 +64,7 @@ pub use checkpoint::{
 };
 pub use grid::{GridLabels, grid_png, image_png, labelled_grid_png, write_grid, write_labelled_grid};
 pub use plot::write_loss_plot;
-pub use trainer::{LoopConfig, StopReason, Summary, TrainError, fit, step_seed};
+pub use trainer::{LoopConfig, StopReason, Summary, TrainError, fit, rank_seed, step_seed};
 
 #[cfg(test)]
 mod tests;

@@ -21,15 +21,24 @@ struct Toy {
     model: Linear<B>,
     optim: Optim<B>,
     nan_at: Option<usize>,
+    /// Input noise drawn from the backend generator (off for runs on several threads, which
+    /// share burn-flex's one generator).
+    noise: bool,
 }
 
 impl Toy {
     fn new(seed: u64) -> Self {
+        Self::with_optim(seed, OptimConfig { lr: 0.05, ..OptimConfig::default() })
+    }
+
+    fn with_optim(seed: u64, config: OptimConfig) -> Self {
         let device = Device::<B>::default();
         <B as burn::tensor::backend::Backend>::seed(&device, seed);
-        let model = LinearConfig::new(4, 1).init(&device);
-        let optim = Optim::new(OptimConfig { lr: 0.05, ..OptimConfig::default() }, 100).unwrap();
-        Self { model, optim, nan_at: None }
+        let model: Linear<B> = LinearConfig::new(4, 1).init(&device);
+        // Parameters are drawn lazily, at first use: draw them now, from this seed.
+        let _ = (model.weight.val(), model.bias.as_ref().map(|b| b.val()));
+        let optim = Optim::new(config, 100).unwrap();
+        Self { model, optim, nan_at: None, noise: true }
     }
 }
 
@@ -37,8 +46,12 @@ impl Task<B> for Toy {
     type Batch = (Tensor<B, 2>, Tensor<B, 2>);
 
     fn step(&mut self, (x, y): Self::Batch, step: usize) -> StepOutput {
-        let noise = Tensor::random(x.dims(), Distribution::Normal(0.0, 0.1), &x.device());
-        let pred = self.model.forward(x + noise);
+        let x = if self.noise {
+            x.clone() + Tensor::random(x.dims(), Distribution::Normal(0.0, 0.1), &x.device())
+        } else {
+            x
+        };
+        let pred = self.model.forward(x);
         let mut loss = (pred - y).powf_scalar(2.0).mean();
         if self.nan_at == Some(step) {
             loss = loss.log().mul_scalar(f32::NAN);
@@ -295,4 +308,112 @@ fn resume_skips_a_corrupt_checkpoint_for_the_newest_valid_one_and_resume_from_pi
     assert_eq!(steps, vec![8, 10]);
     assert!(dir.join("checkpoints/set-aside/step-00000012.1").is_dir());
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// Rank `rank` of `world`: batch `k·world + rank` of [`Counting`]'s stream at its `k`-th step —
+/// what `kiln_data::Batcher::with_shard` does for images.
+struct Strided {
+    next: u64,
+    rank: u64,
+    world: u64,
+}
+
+impl Loader for Strided {
+    type Batch = (Tensor<B, 2>, Tensor<B, 2>);
+
+    fn next_batch(&mut self) -> Self::Batch {
+        let batch = Counting(self.next * self.world + self.rank).next_batch();
+        self.next += 1;
+        batch
+    }
+
+    fn batches_per_epoch(&self) -> usize {
+        10
+    }
+
+    fn position(&self) -> LoaderPosition {
+        LoaderPosition { epoch: 0, batch: self.next, rng: 0 }
+    }
+
+    fn seek(&mut self, position: LoaderPosition) {
+        self.next = position.batch;
+    }
+}
+
+#[test]
+fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_writes() {
+    let _serial = serial();
+    let config = OptimConfig { lr: 0.05, ..OptimConfig::default() };
+    let alone_dir = tmp("dp-alone");
+    let mut alone = Toy::with_optim(21, OptimConfig { accumulate: 2, ..config.clone() });
+    alone.noise = false;
+    fit(&mut alone, &mut Counting(0), &config_for(12, &alone_dir)).unwrap();
+    let expected = alone.model.weight.val().into_data().to_vec::<f32>().unwrap();
+
+    let dir = tmp("dp-ranks");
+    // Built one after the other (burn-flex has one generator), from the run's seed, as every rank
+    // of a run is.
+    let tasks: Vec<Toy> = [21, 21]
+        .into_iter()
+        .map(|seed| {
+            let mut t = Toy::with_optim(seed, config.clone());
+            t.noise = false;
+            t
+        })
+        .collect();
+    let runs: Vec<_> = tasks
+        .into_iter()
+        .zip(kiln_optim::sync::ThreadGroup::ranks(2))
+        .enumerate()
+        .map(|(rank, (mut task, handle))| {
+            let loop_config = LoopConfig { sync: Some(Arc::new(handle)), ..config_for(6, &dir) };
+            std::thread::spawn(move || {
+                let mut loader = Strided { next: 0, rank: rank as u64, world: 2 };
+                let summary = fit(&mut task, &mut loader, &loop_config).unwrap();
+                (summary.steps, task.model.weight.val().into_data().to_vec::<f32>().unwrap())
+            })
+        })
+        .collect();
+    let results: Vec<(usize, Vec<f32>)> = runs.into_iter().map(|t| t.join().unwrap()).collect();
+    assert_eq!(results[0], results[1], "the ranks hold the same weights, step for step");
+    assert_eq!(results[0].0, 6);
+    for (a, b) in results[0].1.iter().zip(&expected) {
+        assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "{:?} vs {expected:?}", results[0].1);
+    }
+    // Rank 0 alone wrote the run: one metrics line per log step, counting both ranks' examples.
+    let log = std::fs::read_to_string(dir.join("metrics.jsonl")).unwrap();
+    let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!((log.lines().count(), last["examples"].as_u64()), (3, Some(6 * 8 * 2)));
+    let steps: Vec<usize> = list_checkpoints(&dir).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(steps, vec![4, 6]);
+
+    // A stop asked on one rank stops both, at the same step, with a checkpoint.
+    let stop_dir = tmp("dp-stop");
+    let runs: Vec<_> = kiln_optim::sync::ThreadGroup::ranks(2)
+        .into_iter()
+        .enumerate()
+        .map(|(rank, handle)| {
+            let stop = Arc::new(AtomicBool::new(rank == 1));
+            let mut task = Toy::with_optim(21, config.clone());
+            task.noise = false;
+            let loop_config =
+                LoopConfig { sync: Some(Arc::new(handle)), stop: Some(stop), ..config_for(50, &stop_dir) };
+            std::thread::spawn(move || {
+                let mut loader = Strided { next: 0, rank: rank as u64, world: 2 };
+                let s = fit(&mut task, &mut loader, &loop_config).unwrap();
+                (s.steps, s.stopped_by)
+            })
+        })
+        .collect();
+    for run in runs {
+        assert_eq!(run.join().unwrap(), (1, StopReason::Signal));
+    }
+    assert_eq!(list_checkpoints(&stop_dir).last().unwrap().0, 1);
+    for d in [alone_dir, dir, stop_dir] {
+        std::fs::remove_dir_all(d).unwrap();
+    }
+}
+
+fn config_for(steps: usize, out: &Path) -> LoopConfig {
+    config(steps, out)
 }

@@ -47,6 +47,11 @@ pub struct LoopConfig {
     pub out_dir: PathBuf,
     /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
     pub progress: bool,
+    /// Data-parallel: the engine this process (one rank) averages gradients through, installed
+    /// for the optimizers while the loop runs. Rank 0 writes everything (metrics, previews,
+    /// checkpoints, the model); the others only train. Each rank's loader must be sharded
+    /// (`kiln_data::Batcher::with_shard`). `None`: training alone.
+    pub sync: Option<std::sync::Arc<dyn kiln_optim::GradSync>>,
 }
 
 impl LoopConfig {
@@ -66,6 +71,7 @@ impl LoopConfig {
             stop: None,
             out_dir: out_dir.into(),
             progress: false,
+            sync: None,
         }
     }
 }
@@ -137,6 +143,9 @@ pub enum TrainError {
     /// A file could not be written.
     #[error(transparent)]
     Save(#[from] SaveError),
+    /// A data-parallel exchange failed (a peer died or timed out, or the ranks disagree).
+    #[error("data-parallel run: {0}")]
+    Sync(#[from] kiln_optim::SyncError),
 }
 
 /// Running means of each metric since the last log line.
@@ -175,6 +184,13 @@ pub fn step_seed(seed: u64, step: usize) -> u64 {
     z ^ (z >> 31)
 }
 
+/// The run seed rank `rank` of a data-parallel run draws its steps' noise from: rank 0's is the
+/// run's own (so one process is the run it always was); the others draw other noise (a GAN's
+/// latents, a VAE's samples), as the micro-batches of one process would.
+pub fn rank_seed(seed: u64, rank: usize) -> u64 {
+    if rank == 0 { seed } else { step_seed(seed ^ 0xD15C_0DA7_A5EE_D000, rank) }
+}
+
 /// Trains `task` on batches from `loader` as `config` says, writing everything into
 /// `config.out_dir`, and returns the run's [`Summary`].
 ///
@@ -193,7 +209,14 @@ where
         move |source| SaveError::Io { path: path.clone(), source }
     };
     let run_dir_err = |message: String| TrainError::RunDir { dir: out.clone(), message };
-    std::fs::create_dir_all(out.join("samples")).map_err(io(out))?;
+    let sync = config.sync.clone();
+    let (rank, world) = sync.as_ref().map_or((0, 1), |s| (s.rank(), s.world_size()));
+    // Rank 0 leads: it alone writes into the run directory.
+    let lead = rank == 0;
+    let _installed = sync.clone().map(kiln_optim::sync::install);
+    if lead {
+        std::fs::create_dir_all(out.join("samples")).map_err(io(out))?;
+    }
     let log_path = out.join("metrics.jsonl");
 
     let mut state = TrainerState {
@@ -207,9 +230,15 @@ where
     };
     let latest = latest_checkpoint(out);
     if config.resume {
-        state = resume_point(task, config)?;
+        state = resume_point(task, config, lead)?;
+        if let Some(sync) = &sync {
+            // Every rank read the run directory on its own: they must have chosen one checkpoint.
+            sync.agree(state.step as u64)?;
+        }
         loader.seek(state.position());
-        truncate_metrics(&log_path, state.step)?;
+        if lead {
+            truncate_metrics(&log_path, state.step)?;
+        }
     } else if let Some((step, dir)) = latest {
         return Err(run_dir_err(format!(
             "already holds a checkpoint at step {step} ({}); resume it or choose another output directory",
@@ -217,18 +246,23 @@ where
         )));
     }
     let start_step = state.step;
-    let log_file = if config.resume {
-        std::fs::OpenOptions::new().create(true).append(true).open(&log_path)
+    let mut log = if !lead {
+        None
+    } else if config.resume {
+        Some(std::fs::OpenOptions::new().create(true).append(true).open(&log_path))
     } else {
-        std::fs::File::create(&log_path)
-    };
-    let mut log = BufWriter::new(log_file.map_err(io(&log_path))?);
+        Some(std::fs::File::create(&log_path))
+    }
+    .transpose()
+    .map_err(io(&log_path))?
+    .map(BufWriter::new);
 
     // A bar for a person at a terminal; under nohup or CI (stderr not a terminal) a plain line per
     // logged step instead, so a log shows progress between the first and the last line.
-    let plain_log = config.progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = if config.progress && !plain_log { ProgressBar::new(config.steps as u64) } else { ProgressBar::hidden() };
-    if config.progress && !plain_log {
+    let progress = config.progress && lead;
+    let plain_log = progress && !std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let bar = if progress && !plain_log { ProgressBar::new(config.steps as u64) } else { ProgressBar::hidden() };
+    if progress && !plain_log {
         bar.set_draw_target(ProgressDrawTarget::stderr());
         bar.set_style(
             ProgressStyle::with_template("{bar:30} {pos}/{len} {msg} [{elapsed_precise} < {eta_precise}]")
@@ -254,22 +288,43 @@ where
         let t = Instant::now();
         let batch = loader.next_batch();
         data_time += t.elapsed();
-        B::seed(&device, step_seed(config.seed, step));
+        B::seed(&device, step_seed(rank_seed(config.seed, rank), step));
         let t = Instant::now();
         let output = task.step(batch, step);
         let dt = t.elapsed();
         step_time += dt;
-        examples += output.examples;
+        // Every rank trained on as many examples as this one.
+        examples += output.examples * world;
         let steps_done = step + 1;
+        if let Some(e) = kiln_optim::sync::take_failure() {
+            bar.abandon();
+            return Err(e.into());
+        }
 
-        if let Some(&(metric, value)) = output.metrics.first()
-            && !value.is_finite()
-        {
+        let diverged = output.metrics.first().filter(|(_, value)| !value.is_finite()).copied();
+        let out_of_time = config.time_budget.is_some_and(|b| start.elapsed() >= b);
+        let stop_asked = config.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
+        // Ranks stop together: a divergence, a spent budget or Ctrl-C on any rank is every rank's.
+        let (any_diverged, out_of_time, stop_asked) = match &sync {
+            None => (diverged.is_some(), out_of_time, stop_asked),
+            Some(sync) => {
+                let mut flags = [diverged.is_some(), out_of_time, stop_asked].map(|f| if f { 1.0 } else { 0.0 });
+                sync.all_reduce_mean(&mut flags)?;
+                (flags[0] > 0.0, flags[1] > 0.0, flags[2] > 0.0)
+            }
+        };
+        if let Some((metric, value)) = diverged {
             bar.abandon();
             return Err(TrainError::Diverged { step, metric, value });
         }
+        if any_diverged {
+            return Err(TrainError::RunDir {
+                dir: out.clone(),
+                message: format!("another rank's loss became non-finite at step {step}; the run stopped there"),
+            });
+        }
         state.step = steps_done;
-        state.examples += output.examples as u64;
+        state.examples += (output.examples * world) as u64;
         state.train_s += dt.as_secs_f64();
         let position = loader.position();
         (state.loader_epoch, state.loader_batch, state.loader_rng) = (position.epoch, position.batch, position.rng);
@@ -277,8 +332,6 @@ where
         window.add(&output.metrics);
         let rate = examples as f64 / step_time.as_secs_f64().max(1e-9);
         let last = steps_done == config.steps;
-        let out_of_time = config.time_budget.is_some_and(|b| start.elapsed() >= b);
-        let stop_asked = config.stop.as_ref().is_some_and(|s| s.load(Ordering::Relaxed));
         if steps_done % config.log_every.max(1) == 0 || last || out_of_time || stop_asked {
             last_means = window.means();
             // Keys in this order and the task's metrics in its own (a serde_json map would sort
@@ -293,8 +346,10 @@ where
             let fields: Vec<String> =
                 fields.iter().map(|(k, v)| format!("{}:{v}", serde_json::Value::from(*k))).collect();
             let json = format!("{{{}}}", fields.join(","));
-            writeln!(log, "{json}").map_err(io(&log_path))?;
-            log.flush().map_err(io(&log_path))?;
+            if let Some(log) = &mut log {
+                writeln!(log, "{json}").map_err(io(&log_path))?;
+                log.flush().map_err(io(&log_path))?;
+            }
             // The first few metrics (a GAN has d_loss, g_loss, accuracies), then throughput.
             let shown: Vec<String> = last_means.iter().take(4).map(|(k, v)| format!("{k} {v:.3}")).collect();
             let message = format!("{} | {rate:.0} img/s", shown.join(" "));
@@ -305,7 +360,7 @@ where
             window.reset();
         }
         bar.set_position(steps_done as u64);
-        if config.preview_every > 0 && steps_done % config.preview_every == 0 && !last {
+        if lead && config.preview_every > 0 && steps_done % config.preview_every == 0 && !last {
             let t = Instant::now();
             write_previews(task, out, steps_done)?;
             io_time += t.elapsed();
@@ -318,7 +373,7 @@ where
             stopped_by = StopReason::Time;
             break;
         }
-        if config.checkpoint_every > 0 && steps_done % config.checkpoint_every == 0 && !last {
+        if lead && config.checkpoint_every > 0 && steps_done % config.checkpoint_every == 0 && !last {
             let t = Instant::now();
             checkpoint(task, &state)?;
             io_time += t.elapsed();
@@ -326,9 +381,15 @@ where
     }
     bar.finish();
     let t = Instant::now();
-    write_previews(task, out, state.step)?;
-    let final_checkpoint = checkpoint(task, &state)?;
-    task.save(out)?;
+    let final_checkpoint = if lead {
+        write_previews(task, out, state.step)?;
+        let dir = checkpoint(task, &state)?;
+        task.save(out)?;
+        dir
+    } else {
+        // Rank 0 writes it: the path every rank resumes from.
+        crate::checkpoint::checkpoints_dir(out).join(format!("step-{:08}", state.step))
+    };
     io_time += t.elapsed();
     let summary = Summary {
         steps: state.step,
@@ -342,16 +403,24 @@ where
         stopped_by,
         checkpoint: final_checkpoint,
     };
-    let json = serde_json::to_string_pretty(&summary)
-        .map_err(|e| SaveError::Encode { path: out.join("summary.json"), message: e.to_string() })?;
-    kiln_core::atomic_write(&out.join("summary.json"), json.as_bytes())?;
+    if lead {
+        let json = serde_json::to_string_pretty(&summary)
+            .map_err(|e| SaveError::Encode { path: out.join("summary.json"), message: e.to_string() })?;
+        kiln_core::atomic_write(&out.join("summary.json"), json.as_bytes())?;
+    }
     Ok(summary)
 }
 
 /// Restores `task` from the checkpoint a resume continues from — the one `config.resume_from`
 /// names, or the newest that verifies and loads — and moves newer checkpoints aside. Returns the
 /// trainer state saved with it.
-fn resume_point<B: AutodiffBackend, T: Task<B>>(task: &mut T, config: &LoopConfig) -> Result<TrainerState, TrainError> {
+/// Rank 0 (`lead`) moves the newer checkpoints aside; the other ranks of a data-parallel run only
+/// read.
+fn resume_point<B: AutodiffBackend, T: Task<B>>(
+    task: &mut T,
+    config: &LoopConfig,
+    lead: bool,
+) -> Result<TrainerState, TrainError> {
     let out = &config.out_dir;
     let run_dir_err = |message: String| TrainError::RunDir { dir: out.clone(), message };
     let all = list_checkpoints(out);
@@ -393,7 +462,8 @@ fn resume_point<B: AutodiffBackend, T: Task<B>>(task: &mut T, config: &LoopConfi
             // A seed mismatch is the run's, not the checkpoint's: every older one has it too.
             Err(e @ TrainError::RunDir { .. }) => return Err(e),
             Err(e) if config.resume_from.is_some() => return Err(e),
-            Err(e) => eprintln!("kiln: skipping checkpoint {}: {e}", dir.display()),
+            Err(e) if lead => eprintln!("kiln: skipping checkpoint {}: {e}", dir.display()),
+            Err(_) => {}
         }
     }
     let Some((step, state)) = chosen else {
@@ -402,7 +472,7 @@ fn resume_point<B: AutodiffBackend, T: Task<B>>(task: &mut T, config: &LoopConfi
             steps()
         )));
     };
-    for (newer, dir) in all.iter().filter(|(s, _)| *s > step) {
+    for (newer, dir) in all.iter().filter(|(s, _)| *s > step && lead) {
         let moved = set_aside(out, dir).map_err(|source| SaveError::Io { path: dir.clone(), source })?;
         eprintln!("kiln: resuming from step {step}: checkpoint of step {newer} moved to {}", moved.display());
     }
