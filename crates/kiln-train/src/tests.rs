@@ -347,7 +347,7 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
     let alone_dir = tmp("dp-alone");
     let mut alone = Toy::with_optim(21, OptimConfig { accumulate: 2, ..config.clone() });
     alone.noise = false;
-    fit(&mut alone, &mut Counting(0), &config_for(12, &alone_dir)).unwrap();
+    fit(&mut alone, &mut Counting(0), &config(12, &alone_dir)).unwrap();
     let expected = alone.model.weight.val().into_data().to_vec::<f32>().unwrap();
 
     let dir = tmp("dp-ranks");
@@ -366,7 +366,7 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
         .zip(kiln_optim::sync::ThreadGroup::ranks(2))
         .enumerate()
         .map(|(rank, (mut task, handle))| {
-            let loop_config = LoopConfig { sync: Some(Arc::new(handle)), ..config_for(6, &dir) };
+            let loop_config = LoopConfig { sync: Some(Arc::new(handle)), ..config(6, &dir) };
             std::thread::spawn(move || {
                 let mut loader = Strided { next: 0, rank: rank as u64, world: 2 };
                 let summary = fit(&mut task, &mut loader, &loop_config).unwrap();
@@ -397,7 +397,7 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
             let mut task = Toy::with_optim(21, config.clone());
             task.noise = false;
             let loop_config =
-                LoopConfig { sync: Some(Arc::new(handle)), stop: Some(stop), ..config_for(50, &stop_dir) };
+                LoopConfig { sync: Some(Arc::new(handle)), stop: Some(stop), ..config(50, &stop_dir) };
             std::thread::spawn(move || {
                 let mut loader = Strided { next: 0, rank: rank as u64, world: 2 };
                 let s = fit(&mut task, &mut loader, &loop_config).unwrap();
@@ -412,8 +412,4 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
     for d in [alone_dir, dir, stop_dir] {
         std::fs::remove_dir_all(d).unwrap();
     }
-}
-
-fn config_for(steps: usize, out: &Path) -> LoopConfig {
-    config(steps, out)
 }
