@@ -1504,3 +1504,137 @@ fn help_has_examples_for_every_command() {
     assert!(top.contains("experiments/") && top.contains("README"), "{top}");
     assert!(String::from_utf8_lossy(&kiln(&["train", "--help"]).stdout).contains("--resume-from"));
 }
+
+/// A tiny classifier (no noise in its step, so ranks and accumulation see the same arithmetic).
+#[cfg(feature = "mpi")]
+const CLASSIFIER: &str = r#"
+name = "dp"
+seed = 3
+[data]
+format = "mnist"
+path = "datasets/mnist-sample"
+[model]
+family = "classifier"
+widths = [8, 16]
+feature_dim = 16
+[train]
+steps = 12
+batch_size = 16
+log_every = 1
+checkpoint_every = 0
+[train.optim]
+lr = 2e-3
+"#;
+
+#[cfg(feature = "mpi")]
+fn weights(run: &Path) -> Vec<(String, Vec<f32>)> {
+    let file = TensorFile::read(&run.join("features.safetensors")).unwrap();
+    file.names().map(|n| (n.to_string(), file.values(n).unwrap().to_vec())).collect()
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn data_parallel_ranks_train_like_one_process_accumulating_their_batches() {
+    let dir = scratch("dp");
+    for world in [2usize, 4] {
+        // One process, `world` micro-batches per update, 12 micro-batches: 12 / world updates.
+        let alone = dir.join(format!("alone-{world}.toml"));
+        std::fs::write(&alone, CLASSIFIER.replace("lr = 2e-3", &format!("lr = 2e-3\naccumulate = {world}"))).unwrap();
+        let a = dir.join(format!("alone-{world}"));
+        let o = kiln(&["train", s(&alone), "--out", s(&a), "--quiet"]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        // `world` processes, each on its share of every step: 12 / world steps.
+        let exp = dir.join("dp.toml");
+        std::fs::write(&exp, CLASSIFIER).unwrap();
+        let r = dir.join(format!("ranks-{world}"));
+        let steps = (12 / world).to_string();
+        let o =
+            kiln(&["train", s(&exp), "--out", s(&r), "--steps", &steps, "--world-size", &world.to_string(), "--quiet"]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(o.status.success(), "{err}");
+        assert!(err.contains(&format!("× {world} ranks")), "{err}");
+        let (wa, wr) = (weights(&a), weights(&r));
+        assert_eq!(wa.len(), wr.len());
+        let mut worst = 0.0f32;
+        for ((na, va), (nr, vr)) in wa.iter().zip(&wr) {
+            assert_eq!(na, nr);
+            for (x, y) in va.iter().zip(vr) {
+                worst = worst.max((x - y).abs());
+            }
+        }
+        // The same examples, the same mean gradient; only the order of MPI's sum differs.
+        eprintln!("{world} ranks vs one process accumulating {world}: largest weight difference {worst:e}");
+        assert!(worst < 1e-5, "{world} ranks vs accumulating {world}: largest weight difference {worst}");
+        // Rank 0 wrote the run alone: one metrics line per step, every rank's examples counted.
+        let log = std::fs::read_to_string(r.join("metrics.jsonl")).unwrap();
+        let last: serde_json::Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+        assert_eq!((log.lines().count(), last["examples"].as_u64()), (12 / world, Some(12 * 16)));
+    }
+}
+
+/// The pid of rank `rank` of the MPI job training into `out` (from /proc: its command line names
+/// the run, its environment the rank).
+#[cfg(feature = "mpi")]
+fn rank_pid(out: &Path, rank: usize) -> Option<u32> {
+    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        let environ = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmdline = String::from_utf8_lossy(&cmdline);
+        if cmdline.contains(s(out))
+            && !cmdline.contains("mpirun")
+            && String::from_utf8_lossy(&environ).split('\0').any(|v| v == format!("OMPI_COMM_WORLD_RANK={rank}"))
+        {
+            return Some(pid);
+        }
+    }
+    None
+}
+
+#[cfg(feature = "mpi")]
+#[test]
+fn killing_a_rank_stops_the_run_with_a_clear_error_and_the_last_checkpoint_resumes() {
+    let dir = scratch("dpkill");
+    let exp = dir.join("dp.toml");
+    std::fs::write(
+        &exp,
+        CLASSIFIER.replace("steps = 12", "steps = 1000000").replace("checkpoint_every = 0", "checkpoint_every = 20"),
+    )
+    .unwrap();
+    let out = dir.join("run");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(["train", s(&exp), "--out", s(&out), "--world-size", "2", "--quiet"])
+        .current_dir(root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !out.join("checkpoints/step-00000020").is_dir() {
+        assert!(start.elapsed() < Duration::from_secs(120), "no checkpoint after two minutes");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let pid = rank_pid(&out, 1).expect("rank 1 is running");
+    assert!(Command::new("kill").args(["-9", &pid.to_string()]).status().unwrap().success());
+    let killed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(killed.elapsed() < Duration::from_secs(60), "the run did not stop within a minute of losing a rank");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+    assert!(!status.success(), "{err}");
+    assert!(err.contains("The newest checkpoint continues the run: kiln train --resume"), "{err}");
+    assert!(rank_pid(&out, 0).is_none(), "rank 0 was stopped too");
+    // The newest checkpoint resumes, with both ranks, to a few steps past it.
+    let (at, _) = kiln_train::latest_checkpoint(&out).unwrap();
+    let steps = (at + 4).to_string();
+    let o = kiln(&["train", "--resume", s(&out), "--steps", &steps, "--world-size", "2", "--quiet"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("summary.json")).unwrap()).unwrap();
+    assert_eq!((summary["start_step"].as_u64(), summary["steps"].as_u64()), (Some(at as u64), Some(at as u64 + 4)));
+}

@@ -6,6 +6,7 @@
 
 mod checkpoint;
 mod data_cmd;
+mod dist;
 mod eval;
 mod experiment;
 mod family;
@@ -168,10 +169,10 @@ fn families(json: bool) -> Result<()> {
 static ALLOC: kiln_cpu::BlockCache = kiln_cpu::BlockCache::new();
 
 fn run(cli: Cli) -> Result<()> {
-    kiln_device::init_threads(cli.threads)?;
+    let pool = kiln_device::init_threads(cli.threads)?;
     let device = cli.device.as_str();
     match cli.command {
-        Command::Train(args) => train::run(args, device),
+        Command::Train(args) => train::run(args, device, cli.threads.unwrap_or(pool), cli.threads.is_some()),
         Command::Sample(job) => kiln_device::run_on(device, job)?,
         Command::Generate(job) => kiln_device::run_on(device, job)?,
         Command::Reconstruct(job) => kiln_device::run_on(device, job)?,

@@ -14,6 +14,7 @@ use burn::tensor::backend::AutodiffBackend;
 use kiln_core::{ImageBatch, Task, UtcTime};
 use kiln_data::{Batcher, ImageSet};
 use kiln_device::{DeviceInfo, Job};
+use kiln_optim::GradSync;
 use kiln_train::{LoopConfig, StopReason, Summary, fit};
 use serde::Serialize;
 
@@ -53,6 +54,16 @@ pub struct TrainArgs {
     /// No progress bar.
     #[arg(long)]
     pub quiet: bool,
+    /// Data-parallel over N processes (ranks) on this machine, each training on its share of every
+    /// batch: the effective batch is N × train.batch_size, the cores are divided between them.
+    /// kiln starts them with mpirun (a kiln built with `--features mpi`); on several hosts, start
+    /// `mpirun … kiln train …` yourself (README, "Several processes and hosts").
+    #[arg(long, value_name = "N")]
+    pub world_size: Option<usize>,
+    /// Seconds any exchange between ranks may take before the run stops with an error (a rank
+    /// died or hangs where mpirun did not notice).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300.0)]
+    pub dist_timeout: f64,
 }
 
 /// Parses `90`, `90s`, `10m`, `1h30m`, `2h` into a duration.
@@ -85,7 +96,13 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// The file a run's resolved family settings go to.
 pub const RESOLVED_FILE: &str = "resolved.json";
 
-pub fn run(args: TrainArgs, device: &str) -> Result<()> {
+pub fn run(args: TrainArgs, device: &str, threads: usize, threads_given: bool) -> Result<()> {
+    let sync: Option<Arc<dyn GradSync>> = match crate::dist::mode(&args)? {
+        crate::dist::Mode::Alone => None,
+        crate::dist::Mode::Launch { world } => return crate::dist::launch(&args, world, threads, threads_given),
+        crate::dist::Mode::Rank => Some(crate::dist::join(&args)?),
+    };
+    let rank0 = sync.as_ref().filter(|s| s.rank() == 0).cloned();
     // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -97,14 +114,23 @@ pub fn run(args: TrainArgs, device: &str) -> Result<()> {
         eprintln!("\nkiln: stopping after this step with a checkpoint (Ctrl-C again to abort)");
     })
     .context("installing the Ctrl-C handler")?;
-    train_stage(args, device, stop)
+    train_stage(args, device, stop, sync)?;
+    if let Some((n, seconds)) = rank0.and_then(|s| s.exchange_time()).filter(|(n, _)| *n > 0) {
+        eprintln!(
+            "kiln: rank 0 spent {seconds:.2} s in {n} exchanges with the other ranks ({:.2} ms each, waiting included)",
+            1e3 * seconds / n as f64
+        );
+    }
+    Ok(())
 }
 
 /// The run directory's sub-directory where a family's first stage trains (a DALL·E's VQ-VAE).
 pub const FIRST_STAGE_DIR: &str = "tokenizer";
 
-/// Trains one experiment (after its first stage, if its family has one).
-fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<()> {
+/// Trains one experiment (after its first stage, if its family has one); with `sync`, as one rank
+/// of a data-parallel run.
+fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>, sync: Option<Arc<dyn GradSync>>) -> Result<()> {
+    let lead = sync.as_ref().is_none_or(|s| s.rank() == 0);
     let experiment = match (&args.experiment, &args.resume) {
         (Some(file), _) => file.clone(),
         (None, Some(run)) => run.join("experiment.toml"),
@@ -186,16 +212,30 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
     );
     let data = DataInfo::of(&train, loaded.one_split, captions.is_some())?;
     let family = exp.family()?.to_string();
+    if let Some(sync) = &sync {
+        // Every rank must train the same experiment, with the same overrides, on the same data.
+        let text = toml::to_string(&exp).context("serialising the experiment")?;
+        sync.agree(crate::dist::digest(&[text.as_bytes(), &(train.len as u64).to_le_bytes()]))
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        let world = sync.world_size();
+        anyhow::ensure!(
+            exp.train.batch_size * world <= train.len,
+            "train.batch_size = {} × {world} ranks: larger than the {} training images",
+            exp.train.batch_size,
+            train.len
+        );
+    }
     // Check the whole experiment before a first stage spends minutes on its part.
     registry::with_family(&family, Resolve { exp: &exp, data: &data })??;
     // Only now, with the experiment checked, is the run directory made (a default one claimed
     // under a unique name) and locked; the lock is held until this function returns and dies with
     // the process. The checkpoint check is repeated under it: another run may have written one.
     let out = match out.parent() {
-        Some(parent) if default_out => unique_run_dir(parent, &stamp)?,
+        Some(parent) if default_out && lead => unique_run_dir(parent, &stamp)?,
         _ => out,
     };
-    let _lock = lock_run_dir(&out)?;
+    // Rank 0 of a data-parallel run holds the lock for all of them.
+    let _lock = if lead { Some(lock_run_dir(&out)?) } else { None };
     check_checkpoints(args.resume.is_some(), &out)?;
     if let Some(first) = registry::first_stage(&exp)? {
         let dir = out.join(FIRST_STAGE_DIR);
@@ -216,8 +256,11 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
                 time_budget: None,
                 seed: None,
                 quiet: args.quiet,
+                world_size: args.world_size,
+                dist_timeout: args.dist_timeout,
             };
-            train_stage(stage, device, stop.clone()).with_context(|| format!("first stage {}", first.display()))?;
+            train_stage(stage, device, stop.clone(), sync.clone())
+                .with_context(|| format!("first stage {}", first.display()))?;
             anyhow::ensure!(
                 !stop.load(Ordering::SeqCst),
                 "stopped during the first stage; the same command again (`kiln train {} --out {}`) continues it",
@@ -228,6 +271,7 @@ fn train_stage(args: TrainArgs, device: &str, stop: Arc<AtomicBool>) -> Result<(
     }
     let mut loop_config = loop_config(&exp, &out, args.resume.is_some(), stop, args.quiet);
     loop_config.resume_from = args.resume_from;
+    loop_config.sync = sync;
     let start = Start { exp: &exp, loop_config, train, test, data, captions, device };
     registry::with_family(&family, start)?
 }
@@ -378,7 +422,7 @@ fn lock_run_dir(out: &Path) -> Result<std::fs::File> {
 
 /// `parent/stamp`, or `parent/stamp-1`, `-2`, … if that exists: claimed by creating it, so two
 /// runs started within the same second get two directories.
-fn unique_run_dir(parent: &Path, stamp: &str) -> Result<PathBuf> {
+pub(crate) fn unique_run_dir(parent: &Path, stamp: &str) -> Result<PathBuf> {
     std::fs::create_dir_all(parent).with_context(|| format!("{}: cannot create directory", parent.display()))?;
     for i in 0..1000 {
         let dir = parent.join(if i == 0 { stamp.to_string() } else { format!("{stamp}-{i}") });
@@ -445,6 +489,12 @@ impl TrainRun<'_> {
         &self.loop_config.out_dir
     }
 
+    /// Whether this process writes the run: alone, or rank 0 of a data-parallel run (the other
+    /// ranks only train).
+    pub fn lead(&self) -> bool {
+        self.loop_config.sync.as_ref().is_none_or(|s| s.rank() == 0)
+    }
+
     /// Checks the images fit a model of `channels`×`size`×`size`, makes the run directory,
     /// records the run and the family's resolved settings, and seeds the device.
     pub fn prepare<B: AutodiffBackend>(
@@ -463,13 +513,20 @@ impl TrainRun<'_> {
             exp.data.path.display(),
         );
         let out = self.out();
+        // Every rank seeds alike, so every rank builds the same initial weights.
+        B::seed(device, exp.seed);
+        if !self.lead() {
+            return Ok(());
+        }
         std::fs::create_dir_all(out).with_context(|| format!("{}: cannot create run directory", out.display()))?;
         write_run_info(exp, out, self.device_name, self.loop_config.resume)?;
         let resolved = serde_json::json!({ "family": family, "settings": resolved });
         kiln_core::atomic_write(&out.join(RESOLVED_FILE), serde_json::to_string_pretty(&resolved)?.as_bytes())?;
         let verb = if self.loop_config.resume { "resuming" } else { "training" };
+        let world = self.loop_config.sync.as_ref().map_or(1, |s| s.world_size());
+        let ranks = if world > 1 { format!(" × {world} ranks") } else { String::new() };
         eprintln!(
-            "kiln: {verb} {} ({family}) on {}: {} steps of {} images ({} training images) → {}",
+            "kiln: {verb} {} ({family}) on {}{ranks}: {} steps of {} images{ranks} ({} training images) → {}",
             exp.name,
             self.device_name,
             exp.train.steps,
@@ -477,7 +534,6 @@ impl TrainRun<'_> {
             self.train.len,
             out.display()
         );
-        B::seed(device, exp.seed);
         Ok(())
     }
 
@@ -488,8 +544,10 @@ impl TrainRun<'_> {
         device: &B::Device,
     ) -> Result<Summary> {
         let augment = self.exp.data.augment.unwrap_or_default().augment();
+        let (rank, world) = self.loop_config.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.world_size()));
         let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?
-            .with_augment(augment);
+            .with_augment(augment)
+            .with_shard(rank, world)?;
         Ok(fit(task, &mut batches.on::<B>(device), &self.loop_config)?)
     }
 
@@ -500,6 +558,10 @@ impl TrainRun<'_> {
         task: &mut T,
         loader: &mut L,
     ) -> Result<Summary> {
+        anyhow::ensure!(
+            self.loop_config.sync.is_none(),
+            "this family's loader does not shard its data between ranks yet: train it with one process"
+        );
         Ok(fit(task, loader, &self.loop_config)?)
     }
 
@@ -524,11 +586,17 @@ impl TrainRun<'_> {
 
     /// Writes the family's evaluation of the trained model as `eval.json`.
     pub fn write_eval(&self, eval: &serde_json::Value) -> Result<()> {
+        if !self.lead() {
+            return Ok(());
+        }
         Ok(kiln_core::atomic_write(&self.out().join("eval.json"), serde_json::to_string_pretty(eval)?.as_bytes())?)
     }
 
     /// The closing lines every run prints, with the family's own figures in `extra`.
     pub fn report(&self, summary: &Summary, extra: &str) {
+        if !self.lead() {
+            return;
+        }
         let why = match summary.stopped_by {
             StopReason::Steps => "",
             StopReason::Time => " (time budget reached; --resume continues)",

@@ -63,6 +63,11 @@ pub trait GradSync: Send + Sync + std::fmt::Debug {
     /// Replaces `values` on every rank by rank 0's.
     fn broadcast(&self, values: &mut [f32]) -> Result<(), SyncError>;
 
+    /// Exchanges so far and the seconds spent in them (waiting included), if the engine counts.
+    fn exchange_time(&self) -> Option<(usize, f64)> {
+        None
+    }
+
     /// Whether any rank said `yes` (a stop asked on one rank stops them all at the same step).
     fn any(&self, yes: bool) -> Result<bool, SyncError> {
         let mut flag = [if yes { 1.0 } else { 0.0 }];

@@ -343,9 +343,9 @@ impl Loader for Strided {
 #[test]
 fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_writes() {
     let _serial = serial();
-    let config = OptimConfig { lr: 0.05, ..OptimConfig::default() };
+    let optim = OptimConfig { lr: 0.05, ..OptimConfig::default() };
     let alone_dir = tmp("dp-alone");
-    let mut alone = Toy::with_optim(21, OptimConfig { accumulate: 2, ..config.clone() });
+    let mut alone = Toy::with_optim(21, OptimConfig { accumulate: 2, ..optim.clone() });
     alone.noise = false;
     fit(&mut alone, &mut Counting(0), &config(12, &alone_dir)).unwrap();
     let expected = alone.model.weight.val().into_data().to_vec::<f32>().unwrap();
@@ -356,7 +356,7 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
     let tasks: Vec<Toy> = [21, 21]
         .into_iter()
         .map(|seed| {
-            let mut t = Toy::with_optim(seed, config.clone());
+            let mut t = Toy::with_optim(seed, optim.clone());
             t.noise = false;
             t
         })
@@ -394,10 +394,9 @@ fn two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_w
         .enumerate()
         .map(|(rank, handle)| {
             let stop = Arc::new(AtomicBool::new(rank == 1));
-            let mut task = Toy::with_optim(21, config.clone());
+            let mut task = Toy::with_optim(21, optim.clone());
             task.noise = false;
-            let loop_config =
-                LoopConfig { sync: Some(Arc::new(handle)), stop: Some(stop), ..config(50, &stop_dir) };
+            let loop_config = LoopConfig { sync: Some(Arc::new(handle)), stop: Some(stop), ..config(50, &stop_dir) };
             std::thread::spawn(move || {
                 let mut loader = Strided { next: 0, rank: rank as u64, world: 2 };
                 let s = fit(&mut task, &mut loader, &loop_config).unwrap();

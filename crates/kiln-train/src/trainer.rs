@@ -184,9 +184,10 @@ pub fn step_seed(seed: u64, step: usize) -> u64 {
     z ^ (z >> 31)
 }
 
-/// The run seed rank `rank` of a data-parallel run draws its steps' noise from: rank 0's is the
-/// run's own (so one process is the run it always was); the others draw other noise (a GAN's
-/// latents, a VAE's samples), as the micro-batches of one process would.
+/// The run seed rank `rank` of a data-parallel run draws its steps' noise from (from step 1 on;
+/// step 0 draws alike on every rank, see [`fit`]): rank 0's is the run's own (so one process is
+/// the run it always was); the others draw other noise (a GAN's latents, a VAE's samples), as the
+/// micro-batches of one process would.
 pub fn rank_seed(seed: u64, rank: usize) -> u64 {
     if rank == 0 { seed } else { step_seed(seed ^ 0xD15C_0DA7_A5EE_D000, rank) }
 }
@@ -288,7 +289,11 @@ where
         let t = Instant::now();
         let batch = loader.next_batch();
         data_time += t.elapsed();
-        B::seed(&device, step_seed(rank_seed(config.seed, rank), step));
+        // The run's first step draws the same on every rank: burn draws a parameter's initial
+        // value at its first use, inside this step's forward pass, and every rank must start from
+        // the same weights. From then on each rank draws its own noise.
+        let seed = if step == 0 { config.seed } else { rank_seed(config.seed, rank) };
+        B::seed(&device, step_seed(seed, step));
         let t = Instant::now();
         let output = task.step(batch, step);
         let dt = t.elapsed();

@@ -1,0 +1,153 @@
+//! `kiln train --world-size N`: data-parallel runs. Which role this process plays, and the
+//! launcher that starts the ranks on this machine through mpirun.
+//!
+//! The arithmetic (sharded batches, averaged gradients, rank 0 writing the run) is kiln-train's,
+//! kiln-optim's and kiln-data's; the engine is kiln-mpi's. This file turns a flag, or the
+//! variables an MPI launcher sets, into a rank — and a failed rank into one clear error.
+
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail, ensure};
+use kiln_optim::GradSync;
+
+use crate::train::TrainArgs;
+
+/// What this `kiln train` process is.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Mode {
+    /// An ordinary run.
+    Alone,
+    /// Start `world` ranks on this machine (with mpirun) and wait for them.
+    Launch { world: usize },
+    /// One rank of an MPI job (started by mpirun, mpiexec or srun).
+    Rank,
+}
+
+/// The role `args` and the environment ask for.
+pub fn mode(args: &TrainArgs) -> Result<Mode> {
+    ensure!(
+        args.dist_timeout.is_finite() && args.dist_timeout > 0.0,
+        "--dist-timeout {}: must be a positive number of seconds",
+        args.dist_timeout
+    );
+    if launched_by_mpi() {
+        return Ok(Mode::Rank);
+    }
+    match args.world_size {
+        None | Some(1) => Ok(Mode::Alone),
+        Some(0) => bail!("--world-size 0: must be at least 1"),
+        Some(world) => Ok(Mode::Launch { world }),
+    }
+}
+
+#[cfg(feature = "mpi")]
+fn launched_by_mpi() -> bool {
+    kiln_mpi::launched_by_mpi()
+}
+
+/// Without MPI compiled in, no launcher's variables make this process a rank.
+#[cfg(not(feature = "mpi"))]
+fn launched_by_mpi() -> bool {
+    false
+}
+
+/// Joins the MPI job this process was started in, checking `--world-size` (if given) matches it.
+#[cfg(feature = "mpi")]
+pub fn join(args: &TrainArgs) -> Result<Arc<dyn GradSync>> {
+    let sync = kiln_mpi::MpiSync::init(std::time::Duration::from_secs_f64(args.dist_timeout))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Some(world) = args.world_size {
+        ensure!(
+            world == sync.world_size(),
+            "--world-size {world}, but the MPI job has {} ranks; give the same number to both (or leave \
+             --world-size out under mpirun)",
+            sync.world_size()
+        );
+    }
+    Ok(Arc::new(sync))
+}
+
+#[cfg(not(feature = "mpi"))]
+pub fn join(_args: &TrainArgs) -> Result<Arc<dyn GradSync>> {
+    bail!("this kiln was built without MPI; build it with `--features mpi`")
+}
+
+/// An FNV-1a digest of `parts`, for the ranks to check they train the same experiment.
+pub fn digest(parts: &[&[u8]]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for part in parts {
+        for &b in *part {
+            h = (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01B3);
+        }
+    }
+    h
+}
+
+/// Starts `world` ranks of this same `kiln train` command on this machine with mpirun — the cores
+/// divided between them, `--out` fixed so every rank names the same run — and waits. mpirun
+/// stops the whole job when one rank fails or dies and says which; this adds how to continue.
+pub fn launch(args: &TrainArgs, world: usize, threads: usize, threads_given: bool) -> Result<()> {
+    ensure!(
+        cfg!(feature = "mpi"),
+        "--world-size {world}: this kiln was built without MPI. Build it with `--features mpi` (it needs a \
+         system MPI: apt-get install libopenmpi-dev openmpi-bin libclang-dev)"
+    );
+    let mpirun = std::env::var_os("KILN_MPIRUN").unwrap_or_else(|| "mpirun".into());
+    let out = match (&args.resume, &args.out) {
+        (Some(run), _) => run.clone(),
+        (None, Some(out)) => out.clone(),
+        (None, None) => {
+            let file = args.experiment.as_ref().context("give an experiment file or --resume RUN_DIR")?;
+            let exp = crate::experiment::Experiment::load(file)?;
+            let parent = std::path::PathBuf::from("runs").join(&exp.name);
+            crate::train::unique_run_dir(&parent, &kiln_core::UtcTime::now().stamp())?
+        }
+    };
+    let per_rank = if threads_given { threads } else { (threads / world).max(1) };
+    let exe = std::env::current_exe().context("finding the kiln binary to start the ranks")?;
+    // This process's arguments, less --world-size: under mpirun the job's size is the world.
+    let mut rank_args: Vec<std::ffi::OsString> = Vec::new();
+    let mut skip_value = false;
+    for arg in std::env::args_os().skip(1) {
+        if std::mem::take(&mut skip_value) {
+            continue;
+        }
+        let text = arg.to_string_lossy();
+        if text == "--world-size" {
+            skip_value = true;
+        } else if !text.starts_with("--world-size=") {
+            rank_args.push(arg);
+        }
+    }
+    rank_args.extend(["--threads".into(), per_rank.to_string().into()]);
+    if args.out.is_none() && args.resume.is_none() {
+        rank_args.extend(["--out".into(), out.clone().into_os_string()]);
+    }
+    eprintln!("kiln: starting {world} ranks with mpirun ({per_rank} threads each) → {}", out.display());
+    let status = std::process::Command::new(&mpirun)
+        .arg("-n")
+        .arg(world.to_string())
+        .arg(&exe)
+        .args(&rank_args)
+        // Open MPI: run as root where that is who we are (containers), more ranks than cores if
+        // asked, and no pinning of each rank to one core (each rank has its own thread pool).
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .env("OMPI_MCA_rmaps_base_oversubscribe", "1")
+        .env("OMPI_MCA_hwloc_base_binding_policy", "none")
+        .stdin(std::process::Stdio::null())
+        .status()
+        .with_context(|| {
+            format!(
+                "starting {}: is an MPI installed (apt-get install openmpi-bin)? KILN_MPIRUN names another launcher",
+                mpirun.to_string_lossy()
+            )
+        })?;
+    ensure!(
+        status.success(),
+        "the {world} ranks stopped ({status}; mpirun says above which rank and why). The newest checkpoint \
+         continues the run: kiln train --resume {} --world-size {world}",
+        out.display()
+    );
+    Ok(())
+}
