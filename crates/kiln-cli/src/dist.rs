@@ -72,6 +72,15 @@ pub fn join(_args: &TrainArgs) -> Result<Arc<dyn GradSync>> {
     bail!("this kiln was built without MPI; build it with `--features mpi`")
 }
 
+/// This rank's index among the ranks of its host, as MPI launchers and Slurm set it (0 if none
+/// says).
+pub fn local_rank() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID", "MV2_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "LOCAL_RANK"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok()?.parse().ok())
+        .unwrap_or(0)
+}
+
 /// An FNV-1a digest of `parts`, for the ranks to check they train the same experiment.
 pub fn digest(parts: &[&[u8]]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;

@@ -103,6 +103,13 @@ pub fn run(args: TrainArgs, device: &str, threads: usize, threads_given: bool) -
         crate::dist::Mode::Rank => Some(crate::dist::join(&args)?),
     };
     let rank0 = sync.as_ref().filter(|s| s.rank() == 0).cloned();
+    // Several GPUs of one host: `--device cuda` (no index) gives each rank the GPU of its local
+    // rank, as the MPI launcher numbers the ranks of this host.
+    let device = match (&sync, device) {
+        (Some(_), "cuda") => format!("cuda:{}", crate::dist::local_rank()),
+        _ => device.to_string(),
+    };
+    let device = device.as_str();
     // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -495,6 +502,12 @@ impl TrainRun<'_> {
         self.loop_config.sync.as_ref().is_none_or(|s| s.rank() == 0)
     }
 
+    /// `(rank, world)` of a data-parallel run, `(0, 1)` alone: a family whose loader is its own
+    /// (not [`TrainRun::fit`]'s images) shards it with this.
+    pub fn shard(&self) -> (usize, usize) {
+        self.loop_config.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.world_size()))
+    }
+
     /// Checks the images fit a model of `channels`×`size`×`size`, makes the run directory,
     /// records the run and the family's resolved settings, and seeds the device.
     pub fn prepare<B: AutodiffBackend>(
@@ -544,7 +557,7 @@ impl TrainRun<'_> {
         device: &B::Device,
     ) -> Result<Summary> {
         let augment = self.exp.data.augment.unwrap_or_default().augment();
-        let (rank, world) = self.loop_config.sync.as_ref().map_or((0, 1), |s| (s.rank(), s.world_size()));
+        let (rank, world) = self.shard();
         let batches = Batcher::new(self.train.clone(), self.exp.train.batch_size, task.pixel_range(), self.exp.seed)?
             .with_augment(augment)
             .with_shard(rank, world)?;
@@ -552,16 +565,13 @@ impl TrainRun<'_> {
     }
 
     /// Trains `task` on batches from `loader`, for families whose batches are not images (a
-    /// DALL·E's token rows).
+    /// DALL·E's token rows). In a data-parallel run the family shards `loader` itself
+    /// ([`TrainRun::shard`]).
     pub fn fit_with<B: AutodiffBackend, T: Task<B>, L: kiln_core::Loader<Batch = T::Batch>>(
         &self,
         task: &mut T,
         loader: &mut L,
     ) -> Result<Summary> {
-        anyhow::ensure!(
-            self.loop_config.sync.is_none(),
-            "this family's loader does not shard its data between ranks yet: train it with one process"
-        );
         Ok(fit(task, loader, &self.loop_config)?)
     }
 

@@ -117,13 +117,35 @@ pub struct TokenLoader<B: Backend> {
     batch: u64,
     order: Vec<usize>,
     device: B::Device,
+    /// `(rank, world)` of a data-parallel run (`(0, 1)` alone).
+    shard: (usize, usize),
 }
 
 impl<B: Backend> TokenLoader<B> {
     /// Batches of `batch_size` rows (`1 ≤ batch_size ≤ set.len`, checked by the caller).
     pub fn new(set: std::sync::Arc<TokenSet>, batch_size: usize, seed: u64, device: &B::Device) -> Self {
         let order = epoch_order(set.len, seed, 0);
-        Self { set, batch_size: batch_size.max(1), seed, epoch: 0, batch: 0, order, device: device.clone() }
+        Self {
+            set,
+            batch_size: batch_size.max(1),
+            seed,
+            epoch: 0,
+            batch: 0,
+            order,
+            device: device.clone(),
+            shard: (0, 1),
+        }
+    }
+
+    /// Rank `rank`'s share of a data-parallel run of `world` processes, as
+    /// `kiln_data::Batcher::with_shard` does for images: every rank walks one stream of global
+    /// batches of `world × batch_size` rows and takes the `rank`-th `batch_size`; the position is
+    /// the same on every rank. `None` when the ranks' batches do not fit in the set.
+    pub fn with_shard(mut self, rank: usize, world: usize) -> Option<Self> {
+        (world > 0 && rank < world && self.batch_size * world <= self.set.len).then(|| {
+            self.shard = (rank, world);
+            self
+        })
     }
 }
 
@@ -131,18 +153,20 @@ impl<B: Backend> Loader for TokenLoader<B> {
     type Batch = TokenBatch<B>;
 
     fn next_batch(&mut self) -> TokenBatch<B> {
-        if (self.batch as usize + 1) * self.batch_size > self.order.len() {
+        let (rank, world) = self.shard;
+        let global = self.batch_size * world;
+        if (self.batch as usize + 1) * global > self.order.len() {
             self.epoch += 1;
             self.batch = 0;
             self.order = epoch_order(self.set.len, self.seed, self.epoch);
         }
-        let start = self.batch as usize * self.batch_size;
+        let start = self.batch as usize * global + rank * self.batch_size;
         self.batch += 1;
         self.set.gather(&self.order[start..start + self.batch_size], &self.device)
     }
 
     fn batches_per_epoch(&self) -> usize {
-        (self.set.len / self.batch_size).max(1)
+        (self.set.len / (self.batch_size * self.shard.1)).max(1)
     }
 
     fn position(&self) -> LoaderPosition {

@@ -158,6 +158,27 @@ fn the_loader_is_seeded_covers_each_epoch_and_resumes() {
     assert_eq!(next, again);
 }
 
+#[test]
+fn sharded_loaders_take_one_process_batches_in_rank_order() {
+    // 12 rows, batches of 3: an epoch's 4 batches split over 2 ranks, in rank order, step by step.
+    let codes: Vec<Vec<u32>> = (0..12).map(|i| vec![i; 4]).collect();
+    let (set, _) = TokenSet::new(None, 0, &codes);
+    let set = Arc::new(set);
+    let firsts =
+        |batch: TokenBatch<TestBackend>| -> Vec<i64> { batch.image.into_data().iter::<i64>().step_by(4).collect() };
+    let mut alone = TokenLoader::<TestBackend>::new(set.clone(), 3, 5, &device());
+    let mut ranks: Vec<_> = (0..2)
+        .map(|r| TokenLoader::<TestBackend>::new(set.clone(), 3, 5, &device()).with_shard(r, 2).unwrap())
+        .collect();
+    for step in 0..5 {
+        for (r, rank) in ranks.iter_mut().enumerate() {
+            assert_eq!(firsts(alone.next_batch()), firsts(rank.next_batch()), "step {step}, rank {r}");
+        }
+        assert_eq!(ranks[0].position(), ranks[1].position());
+    }
+    assert!(TokenLoader::<TestBackend>::new(set, 7, 5, &device()).with_shard(0, 2).is_none());
+}
+
 fn tiny_vqvae() -> VqVaeConfig {
     // 12×12 images, two halvings: a 3×3 grid of 8 codes.
     VqVaeConfig::new().with_image_size(12).with_hidden(8).with_res_hidden(4).with_codebook_size(8).with_code_dim(4)

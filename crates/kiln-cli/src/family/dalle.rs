@@ -257,7 +257,10 @@ impl Family for Dalle {
         let exp = run.exp;
         let parts = DalleParts { bpe, vqvae, vq_config, preview_captions: resolved.preview.clone() };
         let mut task = DalleTask::<B>::new(resolved.model.clone(), &resolved.train, exp.train.steps, parts, device)?;
-        let mut loader = TokenLoader::<B>::new(Arc::new(set), exp.train.batch_size, exp.seed, device);
+        let (rank, world) = run.shard();
+        let mut loader = TokenLoader::<B>::new(Arc::new(set), exp.train.batch_size, exp.seed, device)
+            .with_shard(rank, world)
+            .ok_or_else(|| anyhow::anyhow!("train.batch_size × {world} ranks: larger than the training set"))?;
         let summary = run.fit_with(&mut task, &mut loader)?;
 
         // Held-out next-token loss (the training split for a one-split set, said so).
