@@ -499,7 +499,7 @@ impl TrainRun<'_> {
     /// Whether this process writes the run: alone, or rank 0 of a data-parallel run (the other
     /// ranks only train).
     pub fn lead(&self) -> bool {
-        self.loop_config.sync.as_ref().is_none_or(|s| s.rank() == 0)
+        self.shard().0 == 0
     }
 
     /// `(rank, world)` of a data-parallel run, `(0, 1)` alone: a family whose loader is its own
@@ -536,7 +536,7 @@ impl TrainRun<'_> {
         let resolved = serde_json::json!({ "family": family, "settings": resolved });
         kiln_core::atomic_write(&out.join(RESOLVED_FILE), serde_json::to_string_pretty(&resolved)?.as_bytes())?;
         let verb = if self.loop_config.resume { "resuming" } else { "training" };
-        let world = self.loop_config.sync.as_ref().map_or(1, |s| s.world_size());
+        let world = self.shard().1;
         let ranks = if world > 1 { format!(" × {world} ranks") } else { String::new() };
         eprintln!(
             "kiln: {verb} {} ({family}) on {}{ranks}: {} steps of {} images{ranks} ({} training images) → {}",
