@@ -46,6 +46,7 @@ mod conv;
 mod delegate;
 mod gemm;
 mod inner;
+mod linear;
 mod threads;
 mod transpose;
 

@@ -1,4 +1,4 @@
-//! `KilnCpu<Flex>` against burn-flex itself: every overridden op, forward and both gradients
+//! `KilnCpu<Flex>` against burn-flex itself: every overridden op (the convolutions and `linear`), forward and both gradients
 //! through `Autodiff`, on small random shapes covering stride, padding, dilation, output
 //! padding, odd sizes whose last rows a strided conv drops, batch 1 and > 1, non-contiguous
 //! inputs, and the fallbacks (groups > 1, f64).
@@ -296,4 +296,68 @@ fn tiny_net_trains_identically() {
         assert!((a - b).abs() <= TOL * b.abs(), "step {i}: loss {a} on kiln vs {b} on flex");
     }
     assert!(k[4] < k[0], "the loss should fall: {k:?}");
+}
+
+/// Output and gradients of `Σ linear(x, w, b) · r` for an `x` of any rank (`x_dims`), fed as a
+/// transposed view of its last two axes when `strided` (a non-contiguous input).
+fn run_linear<B: AutodiffBackend, const D: usize>(x_dims: [usize; D], n: usize, bias: bool, strided: bool) -> Run {
+    let device = Default::default();
+    let k = x_dims[D - 1];
+    let count: usize = x_dims.iter().product();
+    let x = if strided {
+        let mut swapped = x_dims;
+        swapped.swap(D - 2, D - 1);
+        Tensor::<B, D>::from_data(TensorData::new(values(count, 11), swapped), &device).swap_dims(D - 2, D - 1)
+    } else {
+        Tensor::<B, D>::from_data(TensorData::new(values(count, 11), x_dims), &device)
+    }
+    .require_grad();
+    let w = Tensor::<B, 2>::from_data(TensorData::new(values(k * n, 12), [k, n]), &device).require_grad();
+    let b = bias.then(|| Tensor::<B, 1>::from_data(random1(n, 13), &device).require_grad());
+    let y = burn::tensor::module::linear(x.clone(), w.clone(), b.clone());
+    let r = Tensor::<B, D>::from_data(TensorData::new(values(y.shape().num_elements(), 14), y.dims()), &device);
+    let grads = (y.clone() * r).sum().backward();
+    Run {
+        y: y.into_data(),
+        dx: x.grad(&grads).expect("x grad").into_data(),
+        dw: w.grad(&grads).expect("w grad").into_data(),
+        db: b.map(|b| b.grad(&grads).expect("b grad").into_data()),
+    }
+}
+
+fn check_linear<const D: usize>(x_dims: [usize; D], n: usize, bias: bool, strided: bool) {
+    let (k, f) = (run_linear::<Kiln, D>(x_dims, n, bias, strided), run_linear::<Ref, D>(x_dims, n, bias, strided));
+    let what = format!("linear x {x_dims:?} → {n}, bias {bias}, strided {strided}");
+    assert_close(&format!("output of {what}"), k.y, f.y);
+    assert_close(&format!("x grad of {what}"), k.dx, f.dx);
+    assert_close(&format!("weight grad of {what}"), k.dw, f.dw);
+    match (k.db, f.db) {
+        (Some(kb), Some(fb)) => assert_close(&format!("bias grad of {what}"), kb, fb),
+        (None, None) => {}
+        _ => panic!("{what}: one backend has a bias gradient and the other not"),
+    }
+}
+
+#[test]
+fn linear_matches_flex_for_every_rank() {
+    // Rank 2 (an LSTM's gates), rank 3 (a transformer's [B, T, C]; over 256 rows so the bias
+    // gradient's parallel column sum runs), rank 4, one row, and odd widths.
+    for bias in [true, false] {
+        check_linear([5, 7], 9, bias, false);
+        check_linear([1, 3], 1, bias, false);
+        check_linear([4, 80, 24], 40, bias, false);
+        check_linear([2, 3, 5, 6], 11, bias, false);
+        check_linear([3, 6, 5], 7, bias, true);
+    }
+    // f64 goes to flex's own matmul.
+    let device = Default::default();
+    let x =
+        Tensor::<KilnCpu<Flex>, 3>::from_data(TensorData::new(values(30, 1), [2, 3, 5]), &device).cast(FloatDType::F64);
+    let w =
+        Tensor::<KilnCpu<Flex>, 2>::from_data(TensorData::new(values(20, 2), [5, 4]), &device).cast(FloatDType::F64);
+    let xf = Tensor::<Flex, 3>::from_data(TensorData::new(values(30, 1), [2, 3, 5]), &device).cast(FloatDType::F64);
+    let wf = Tensor::<Flex, 2>::from_data(TensorData::new(values(20, 2), [5, 4]), &device).cast(FloatDType::F64);
+    let y = burn::tensor::module::linear(x, w, None);
+    assert_eq!(y.dtype(), burn::tensor::DType::F64);
+    assert_close("f64 linear fallback", y.into_data(), burn::tensor::module::linear(xf, wf, None).into_data());
 }
