@@ -199,6 +199,37 @@ fn latest_runs() -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// The headline figures a family's run wrote to `eval.json` on its held-out split, the ones each
+/// issue asks a README row for: the NLL bound of the VAE and DRAW, the VQ-VAE's reconstruction
+/// NMSE, PSNR and code perplexity, the denoising loss of a diffusion model, DALL·E's image-token
+/// cross-entropy and how often its samples show the class their caption names; a classifier's
+/// accuracy. Keys a family does not write are skipped.
+fn held_out_figures(eval: &Value) -> String {
+    let mut parts = Vec::new();
+    let mut add = |key: &str, show: &dyn Fn(f64) -> String| {
+        if let Some(v) = eval[key].as_f64() {
+            parts.push(show(v));
+        }
+    };
+    add("neg_elbo_nats", &|v| format!("NLL ≤ {v:.1} nats"));
+    add("nmse", &|v| format!("NMSE {v:.4}"));
+    add("psnr", &|v| format!("PSNR {v:.1} dB"));
+    add("perplexity", &|v| format!("perplexity {v:.1}"));
+    add("loss", &|v| format!("loss {v:.4}"));
+    add("image_ce", &|v| format!("image CE {v:.2} nats"));
+    add("class_accuracy", &|v| format!("class acc. {:.0} %", 100.0 * v));
+    add("accuracy", &|v| format!("accuracy {:.1} %", 100.0 * v));
+    let guided = &eval["class_accuracy_guided"];
+    if let (Some(s), Some(v)) = (guided["guidance"].as_f64(), guided["accuracy"].as_f64()) {
+        parts.push(format!("{:.0} % at guidance {s}", 100.0 * v));
+    }
+    if parts.is_empty() {
+        return "–".into();
+    }
+    let split = eval["split"].as_str().unwrap_or("test");
+    format!("{split}: {}", parts.join(", "))
+}
+
 fn fmt(v: &Value, digits: usize) -> String {
     v.as_f64().map_or_else(|| "–".into(), |x| format!("{x:.digits$}"))
 }
@@ -210,8 +241,8 @@ pub fn report(args: &[&str]) -> Result<()> {
     let thumbs = root().join("experiments").join("results");
     std::fs::create_dir_all(&thumbs).context("creating experiments/results")?;
     let mut table = String::from(
-        "| experiment | model | data | steps | wall time | img/s | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
-         |---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n",
+        "| experiment | model | data | steps | wall time | img/s | held-out split | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
+         |---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n",
     );
     let mut notes = Vec::new();
     for (name, dir) in &runs {
@@ -243,7 +274,8 @@ pub fn report(args: &[&str]) -> Result<()> {
             ),
             None => "–".into(),
         };
-        let grid = ["samples-ema.png", "samples.png"].iter().map(|g| dir.join(g)).find(|p| p.is_file());
+        let held_out = read_json(&dir.join("eval.json")).map_or_else(|| "–".into(), |e| held_out_figures(&e));
+        let grid = ["samples-ema.png", "samples.png", "reconstructions.png"].iter().map(|g| dir.join(g)).find(|p| p.is_file());
         let thumb = match grid {
             Some(g) => {
                 std::fs::copy(&g, thumbs.join(format!("{name}.png"))).context("copying a grid")?;
@@ -257,7 +289,7 @@ pub fn report(args: &[&str]) -> Result<()> {
             preset => format!("{family} {preset}"),
         };
         table.push_str(&format!(
-            "| {name} | {model} | {} | {} | {:.0} s | {} | {} | {} | {} | {pr} | {thumb} |\n",
+            "| {name} | {model} | {} | {} | {:.0} s | {} | {held_out} | {} | {} | {} | {pr} | {thumb} |\n",
             // Runs record an absolute data path; the table names the data set (its folder).
             std::path::Path::new(&field("path"))
                 .file_name()
@@ -294,7 +326,9 @@ pub fn report(args: &[&str]) -> Result<()> {
         ));
     }
     let block = format!(
-        "{table}\nFloor: the same metric between two disjoint halves of the real training images \
+        "{table}\nHeld-out split: the family's own figures on images it did not train on, from the run's \
+         `eval.json` (NLL bound, reconstruction, denoising or token loss). \
+         Floor: the same metric between two disjoint halves of the real training images \
          (what a model that drew real images would score with these counts). Scores from different extractors \
          are not comparable.\n\n{}",
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
@@ -321,6 +355,18 @@ mod tests {
         std::fs::write(&file, "name = \"demo\"\n[train]\nbatch_size = 8\n").unwrap();
         assert!(train_steps(&file).unwrap_err().to_string().contains("no `steps = N` under [train]"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn held_out_figures_name_each_familys_headline() {
+        let vq = json!({"split": "test", "nmse": 0.04671, "psnr": 22.04, "perplexity": 49.93, "usage": 0.98});
+        assert_eq!(held_out_figures(&vq), "test: NMSE 0.0467, PSNR 22.0 dB, perplexity 49.9");
+        let draw = json!({"split": "test", "neg_elbo_nats": 101.234});
+        assert_eq!(held_out_figures(&draw), "test: NLL ≤ 101.2 nats");
+        let dalle = json!({"split": "train", "image_ce": 1.923, "class_accuracy": 0.755,
+            "class_accuracy_guided": {"guidance": 3.0, "accuracy": 0.95}});
+        assert_eq!(held_out_figures(&dalle), "train: image CE 1.92 nats, class acc. 76 %, 95 % at guidance 3");
+        assert_eq!(held_out_figures(&json!({"split": "test"})), "–");
     }
 
     #[test]
