@@ -714,6 +714,84 @@ restart_threshold = 0.5
     );
 }
 
+/// A float32 `.npy` of `values` shaped `shape`, as `kiln sample --out x.npy` and NumPy write it.
+fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
+    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn eval_scores_a_sample_file_or_folder_against_a_data_set() {
+    let out = scratch("eval-samples");
+    let data = root().join("datasets/mnist-sample");
+    let test = kiln_data::Mnist::load(&data, kiln_data::Split::Test).unwrap();
+    let n = 300;
+    // Held-out real digits, as another framework would hand over its samples.
+    let real: Vec<f32> = test.pixels[..n * 784].iter().map(|&b| f32::from(b) / 255.0).collect();
+    let noise: Vec<f32> = (0..n * 784).map(|i| (i.wrapping_mul(2_654_435_761) % 1000) as f32 / 999.0).collect();
+    let (real_npy, noise_npy) = (out.join("real.npy"), out.join("noise.npy"));
+    write_npy(&real_npy, &[n, 1, 28, 28], &real);
+    write_npy(&noise_npy, &[n, 1, 28, 28], &noise);
+    let score = |args: &[&str], json: &Path| -> serde_json::Value {
+        let mut all = vec!["eval"];
+        all.extend_from_slice(args);
+        all.extend(["--out", s(json)]);
+        let o = kiln(&all);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        serde_json::from_str(&std::fs::read_to_string(json).unwrap()).unwrap()
+    };
+    let against_data = |file: &Path| {
+        score(&["--samples", s(file), "--data", s(&data), "--real-n", "300"], &file.with_extension("json"))
+    };
+    let (r, z) = (against_data(&real_npy), against_data(&noise_npy));
+    assert_eq!((&r["model"]["images"], &r["reference"]["images"]), (&300.into(), &300.into()), "{r}");
+    assert_eq!(r["samples"], s(&real_npy));
+    // Real digits score near the floor, noise far above it.
+    let fid = |e: &serde_json::Value| e["model"]["fid"].as_f64().unwrap();
+    assert!(fid(&r) * 5.0 < fid(&z), "real {} vs noise {}", fid(&r), fid(&z));
+    // The class histogram: the held-out digits cover all ten classes; noise collapses onto few.
+    let histogram = |e: &serde_json::Value| -> Vec<u64> {
+        e["model"]["class_histogram"].as_array().unwrap().iter().map(|c| c.as_u64().unwrap()).collect()
+    };
+    let h = histogram(&r);
+    assert_eq!((h.len(), h.iter().sum::<u64>()), (10, 300), "{h:?}");
+    assert!(h.iter().all(|&c| c >= 10), "{h:?}");
+    assert!(histogram(&z).iter().filter(|&&c| c > 0).count() < 10, "{z}");
+
+    // A folder of grey PNGs holding the same first 60 digits scores exactly as the .npy of them.
+    let (few, folder) = (60, out.join("pngs"));
+    std::fs::create_dir_all(&folder).unwrap();
+    for i in 0..few {
+        let pixels = test.pixels[i * 784..(i + 1) * 784].to_vec();
+        image::GrayImage::from_raw(28, 28, pixels).unwrap().save(folder.join(format!("{i:03}.png"))).unwrap();
+    }
+    let few_npy = out.join("few.npy");
+    write_npy(&few_npy, &[few, 1, 28, 28], &real[..few * 784]);
+    let a = score(&["--samples", s(&folder), "--data", s(&data), "--real-n", "100"], &out.join("pngs.json"));
+    let b = score(&["--samples", s(&few_npy), "--data", s(&data), "--real-n", "100"], &out.join("few.json"));
+    assert_eq!(a["model"], b["model"]);
+    // --n scores the first N; beside a run, its data is the reference.
+    let c = score(&["--samples", s(&real_npy), "--checkpoint", s(trained()), "--n", "50"], &out.join("run.json"));
+    assert_eq!((&c["model"]["images"], &c["reference"]["images"]), (&50.into(), &2250.into()), "{c}");
+
+    fails_with(&kiln(&["eval", "--samples", s(&real_npy)]), "--checkpoint RUN or --data DIR");
+    fails_with(
+        &kiln(&["eval", "--samples", s(&real_npy), "--data", "datasets/emoji-32", "--data-format", "emoji"]),
+        "1×28×28 images; the real images are 3×32×32",
+    );
+    fails_with(&kiln(&["eval", "--samples", s(&few_npy), "--data", s(&data), "--n", "61"]), "holds 60 images");
+    let bad = out.join("bad.npy");
+    write_npy(&bad, &[20, 1, 28, 28], &vec![1.5; 20 * 784]);
+    fails_with(&kiln(&["eval", "--samples", s(&bad), "--data", s(&data)]), "bad.npy: value 1.5");
+}
+
 #[test]
 fn eval_scores_a_model_next_to_the_real_data_floor() {
     let run = trained();

@@ -27,7 +27,7 @@ use kiln_metrics::{
 use serde_json::json;
 
 use crate::checkpoint::run_dir_of;
-use crate::experiment::Experiment;
+use crate::experiment::{DataFormat, DataSpec, Experiment};
 use crate::family::classifier::Extractor as OwnExtractor;
 use crate::family::registry;
 
@@ -35,11 +35,26 @@ use crate::family::registry;
 /// real data, next to the floor two disjoint halves of the real data reach. Writes JSON.
 #[derive(clap::Args, Debug)]
 pub struct Eval {
-    /// A run directory written by `kiln train` (or one of its checkpoints/step-N).
+    /// A run directory written by `kiln train` (or one of its checkpoints/step-N): its model's
+    /// samples are scored against its data (with --samples: those images, against its data).
+    #[arg(long, required_unless_present = "samples")]
+    pub checkpoint: Option<PathBuf>,
+    /// Score these images instead of a model's: a .npy float32 array [N, C, H, W] in [0, 1] (what
+    /// `kiln sample --out x.npy` writes, or another framework's samples) or a directory of
+    /// PNG/JPEG pictures; against --checkpoint's data or --data. Scored as 8-bit images, as their
+    /// PNGs would be.
     #[arg(long)]
-    pub checkpoint: PathBuf,
+    pub samples: Option<PathBuf>,
+    /// The real images to score --samples against, when no --checkpoint names a run: a data
+    /// directory in --data-format.
+    #[arg(long, requires = "samples", conflicts_with = "checkpoint")]
+    pub data: Option<PathBuf>,
+    /// The format of --data.
+    #[arg(long, value_enum, default_value = "mnist")]
+    pub data_format: DataFormat,
     /// Samples to draw (default: as many as the real half they are compared with, so model and
-    /// floor are measured with the same counts).
+    /// floor are measured with the same counts); with --samples, how many of them to score
+    /// (default: all).
     #[arg(long)]
     pub n: Option<usize>,
     /// Feature network: `mnist`, `emoji32` (kiln's own, in crates/kiln-features/weights), a
@@ -127,6 +142,18 @@ impl Extracted {
         self.count += n;
         Ok(())
     }
+
+    /// How many images the extractor assigns to each of its `classes`: mode dropping shows
+    /// here first (a model that draws few nines has a short bar at 9).
+    fn histogram(&self, classes: usize) -> Vec<usize> {
+        let mut counts = vec![0; classes];
+        for &p in &self.predicted {
+            if let Some(c) = counts.get_mut(p) {
+                *c += 1;
+            }
+        }
+        counts
+    }
 }
 
 /// The metrics of one set against the reference set.
@@ -146,6 +173,9 @@ fn compare(
     let kid = kid(r, o, &KidConfig { subset_size, subsets: 50, seed })?;
     let pr = precision_recall(r, o, DEFAULT_K)?;
     let is = inception_score(Rows::new(&other.probs, other.count, classes)?, DEFAULT_SPLITS)?;
+    // Inception's 1,008 ImageNet classes say little about digits or emoji; kiln's own
+    // extractors classify the data set's own classes.
+    let histogram = (classes <= MAX_HISTOGRAM_CLASSES).then(|| other.histogram(classes));
     Ok(json!({
         "images": other.count,
         "fid": distance,
@@ -156,8 +186,12 @@ fn compare(
         "inception_score_std": is.std,
         "precision": pr.precision,
         "recall": pr.recall,
+        "class_histogram": histogram,
     }))
 }
+
+/// Extractors with more classes than this get no class histogram in the scores.
+const MAX_HISTOGRAM_CLASSES: usize = 100;
 
 impl Job for Eval {
     type Output = Result<()>;
@@ -165,10 +199,28 @@ impl Job for Eval {
     fn run<B: AutodiffBackend>(self, device: B::Device, info: &DeviceInfo) -> Result<()> {
         let device_name = &info.description;
         let device: burn::tensor::Device<B::InnerBackend> = device;
-        let model = registry::open::<B::InnerBackend>(&self.checkpoint, &device)?;
-        let run_dir = run_dir_of(&self.checkpoint)?;
-        let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
-        let real = exp.data.load()?.train;
+        // What is scored — a run's model, or the images of --samples — and against which data:
+        // the run's, or --data's.
+        let model = match (&self.checkpoint, &self.samples) {
+            (Some(checkpoint), None) => Some(registry::open::<B::InnerBackend>(checkpoint, &device)?),
+            _ => None,
+        };
+        let (run_dir, data, experiment) = match &self.checkpoint {
+            Some(checkpoint) => {
+                let run_dir = run_dir_of(checkpoint)?;
+                let exp = Experiment::load(&run_dir.join("experiment.toml")).context("finding the run's data")?;
+                (Some(run_dir), exp.data, Some(exp.name))
+            }
+            None => {
+                let path = self.data.clone().context("--samples: score them against --checkpoint RUN or --data DIR")?;
+                (None, DataSpec { format: self.data_format, path, size: None, augment: None }, None)
+            }
+        };
+        let real = data.load()?.train;
+        let samples = match &self.samples {
+            Some(path) => Some(load_samples(path, [real.channels, real.height, real.width])?),
+            None => None,
+        };
         // Counts and the output first: a run too small to score, or an --out that cannot be
         // written, fails before any extractor is loaded or sample drawn.
         // Two disjoint random halves of the real images (a fixed shuffle: sets such as the MNIST
@@ -190,25 +242,45 @@ impl Job for Eval {
             None => ensure!(
                 half >= least,
                 "{}: {} training images give halves of {half}; scoring needs at least {least} per half ({why})",
-                exp.data.path.display(),
+                data.path.display(),
                 real.len
             ),
         }
         let (first, second) = (&first[..half], &second[..half]);
-        let n = self.n.unwrap_or(half);
-        match self.n {
-            Some(asked) => ensure!(asked >= least, "--n {asked}: at least {least} samples are needed ({why})"),
-            None => ensure!(n >= least, "{n} samples (as many as the real half): at least {least} are needed ({why})"),
+        let n = match (&samples, self.samples.as_deref()) {
+            (Some(set), Some(path)) => {
+                let n = self.n.unwrap_or(set.len);
+                ensure!(n <= set.len, "--n {n}: {} holds {} images", path.display(), set.len);
+                n
+            }
+            _ => self.n.unwrap_or(half),
+        };
+        match (self.n, self.samples.as_deref()) {
+            (Some(asked), _) => ensure!(asked >= least, "--n {asked}: at least {least} samples are needed ({why})"),
+            (None, Some(path)) => {
+                ensure!(n >= least, "--samples {}: {n} images; at least {least} are needed ({why})", path.display())
+            }
+            (None, None) => {
+                ensure!(n >= least, "{n} samples (as many as the real half): at least {least} are needed ({why})")
+            }
         }
-        let out_path =
-            |name: &str| self.out.clone().unwrap_or_else(|| run_dir.join(format!("eval-{}.json", file_safe(name))));
+        // RUN/eval-NAME.json for a run's model; SAMPLES.eval-NAME.json beside a sample set.
+        let out_path = |name: &str| match (&self.out, self.samples.as_deref(), &run_dir) {
+            (Some(out), _, _) => out.clone(),
+            (None, Some(path), _) => {
+                let stem = path.file_stem().map_or_else(|| "samples".into(), |s| s.to_string_lossy().into_owned());
+                path.with_file_name(format!("{stem}.eval-{}.json", file_safe(name)))
+            }
+            (None, None, Some(dir)) => dir.join(format!("eval-{}.json", file_safe(name))),
+            (None, None, None) => PathBuf::from(format!("eval-{}.json", file_safe(name))),
+        };
         let spec = match &self.extractor {
             Some(spec) => spec.clone(),
             None => OwnExtractor::<B::InnerBackend>::default_for([real.channels, real.height, real.width])
                 .with_context(|| {
                     format!(
                         "{}: kiln has no feature network of its own for {}×{}×{} images; pass --extractor inception",
-                        exp.data.path.display(),
+                        data.path.display(),
                         real.channels,
                         real.height,
                         real.width
@@ -224,7 +296,7 @@ impl Job for Eval {
             ensure!(
                 real.channels == 1 || real.channels == 3,
                 "--extractor inception takes grey or RGB images; {} has {} channels",
-                exp.data.path.display(),
+                data.path.display(),
                 real.channels
             );
             let (path, sha256) = source.resolve(&spec, self.data_dir.as_deref())?;
@@ -247,7 +319,7 @@ impl Job for Eval {
             ensure!(
                 [real.channels, real.height, real.width] == net.image,
                 "--extractor {spec} takes {c}×{s}×{s} images; {} holds {}×{}×{}",
-                exp.data.path.display(),
+                data.path.display(),
                 real.channels,
                 real.height,
                 real.width
@@ -260,8 +332,11 @@ impl Job for Eval {
         let reference = extract_real(&net, &real, first, &device)?;
         let floor = extract_real(&net, &real, second, &device)?;
 
-        let k = model.card().classes;
-        let fakes = extract_fake(&net, model.as_ref(), n, self.seed, &device)?;
+        let (fakes, k) = match (&samples, &model) {
+            (Some(set), _) => (extract_real(&net, set, &(0..n).collect::<Vec<_>>(), &device)?, 0),
+            (None, Some(model)) => (extract_fake(&net, model.as_ref(), n, self.seed, &device)?, model.card().classes),
+            (None, None) => bail!("internal: neither a model nor samples to score"),
+        };
         let mut model_scores = compare(&reference, &fakes, dim, classes, self.seed)?;
         if k > 0 && k == classes && matches!(net, Extractor::Own(_)) {
             // A conditional model asked for class i % k: how often does the classifier agree?
@@ -271,12 +346,13 @@ impl Job for Eval {
         let floor_scores = compare(&reference, &floor, dim, classes, self.seed)?;
         let warnings: Vec<String> = floor_warning(&model_scores, &floor_scores, n, half).into_iter().collect();
         let result = json!({
-            "checkpoint": self.checkpoint.display().to_string(),
-            "experiment": exp.name,
+            "checkpoint": self.checkpoint.as_ref().map(|p| p.display().to_string()),
+            "samples": self.samples.as_ref().map(|p| p.display().to_string()),
+            "experiment": experiment,
             "device": device_name,
             "seed": self.seed,
             "extractor": info,
-            "reference": { "data": exp.data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
+            "reference": { "data": data.path.display().to_string(), "images": reference.count, "which": "a fixed random half of the training images" },
             "model": model_scores,
             "real_floor": floor_scores,
             "warnings": warnings,
@@ -296,7 +372,11 @@ impl Job for Eval {
             )
         };
         eprintln!("kiln: {n} samples against {} real images, extractor {name}:", reference.count);
-        line("model", &result["model"]);
+        line(if samples.is_some() { "samples" } else { "model" }, &result["model"]);
+        if let Some(histogram) = result["model"]["class_histogram"].as_array() {
+            let counts: Vec<String> = histogram.iter().map(|c| c.to_string()).collect();
+            eprintln!("kiln: classes of the samples (extractor's guess, class 0 first): {}", counts.join(" "));
+        }
         line("real floor", &result["real_floor"]);
         for warning in &warnings {
             eprintln!("kiln: warning: {warning}");
@@ -316,6 +396,104 @@ fn floor_warning(model: &serde_json::Value, floor: &serde_json::Value, n: usize,
              images the estimates are too noisy to rank them; score with more (--n, --real-n, a larger data set)"
         )
     })
+}
+
+/// The images of `--samples`, shaped like the real ones (`image` = `[C, H, W]`): a `.npy`
+/// float32 `[N, C, H, W]` in `[0, 1]`, or a folder of pictures (decoded as RGB; for grey real
+/// images the channels are averaged, which is exact for grey PNGs). Values become bytes as a PNG
+/// would hold them.
+fn load_samples(path: &Path, image: [usize; 3]) -> Result<ImageSet> {
+    let mut set = if path.is_dir() {
+        kiln_data::ImageFolder::load(path, &kiln_data::FolderOptions::default())
+            .with_context(|| format!("--samples {}", path.display()))?
+            .set
+    } else {
+        read_npy_images(path)?
+    };
+    if image[0] == 1 && set.channels == 3 && path.is_dir() {
+        set = to_grey(&set);
+    }
+    let [c, h, w] = image;
+    ensure!(
+        [set.channels, set.height, set.width] == image,
+        "--samples {}: {}×{}×{} images; the real images are {c}×{h}×{w}",
+        path.display(),
+        set.channels,
+        set.height,
+        set.width
+    );
+    Ok(set)
+}
+
+/// RGB → grey by the mean of the three channels.
+fn to_grey(set: &ImageSet) -> ImageSet {
+    let plane = set.height * set.width;
+    let mut pixels = Vec::with_capacity(set.len * plane);
+    for i in 0..set.len {
+        let rgb = set.image(i);
+        pixels.extend((0..plane).map(|p| {
+            let sum: u32 = (0..3).map(|c| u32::from(rgb[c * plane + p])).sum();
+            ((sum + 1) / 3) as u8
+        }));
+    }
+    ImageSet { pixels, labels: set.labels.clone(), len: set.len, channels: 1, height: set.height, width: set.width }
+}
+
+/// A NumPy `.npy` (format 1.x or 2.x) of little-endian float32 in C order, shaped `[N, C, H, W]`
+/// with values in `[0, 1]`, as 8-bit images (`round(255 · v)`). Anything else — another dtype,
+/// Fortran order, a value outside `[0, 1]` or not a number, a short file — is refused, naming
+/// the file and what was found.
+fn read_npy_images(path: &Path) -> Result<ImageSet> {
+    let bytes = std::fs::read(path).with_context(|| format!("--samples {}: cannot read", path.display()))?;
+    let bad = |why: String| anyhow!("--samples {}: {why}", path.display());
+    ensure!(bytes.starts_with(b"\x93NUMPY") && bytes.len() >= 10, bad("not a .npy file (no NumPy magic)".into()));
+    let (header_len, start) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+        v => bail!(bad(format!(".npy format version {v} is not one kiln reads"))),
+    };
+    let header = bytes.get(start..start + header_len).ok_or_else(|| bad("the header runs past the end".into()))?;
+    let header = std::str::from_utf8(header).map_err(|_| bad("the header is not text".into()))?;
+    let field = |key: &str| {
+        let at = header.find(&format!("'{key}'"))?;
+        let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+        Some(rest.to_string())
+    };
+    let descr = field("descr").ok_or_else(|| bad("the header has no 'descr'".into()))?;
+    ensure!(
+        descr.starts_with("'<f4'") || descr.starts_with("'float32'"),
+        bad(format!("dtype {} : kiln reads little-endian float32 ('<f4')", descr.split(',').next().unwrap_or("?")))
+    );
+    let fortran = field("fortran_order").ok_or_else(|| bad("the header has no 'fortran_order'".into()))?;
+    ensure!(fortran.starts_with("False"), bad("Fortran-ordered arrays are not read; save in C order".into()));
+    let shape = field("shape").ok_or_else(|| bad("the header has no 'shape'".into()))?;
+    let inside =
+        shape.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| bad("unreadable shape".into()))?;
+    let dims: Vec<usize> = inside
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.parse().map_err(|_| bad(format!("shape ({inside}) is not a list of sizes"))))
+        .collect::<Result<_>>()?;
+    let [len, channels, height, width] = dims[..] else {
+        bail!(bad(format!("shape ({inside}): kiln scores [N, C, H, W] arrays")))
+    };
+    let count = [len, channels, height, width].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+    let count = count.ok_or_else(|| bad(format!("shape ({inside}) is too large")))?;
+    let data = &bytes[start + header_len..];
+    ensure!(
+        data.len() == count * 4,
+        bad(format!("shape ({inside}) needs {} bytes of values; the file holds {}", count * 4, data.len()))
+    );
+    let mut pixels = Vec::with_capacity(count);
+    for (i, v) in data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).enumerate() {
+        ensure!(
+            (0.0..=1.0).contains(&v),
+            bad(format!("value {v} at flat index {i} is outside [0, 1] (kiln sample writes [0, 1])"))
+        );
+        pixels.push((v * 255.0).round() as u8);
+    }
+    Ok(ImageSet { pixels, labels: Vec::new(), len, channels, height, width })
 }
 
 fn extract_real<B: Backend>(
@@ -434,6 +612,44 @@ fn file_safe(name: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn npy(path: &Path, header: &str, values: &[f32]) {
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        bytes.extend_from_slice(header.as_bytes());
+        bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    #[test]
+    fn npy_samples_are_read_as_bytes_and_bad_files_are_named() {
+        let dir = std::env::temp_dir().join(format!("kiln-eval-npy-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let good = dir.join("good.npy");
+        let header = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 1, 2), }\n";
+        npy(&good, header, &[0.0, 1.0, 0.5, 0.2]);
+        let set = load_samples(&good, [1, 1, 2]).unwrap();
+        assert_eq!((set.len, set.channels, set.height, set.width), (2, 1, 1, 2));
+        assert_eq!(set.pixels, vec![0, 255, 128, 51]);
+        let err = |name: &str, header: &str, values: &[f32], image: [usize; 3]| {
+            let path = dir.join(name);
+            npy(&path, header, values);
+            let e = load_samples(&path, image).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+            e
+        };
+        assert!(err("shape.npy", header, &[0.0; 4], [3, 32, 32]).contains("1×1×2 images; the real images are 3×32×32"));
+        assert!(err("range.npy", header, &[0.0, 2.0, 0.0, 0.0], [1, 1, 2]).contains("value 2 at flat index 1"));
+        assert!(err("nan.npy", header, &[f32::NAN, 0.0, 0.0, 0.0], [1, 1, 2]).contains("outside [0, 1]"));
+        assert!(err("short.npy", header, &[0.0; 3], [1, 1, 2]).contains("needs 16 bytes"));
+        let f8 = "{'descr': '<f8', 'fortran_order': False, 'shape': (2, 1, 1, 2), }\n";
+        assert!(err("f8.npy", f8, &[0.0; 8], [1, 1, 2]).contains("'<f8'"));
+        let rank3 = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 2), }\n";
+        assert!(err("rank3.npy", rank3, &[0.0; 4], [1, 1, 2]).contains("[N, C, H, W]"));
+        std::fs::write(dir.join("text.npy"), "hello").unwrap();
+        assert!(load_samples(&dir.join("text.npy"), [1, 1, 2]).unwrap_err().to_string().contains("no NumPy magic"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn a_model_below_the_real_floor_is_called_noise_not_a_win() {

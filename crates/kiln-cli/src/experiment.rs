@@ -208,7 +208,7 @@ impl DataSpec {
 }
 
 /// Data formats `kiln train` reads.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum DataFormat {
     /// `{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]`.
