@@ -199,6 +199,40 @@ fn latest_runs() -> Result<Vec<(String, PathBuf)>> {
     Ok(out)
 }
 
+/// The results table's header.
+const TABLE_HEAD: &str = "| experiment | model | data | steps | wall time | img/s | held-out split | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
+     |---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n";
+
+/// Cells in a row of [`TABLE_HEAD`].
+const TABLE_CELLS: usize = 12;
+
+/// The rows (`| name | … |`) and notes (`- name: …`) of a previous results section for the
+/// experiments not in `fresh`, by name. A row from before the held-out column gets "–" there.
+fn carried_over(section: &str, fresh: &[String]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+    let (mut rows, mut notes) = (Vec::new(), Vec::new());
+    for line in section.lines() {
+        if let Some(rest) = line.strip_prefix("| ") {
+            let cells: Vec<&str> = rest.trim_end_matches('|').split(" | ").map(str::trim).collect();
+            let name = cells[0].to_string();
+            if name == "experiment" || name.starts_with("---") || fresh.contains(&name) {
+                continue;
+            }
+            let mut cells: Vec<String> = cells.into_iter().map(String::from).collect();
+            if cells.len() == TABLE_CELLS - 1 {
+                cells.insert(6, "–".into());
+            }
+            rows.push((name, format!("| {} |\n", cells.join(" | "))));
+        } else if let Some(rest) = line.strip_prefix("- ")
+            && let Some((name, _)) = rest.split_once(": ")
+            && !fresh.iter().any(|f| f == name)
+            && !name.contains(' ')
+        {
+            notes.push((name.to_string(), rest.to_string()));
+        }
+    }
+    (rows, notes)
+}
+
 /// The headline figures a family's run wrote to `eval.json` on its held-out split, the ones each
 /// issue asks a README row for: the NLL bound of the VAE and DRAW, the VQ-VAE's reconstruction
 /// NMSE, PSNR and code perplexity, the denoising loss of a diffusion model, DALL·E's image-token
@@ -240,11 +274,8 @@ pub fn report(args: &[&str]) -> Result<()> {
     ensure!(!runs.is_empty(), "report: no completed `cargo xtask experiment` runs under runs/");
     let thumbs = root().join("experiments").join("results");
     std::fs::create_dir_all(&thumbs).context("creating experiments/results")?;
-    let mut table = String::from(
-        "| experiment | model | data | steps | wall time | img/s | held-out split | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
-         |---|---|---|---:|---:|---:|---|---:|---:|---:|---:|---|\n",
-    );
-    let mut notes = Vec::new();
+    let mut rows: Vec<(String, String)> = Vec::new();
+    let mut notes: Vec<(String, String)> = Vec::new();
     for (name, dir) in &runs {
         let summary = read_json(&dir.join("summary.json")).unwrap_or_default();
         let record = read_json(&dir.join("xtask-run.json")).unwrap_or_default();
@@ -275,7 +306,8 @@ pub fn report(args: &[&str]) -> Result<()> {
             None => "–".into(),
         };
         let held_out = read_json(&dir.join("eval.json")).map_or_else(|| "–".into(), |e| held_out_figures(&e));
-        let grid = ["samples-ema.png", "samples.png", "reconstructions.png"].iter().map(|g| dir.join(g)).find(|p| p.is_file());
+        let grid =
+            ["samples-ema.png", "samples.png", "reconstructions.png"].iter().map(|g| dir.join(g)).find(|p| p.is_file());
         let thumb = match grid {
             Some(g) => {
                 std::fs::copy(&g, thumbs.join(format!("{name}.png"))).context("copying a grid")?;
@@ -288,49 +320,69 @@ pub fn report(args: &[&str]) -> Result<()> {
             "–" => family.clone(),
             preset => format!("{family} {preset}"),
         };
-        table.push_str(&format!(
-            "| {name} | {model} | {} | {} | {:.0} s | {} | {held_out} | {} | {} | {} | {pr} | {thumb} |\n",
-            // Runs record an absolute data path; the table names the data set (its folder).
-            std::path::Path::new(&field("path"))
-                .file_name()
-                .map_or_else(|| field("path"), |n| n.to_string_lossy().into_owned()),
-            fmt(&summary["steps"], 0) + if record["quick"].as_bool() == Some(true) { " (quick)" } else { "" },
-            summary["wall_s"].as_f64().unwrap_or(f64::NAN),
-            fmt(&summary["examples_per_s"], 0),
-            pair("fid", 2),
-            pair("kid", 4),
-            pair("inception_score", 2),
+        rows.push((
+            name.clone(),
+            format!(
+                "| {name} | {model} | {} | {} | {:.0} s | {} | {held_out} | {} | {} | {} | {pr} | {thumb} |\n",
+                // Runs record an absolute data path; the table names the data set (its folder).
+                std::path::Path::new(&field("path"))
+                    .file_name()
+                    .map_or_else(|| field("path"), |n| n.to_string_lossy().into_owned()),
+                fmt(&summary["steps"], 0) + if record["quick"].as_bool() == Some(true) { " (quick)" } else { "" },
+                summary["wall_s"].as_f64().unwrap_or(f64::NAN),
+                fmt(&summary["examples_per_s"], 0),
+                pair("fid", 2),
+                pair("kid", 4),
+                pair("inception_score", 2),
+            ),
         ));
         if let Some(e) = &eval {
-            notes.push(format!(
-                "{name}: {} samples vs {} real images, extractor `{}`",
-                e["model"]["images"],
-                e["reference"]["images"],
-                e["extractor"]["name"].as_str().unwrap_or("?")
+            notes.push((
+                name.clone(),
+                format!(
+                    "{name}: {} samples vs {} real images, extractor `{}`",
+                    e["model"]["images"],
+                    e["reference"]["images"],
+                    e["extractor"]["name"].as_str().unwrap_or("?")
+                ),
             ));
         }
         let cpu = record["machine"]["cpu"].as_str().unwrap_or("?");
         // The device `kiln train` itself recorded (e.g. "cpu (kiln-cpu over burn-flex)").
         let device = read_json(&dir.join("run.json")).and_then(|r| r["device"].as_str().map(String::from));
         let cores = &record["machine"]["cores"];
-        notes.push(format!(
-            "{name}: run {} at git {} on {cpu} ({cores} cores), device {}{}",
-            record["started_utc"].as_str().unwrap_or("?"),
-            record["git_revision"].as_str().unwrap_or("?"),
-            device.as_deref().unwrap_or("?"),
-            if record["quick"].as_bool() == Some(true) {
-                ", quick budget (a fifth of the experiment's steps)"
-            } else {
-                ""
-            }
+        notes.push((
+            name.clone(),
+            format!(
+                "{name}: run {} at git {} on {cpu} ({cores} cores), device {}{}",
+                record["started_utc"].as_str().unwrap_or("?"),
+                record["git_revision"].as_str().unwrap_or("?"),
+                device.as_deref().unwrap_or("?"),
+                if record["quick"].as_bool() == Some(true) {
+                    ", quick budget (a fifth of the experiment's steps)"
+                } else {
+                    ""
+                }
+            ),
         ));
     }
+    // runs/ stays on the machine that ran them: an experiment with no run here keeps its row and
+    // notes from the table as it stands, so the table gathers runs from several machines.
+    let previous = crate::read_readme_section(README_START, README_END)?;
+    let (kept_rows, kept_notes) = carried_over(&previous, &runs.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>());
+    rows.extend(kept_rows);
+    notes.extend(kept_notes);
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    notes.sort_by(|a, b| a.0.cmp(&b.0)); // stable: each experiment's notes keep their order
+    let table = format!("{TABLE_HEAD}{}", rows.iter().map(|(_, r)| r.as_str()).collect::<String>());
+    let notes: Vec<String> = notes.into_iter().map(|(_, n)| n).collect();
     let block = format!(
         "{table}\nHeld-out split: the family's own figures on images it did not train on, from the run's \
          `eval.json` (NLL bound, reconstruction, denoising or token loss). \
          Floor: the same metric between two disjoint halves of the real training images \
          (what a model that drew real images would score with these counts). Scores from different extractors \
-         are not comparable.\n\n{}",
+         are not comparable. Rows whose runs are not on the machine that last wrote this table are \
+         carried over as they were; their notes say where and when they ran.\n\n{}",
         notes.iter().map(|n| format!("- {n}\n")).collect::<String>()
     );
     crate::write_readme_section(README_START, README_END, &block)?;
@@ -355,6 +407,29 @@ mod tests {
         std::fs::write(&file, "name = \"demo\"\n[train]\nbatch_size = 8\n").unwrap();
         assert!(train_steps(&file).unwrap_err().to_string().contains("no `steps = N` under [train]"));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn rows_without_a_local_run_are_carried_over() {
+        let section = "| experiment | model | data | steps | wall time | img/s | FID (floor) | KID (floor) | IS (floor) | precision / recall (floor) | samples |\n\
+            |---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n\
+            | sagan-emoji | gan sagan32 | emoji-32 | 2000 | 664 s | 193 | 156.81 (8.09) | 194.1881 (4.9495) | 3.28 (5.67) | 0.92 / 0.60 (0.91 / 0.92) | ![sagan-emoji](experiments/results/sagan-emoji.png) |\n\
+            | vae-mnist | vae mnist | mnist-sample | 720 (quick) | 24 s | 1947 | 65.56 (1.05) | 55.7692 (0.1834) | 5.10 (9.03) | 0.80 / 0.69 (0.91 / 0.91) | – |\n\
+            \nFloor: the same metric between two disjoint halves: of the real images.\n\n\
+            - sagan-emoji: 955 samples vs 955 real images, extractor `emoji32`\n\
+            - sagan-emoji: run 20261201T201954Z at git 7712e24-dirty on AMD EPYC (2 cores)\n\
+            - vae-mnist: 2250 samples vs 2250 real images, extractor `mnist`\n";
+        let (rows, notes) = carried_over(section, &["vae-mnist".to_string()]);
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].0, "sagan-emoji");
+        assert!(
+            rows[0].1.starts_with("| sagan-emoji | gan sagan32 | emoji-32 | 2000 | 664 s | 193 | – | 156.81 (8.09) |"),
+            "{}",
+            rows[0].1
+        );
+        assert_eq!(rows[0].1.matches(" | ").count(), TABLE_CELLS - 1);
+        assert_eq!(notes.iter().map(|(n, _)| n.as_str()).collect::<Vec<_>>(), ["sagan-emoji", "sagan-emoji"]);
+        assert!(notes[1].1.starts_with("sagan-emoji: run 20261201T201954Z"));
     }
 
     #[test]

@@ -75,6 +75,15 @@ fn run(program: &str, args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// The text between the `start` and `end` marker lines of README.md.
+fn read_readme_section(start: &str, end: &str) -> Result<String> {
+    let readme = std::fs::read_to_string(root().join("README.md")).context("reading README.md")?;
+    match (readme.find(start), readme.find(end)) {
+        (Some(from), Some(to)) if from + start.len() <= to => Ok(readme[from + start.len()..to].to_string()),
+        _ => bail!("README.md has no markers {start} … {end} in that order"),
+    }
+}
+
 /// Replaces the text between the `start` and `end` marker lines of README.md with `body` (the
 /// markers stay), so generated tables can live in the hand-written README.
 fn write_readme_section(start: &str, end: &str, body: &str) -> Result<()> {
