@@ -66,6 +66,11 @@ fn inner_primitive<B: CpuInner>(t: TensorPrimitive<KilnCpu<B>>) -> TensorPrimiti
 }
 
 impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
+    // A vectorised exponential instead of libm's scalar one (see `crate::activation`).
+    fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::activation::exp::<B>(tensor)
+    }
+
     forward! {
         B;
         fn float_from_data(data: TensorData, device: &Device<Self>) -> FloatTensor<Self>;
@@ -137,7 +142,6 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         fn float_cummin(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
         fn float_cummax(tensor: FloatTensor<Self>, dim: usize) -> FloatTensor<Self>;
         fn float_cast(tensor: FloatTensor<Self>, dtype: FloatDType) -> FloatTensor<Self>;
-        fn float_exp(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_log(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_log1p(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_powf(lhs: FloatTensor<Self>, rhs: FloatTensor<Self>) -> FloatTensor<Self>;
@@ -569,15 +573,25 @@ impl<B: CpuInner> ModuleOps<Self> for KilnCpu<B> {
 }
 
 impl<B: CpuInner> ActivationOps<Self> for KilnCpu<B> {
+    // GELU, its gradient and the sigmoid on the vectorised exponential (see `crate::activation`).
+    fn gelu(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::activation::gelu_op::<B>(tensor)
+    }
+
+    fn gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::activation::gelu_backward::<B>(x, grad)
+    }
+
+    fn sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::activation::sigmoid_op::<B>(tensor)
+    }
+
     forward! {
         B;
         fn leaky_relu(tensor: FloatTensor<Self>, negative_slope: Scalar) -> FloatTensor<Self>;
         fn relu(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn relu_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
-        fn gelu(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn prelu(tensor: FloatTensor<Self>, alpha: FloatTensor<Self>) -> FloatTensor<Self>;
-        fn gelu_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
-        fn sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn sigmoid_backward(output: FloatTensor<Self>, grad: FloatTensor<Self>) -> FloatTensor<Self>;
         fn hard_sigmoid(tensor: FloatTensor<Self>, alpha: Scalar, beta: Scalar) -> FloatTensor<Self>;
         fn log_sigmoid(tensor: FloatTensor<Self>) -> FloatTensor<Self>;

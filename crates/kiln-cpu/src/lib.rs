@@ -41,6 +41,7 @@
 //! ```
 #![warn(missing_docs)]
 
+mod activation;
 mod alloc;
 mod conv;
 mod delegate;

@@ -1,4 +1,5 @@
-//! `KilnCpu<Flex>` against burn-flex itself: every overridden op (the convolutions and `linear`), forward and both gradients
+//! `KilnCpu<Flex>` against burn-flex itself: every overridden op (the convolutions, `linear`, exp,
+//! sigmoid and GELU), forward and both gradients
 //! through `Autodiff`, on small random shapes covering stride, padding, dilation, output
 //! padding, odd sizes whose last rows a strided conv drops, batch 1 and > 1, non-contiguous
 //! inputs, and the fallbacks (groups > 1, f64).
@@ -360,4 +361,32 @@ fn linear_matches_flex_for_every_rank() {
     let y = burn::tensor::module::linear(x, w, None);
     assert_eq!(y.dtype(), burn::tensor::DType::F64);
     assert_close("f64 linear fallback", y.into_data(), burn::tensor::module::linear(xf, wf, None).into_data());
+}
+
+/// `Σ act(x) · r` and its gradient at `x` for `act` in exp, sigmoid, GELU on backend `B`.
+fn run_activation<B: AutodiffBackend>(which: &str) -> (TensorData, TensorData) {
+    let device = Default::default();
+    let n = 70_000; // over one parallel chunk, so the threaded path runs too
+    let x = Tensor::<B, 2>::from_data(
+        TensorData::new(values(n, 21).into_iter().map(|v| 12.0 * v).collect::<Vec<_>>(), [7, n / 7]),
+        &device,
+    )
+    .require_grad();
+    let y = match which {
+        "exp" => (x.clone() * 0.5).exp(),
+        "sigmoid" => burn::tensor::activation::sigmoid(x.clone()),
+        _ => burn::tensor::activation::gelu(x.clone()),
+    };
+    let r = Tensor::<B, 2>::from_data(TensorData::new(values(n, 22), [7, n / 7]), &device);
+    let grads = (y.clone() * r).sum().backward();
+    (y.into_data(), x.grad(&grads).expect("x grad").into_data())
+}
+
+#[test]
+fn exp_sigmoid_and_gelu_match_flex() {
+    for which in ["exp", "sigmoid", "gelu"] {
+        let ((ky, kdx), (fy, fdx)) = (run_activation::<Kiln>(which), run_activation::<Ref>(which));
+        assert_close(&format!("{which} output"), ky, fy);
+        assert_close(&format!("{which} x grad"), kdx, fdx);
+    }
 }
