@@ -2,7 +2,7 @@
 """The workloads of `kiln-bench` (crates/kiln-bench) in PyTorch, for issue 8's comparison.
 
     python xtask/bench/pytorch_bench.py [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N]
-                                        [--threads N] [--json] [--tiny]
+                                        [--threads N] [--json] [--tiny] [--device cpu|cuda:N]
 
 `cargo xtask bench --compare` runs it interleaved with kiln-bench (it makes its own venv with
 `pip install torch numpy`). Each workload is written here from its reference, not imported, so
@@ -55,6 +55,10 @@ multiply-adds x2 from the layer shapes (W4: plus QK^T and PV over the full squar
 pass = 3 x forward. Peak memory is VmHWM,
 reset (echo 5 > /proc/self/clear_refs) before each workload. Output: a table, or with --json one
 JSON object per workload and line, with the same fields as kiln-bench's.
+
+--device cuda:N runs every workload on that GPU (torch.set_default_device, so each tensor and
+module the workloads create lands there), synchronises after every repetition before the clock
+is read, as kiln-bench does, and reports the GPU's peak allocated memory instead of VmHWM.
 """
 
 import argparse
@@ -984,13 +988,22 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", action="store_true")
     p.add_argument("--tiny", action="store_true")
+    p.add_argument("--device", default="cpu", help="cpu or cuda:N")
     args = p.parse_args()
     if args.reps < 1:
         sys.exit("--reps must be at least 1")
+    gpu = args.device.startswith("cuda")
+    if gpu and not torch.cuda.is_available():
+        sys.exit(f"--device {args.device}: this torch ({torch.__version__}) sees no CUDA device")
+    if args.device != "cpu":
+        torch.set_default_device(args.device)
     threads = args.threads or physical_cores()
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    context = {"impl": "pytorch", "backend": f"torch-{torch.__version__}", "threads": threads, "tiny": args.tiny}
+    # A GPU runs asynchronously: a repetition ends when its kernels have, not when Python returns.
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    context = {"impl": "pytorch", "backend": f"torch-{torch.__version__}", "threads": threads, "tiny": args.tiny,
+               "device": args.device}
     if not args.json:
         la = os.getloadavg()
         print(f"pytorch_bench: torch {torch.__version__}, {threads} threads, warm-up {args.warmup}, "
@@ -999,13 +1012,17 @@ def main():
               f"{'GFLOP/s':>9} {'peak MiB':>9} {'load1':>6}")
     for name in parse_workloads(args.workload):
         reset_peak_rss()
+        if gpu:
+            torch.cuda.reset_peak_memory_stats()
         step, items, unit, flops, note = build(name, args.tiny)
         for _ in range(args.warmup):
             step()
+        sync()
         times = []
         for _ in range(args.reps):
             t0 = time.perf_counter()
             step()
+            sync()
             times.append((time.perf_counter() - t0) * 1e3)
         med = statistics.median(times)
         rec = dict(context)
@@ -1016,6 +1033,7 @@ def main():
             "gflop_per_rep": None if flops is None else flops / 1e9,
             "gflops": None if flops is None else flops / 1e9 / (med / 1e3),
             "flops_note": note, "peak_rss_mib": peak_rss_mib(), "load1": load1(),
+            "peak_device_mib": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
         })
         if args.json:
             print(json.dumps(rec), flush=True)

