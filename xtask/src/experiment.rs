@@ -206,9 +206,12 @@ const TABLE_HEAD: &str = "| experiment | model | data | steps | wall time | img/
 /// Cells in a row of [`TABLE_HEAD`].
 const TABLE_CELLS: usize = 12;
 
+/// A table row or a note, with the experiment it belongs to.
+type Named = (String, String);
+
 /// The rows (`| name | … |`) and notes (`- name: …`) of a previous results section for the
 /// experiments not in `fresh`, by name. A row from before the held-out column gets "–" there.
-fn carried_over(section: &str, fresh: &[String]) -> (Vec<(String, String)>, Vec<(String, String)>) {
+fn carried_over(section: &str, fresh: &[String]) -> (Vec<Named>, Vec<Named>) {
     let (mut rows, mut notes) = (Vec::new(), Vec::new());
     for line in section.lines() {
         if let Some(rest) = line.strip_prefix("| ") {
@@ -274,8 +277,8 @@ pub fn report(args: &[&str]) -> Result<()> {
     ensure!(!runs.is_empty(), "report: no completed `cargo xtask experiment` runs under runs/");
     let thumbs = root().join("experiments").join("results");
     std::fs::create_dir_all(&thumbs).context("creating experiments/results")?;
-    let mut rows: Vec<(String, String)> = Vec::new();
-    let mut notes: Vec<(String, String)> = Vec::new();
+    let mut rows: Vec<Named> = Vec::new();
+    let mut notes: Vec<Named> = Vec::new();
     for (name, dir) in &runs {
         let summary = read_json(&dir.join("summary.json")).unwrap_or_default();
         let record = read_json(&dir.join("xtask-run.json")).unwrap_or_default();
