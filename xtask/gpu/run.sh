@@ -46,7 +46,7 @@ try "$BENCH" --device "$DEVICE" --tiny --reps 1 --warmup 1
 step "main job on $DEVICE: kiln train experiments/vae-mnist.toml"
 rm -rf "$OUT/vae-mnist"
 try "$KILN" --device "$DEVICE" train experiments/vae-mnist.toml --out "$OUT/vae-mnist" ${MAIN_STEPS:+--steps "$MAIN_STEPS"}
-try "$KILN" --device "$DEVICE" eval --checkpoint "$OUT/vae-mnist" --out "$OUT/vae-mnist-eval.json"
+try "$KILN" --device "$DEVICE" eval --checkpoint "$OUT/vae-mnist" --out "$OUT/vae-mnist-eval.json" > /dev/null
 
 step "$WORKLOADS on $DEVICE: kiln and PyTorch interleaved, $ROUNDS round(s) of $REPS reps"
 rm -f "$OUT"/kiln-*.jsonl "$OUT"/torch-*.jsonl
