@@ -1,11 +1,13 @@
-//! `exp`, GELU and the logistic sigmoid on f32 with an exponential the compiler can vectorise.
+//! `exp`, GELU and the logistic sigmoid on f32 without libm.
 //!
-//! burn-flex evaluates these element by element through libm's scalar `expf`/`erff` (about
-//! 10–20 ns each): in the W4 transformer step that was 9 % of the time (GELU's `erf` in the MLPs
-//! and the `exp` of every attention softmax), in DRAW's LSTM steps another 9 % (`expm1`/`exp` of
-//! the gates' sigmoids). Here `exp` is Cody–Waite range reduction plus a polynomial, written as
-//! plain arithmetic on `f32` so that a loop over a slice compiles to SIMD, and `erf` is Abramowitz
-//! & Stegun's formula 7.1.26, which needs only that same exponential.
+//! burn-flex evaluates these element by element through libm's `expf`/`erff`: in perf, 9 % of
+//! the W4 transformer step (GELU's `erf` in the MLPs, the `exp` of every attention softmax) and 9 %
+//! of DRAW's (the gates' sigmoids). Here `exp` is Cody–Waite range reduction plus a polynomial in
+//! branch-free f32 arithmetic, and `erf` is Abramowitz & Stegun's formula 7.1.26, which needs only
+//! that same exponential (one `exp` per GELU element and gradient instead of `erff` + `expf`).
+//! Measured on the session's EPYC over an L1-resident slice: 1.4 ns per `exp` against libm's 2.7,
+//! GELU 3.2 ns. LLVM does not vectorise these loops on the x86-64 baseline the crate is built
+//! for (the gain is the cheaper scalar code); a runtime-dispatched AVX-512 path is the next step.
 //!
 //! Accuracy (checked against f64 in the unit tests below): `exp` within 3 ulp over its range,
 //! `erf` within 1.5·10⁻⁷ absolute (the formula's own bound), so GELU and its gradient are within
@@ -26,28 +28,23 @@ const ROUNDER: f32 = 12_582_912.0;
 
 /// `eˣ` in f32: `x = n·ln 2 + r` with `|r| ≤ ln 2 / 2`, `eʳ` by a degree-6 polynomial, and `2ⁿ`
 /// assembled in the exponent bits (in two halves, so that results down to the subnormals are
-/// right).
+/// right). `n` is read from the bits of the rounding sum, with no float-to-int conversion.
 #[inline(always)]
 pub(crate) fn exp_f32(x: f32) -> f32 {
     // Past these, eˣ is ∞ or 0 in f32; clamping keeps n in range and the arithmetic finite.
     let clamped = x.clamp(-104.0, 88.8);
-    // Round to nearest by adding and removing 1.5·2²³ (exact for |v| < 2²²): `f32::round` is a
-    // libm call on the x86-64 baseline this crate compiles for, and would stop vectorisation.
-    let n = (clamped * core::f32::consts::LOG2_E + ROUNDER) - ROUNDER;
+    // Round to nearest by adding 1.5·2²³: the integer part lands in the low mantissa bits.
+    let v = clamped * core::f32::consts::LOG2_E + ROUNDER;
+    let n = v - ROUNDER;
+    let ni = (v.to_bits() as i32).wrapping_sub(ROUNDER.to_bits() as i32);
     let r = clamped - n * LN2_HI - n * LN2_LO;
     // Taylor coefficients up to r⁶/6!: on |r| ≤ 0.347 the truncation error is below 2⁻²⁴.
     let p = 1.0 + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0))))));
-    let n = n as i32;
-    let half = n / 2;
+    let half = ni >> 1;
     let scale = |k: i32| f32::from_bits(((k + 127) as u32) << 23);
-    let y = p * scale(half) * scale(n - half);
-    if x > 88.8 {
-        f32::INFINITY
-    } else if x.is_nan() {
-        x
-    } else {
-        y
-    }
+    let y = p * scale(half) * scale(ni - half);
+    let y = if x > 88.8 { f32::INFINITY } else { y };
+    if x.is_nan() { x } else { y }
 }
 
 /// `erf(x)` by Abramowitz & Stegun 7.1.26 (absolute error ≤ 1.5·10⁻⁷), given `e = exp(−x²)`.
