@@ -716,14 +716,24 @@ restart_threshold = 0.5
 
 /// A float32 `.npy` of `values` shaped `shape`, as `kiln sample --out x.npy` and NumPy write it.
 fn write_npy(path: &Path, shape: &[usize], values: &[f32]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_bytes(path, "<f4", shape, &bytes);
+}
+
+fn write_npy_i64(path: &Path, values: &[i64]) {
+    let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+    write_npy_bytes(path, "<i8", &[values.len()], &bytes);
+}
+
+fn write_npy_bytes(path: &Path, descr: &str, shape: &[usize], values: &[u8]) {
     let dims: String = shape.iter().map(|d| format!("{d}, ")).collect();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
     header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
     header.push('\n');
     let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
     bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
     bytes.extend_from_slice(header.as_bytes());
-    bytes.extend(values.iter().flat_map(|v| v.to_le_bytes()));
+    bytes.extend_from_slice(values);
     std::fs::write(path, bytes).unwrap();
 }
 
@@ -764,6 +774,24 @@ fn eval_scores_a_sample_file_or_folder_against_a_data_set() {
     assert_eq!((h.len(), h.iter().sum::<u64>()), (10, 300), "{h:?}");
     assert!(h.iter().all(|&c| c >= 10), "{h:?}");
     assert!(histogram(&z).iter().filter(|&&c| c > 0).count() < 10, "{z}");
+    // --labels: the class each sample was drawn for. The digits' own labels agree with the
+    // classifier; labels shifted by one class do not.
+    assert!(r["model"].get("class_accuracy").is_none(), "{r}");
+    let with_labels = |labels: Vec<i64>, name: &str| {
+        let path = out.join(format!("{name}.npy"));
+        write_npy_i64(&path, &labels);
+        let args = ["--samples", s(&real_npy), "--data", s(&data), "--real-n", "300", "--labels", s(&path)];
+        score(&args, &out.join(format!("{name}.json")))["model"]["class_accuracy"].as_f64().unwrap()
+    };
+    let truth: Vec<i64> = test.labels[..n].iter().map(|&l| i64::from(l)).collect();
+    let right = with_labels(truth.clone(), "labels");
+    let wrong = with_labels(truth.iter().map(|l| (l + 1) % 10).collect(), "shifted");
+    assert!(right > 0.9 && wrong < 0.2, "true labels {right}, shifted {wrong}");
+    write_npy_i64(&out.join("short.npy"), &truth[..10]);
+    fails_with(
+        &kiln(&["eval", "--samples", s(&real_npy), "--data", s(&data), "--labels", s(&out.join("short.npy"))]),
+        "short.npy: 10 labels for 300 scored samples",
+    );
 
     // A folder of grey PNGs holding the same first 60 digits scores exactly as the .npy of them.
     let (few, folder) = (60, out.join("pngs"));

@@ -233,7 +233,7 @@ fn json_lines(cmd: &mut Command, what: &str) -> Result<Vec<Value>> {
 
 /// The Python that runs the PyTorch side: `--python`, else `target/pytorch-venv`, created with
 /// `python3 -m venv` and `pip install torch numpy` from PyPI when missing.
-fn ensure_venv(python: Option<&Path>) -> Result<PathBuf> {
+pub(crate) fn ensure_venv(python: Option<&Path>) -> Result<PathBuf> {
     if let Some(p) = python {
         return Ok(p.to_path_buf());
     }
@@ -307,7 +307,7 @@ pub(crate) fn utc_now() -> String {
 }
 
 /// Median, minimum and maximum.
-fn spread(values: &[f64]) -> Option<[f64; 3]> {
+pub(crate) fn spread(values: &[f64]) -> Option<[f64; 3]> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;

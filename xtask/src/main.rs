@@ -8,6 +8,8 @@
 //! - `cargo xtask features [mnist|emoji32]` — trains kiln's own feature networks for `kiln eval`.
 //! - `cargo xtask experiment <name>` — trains, evaluates and records a run; `cargo xtask report`
 //!   turns the newest runs into the README's results table.
+//! - `cargo xtask quality [--compare]` — the MNIST generators over several seeds, beside PyTorch
+//!   peers trained for the same wall-clock, all scored by `kiln eval --samples`.
 
 mod bench;
 mod ci;
@@ -16,6 +18,7 @@ mod emoji;
 mod experiment;
 mod features;
 mod gpu;
+mod quality;
 
 use std::path::PathBuf;
 
@@ -37,6 +40,7 @@ fn main() -> Result<()> {
         ["gpu-check", rest @ ..] => gpu::run_gpu_check(rest),
         ["experiment", rest @ ..] => experiment::run_experiment(rest),
         ["report", rest @ ..] => experiment::report(rest),
+        ["quality", rest @ ..] => quality::run_quality(rest),
         _ => {
             eprintln!("{USAGE}");
             bail!("unknown or missing task: {:?}", args)
@@ -58,7 +62,10 @@ const USAGE: &str = "usage: cargo xtask <task>\n\n\
      gpu-check                kiln + kiln-bench with CUDA → target/gpu-check/bin.tar.xz for xtask/gpu/run.sh\n  \
      experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
        train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
-     report                   the newest run of each experiment → README's results table";
+     report                   the newest run of each experiment → README's results table\n  \
+     quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist] [--n 2250] [--steps N]\n    \
+       [--threads 2] [--python PATH] [--readme]\n    \
+       kiln's MNIST generators per seed; --compare: PyTorch peers at the same wall-clock, one table";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {

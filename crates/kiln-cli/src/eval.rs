@@ -45,6 +45,11 @@ pub struct Eval {
     /// PNGs would be.
     #[arg(long)]
     pub samples: Option<PathBuf>,
+    /// With --samples from a conditional model: the class each sample was drawn for, a .npy of
+    /// integers [N] (int64, int32 or uint8). Adds `class_accuracy`: how often the extractor's
+    /// classifier names the class asked for (kiln's own extractor only).
+    #[arg(long, requires = "samples")]
+    pub labels: Option<PathBuf>,
     /// The real images to score --samples against, when no --checkpoint names a run: a data
     /// directory in --data-format.
     #[arg(long, requires = "samples", conflicts_with = "checkpoint")]
@@ -338,9 +343,28 @@ impl Job for Eval {
             (None, None) => bail!("internal: neither a model nor samples to score"),
         };
         let mut model_scores = compare(&reference, &fakes, dim, classes, self.seed)?;
-        if k > 0 && k == classes && matches!(net, Extractor::Own(_)) {
-            // A conditional model asked for class i % k: how often does the classifier agree?
-            let hits = fakes.predicted.iter().enumerate().filter(|&(i, &p)| p == i % k).count();
+        // The class each sample was asked to be: i % k for a conditional model's samples, the
+        // --labels file's for a sample set. How often does the classifier agree?
+        let asked: Option<Vec<usize>> = match &self.labels {
+            Some(path) => {
+                ensure!(
+                    matches!(net, Extractor::Own(_)),
+                    "--labels: class accuracy needs kiln's own extractor for the data (its classes are the data's)"
+                );
+                let labels = read_npy_labels(path, classes)?;
+                ensure!(
+                    labels.len() >= n,
+                    "--labels {}: {} labels for {n} scored samples",
+                    path.display(),
+                    labels.len()
+                );
+                Some(labels)
+            }
+            None if k > 0 && k == classes && matches!(net, Extractor::Own(_)) => Some((0..n).map(|i| i % k).collect()),
+            None => None,
+        };
+        if let Some(asked) = asked {
+            let hits = fakes.predicted.iter().zip(&asked).filter(|&(p, a)| p == a).count();
             model_scores["class_accuracy"] = json!(hits as f64 / n as f64);
         }
         let floor_scores = compare(&reference, &floor, dim, classes, self.seed)?;
@@ -439,61 +463,113 @@ fn to_grey(set: &ImageSet) -> ImageSet {
     ImageSet { pixels, labels: set.labels.clone(), len: set.len, channels: 1, height: set.height, width: set.width }
 }
 
-/// A NumPy `.npy` (format 1.x or 2.x) of little-endian float32 in C order, shaped `[N, C, H, W]`
-/// with values in `[0, 1]`, as 8-bit images (`round(255 · v)`). Anything else — another dtype,
-/// Fortran order, a value outside `[0, 1]` or not a number, a short file — is refused, naming
-/// the file and what was found.
+/// A NumPy `.npy` (format 1.x or 2.x) in C order, split into its dtype (`descr`, e.g. `'<f4'`),
+/// its shape and the bytes of its values, which must be exactly what dtype and shape call for.
+/// `what` names the file in every error (`--samples x.npy`).
+struct Npy<'a> {
+    descr: String,
+    dims: Vec<usize>,
+    data: &'a [u8],
+}
+
+impl<'a> Npy<'a> {
+    fn parse(bytes: &'a [u8], what: &str) -> Result<Self> {
+        let bad = |why: String| anyhow!("{what}: {why}");
+        ensure!(bytes.starts_with(b"\x93NUMPY") && bytes.len() >= 10, bad("not a .npy file (no NumPy magic)".into()));
+        let (header_len, start) = match bytes[6] {
+            1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+            2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
+            v => bail!(bad(format!(".npy format version {v} is not one kiln reads"))),
+        };
+        let header = bytes.get(start..start + header_len).ok_or_else(|| bad("the header runs past the end".into()))?;
+        let header = std::str::from_utf8(header).map_err(|_| bad("the header is not text".into()))?;
+        let field = |key: &str| {
+            let at = header.find(&format!("'{key}'"))?;
+            let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
+            Some(rest.to_string())
+        };
+        let descr = field("descr").ok_or_else(|| bad("the header has no 'descr'".into()))?;
+        let descr = descr.split(',').next().unwrap_or_default().trim().to_string();
+        let fortran = field("fortran_order").ok_or_else(|| bad("the header has no 'fortran_order'".into()))?;
+        ensure!(fortran.starts_with("False"), bad("Fortran-ordered arrays are not read; save in C order".into()));
+        let shape = field("shape").ok_or_else(|| bad("the header has no 'shape'".into()))?;
+        let inside =
+            shape.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| bad("unreadable shape".into()))?;
+        let dims: Vec<usize> = inside
+            .split(',')
+            .map(str::trim)
+            .filter(|d| !d.is_empty())
+            .map(|d| d.parse().map_err(|_| bad(format!("shape ({inside}) is not a list of sizes"))))
+            .collect::<Result<_>>()?;
+        let width = match descr.as_str() {
+            "'<f4'" | "'float32'" | "'<i4'" | "'int32'" => 4,
+            "'<i8'" | "'int64'" => 8,
+            "'|u1'" | "'uint8'" => 1,
+            other => bail!(bad(format!("dtype {other} is not one kiln reads"))),
+        };
+        let count = dims.iter().try_fold(1usize, |a, &d| a.checked_mul(d));
+        let bytes_needed = count.and_then(|c| c.checked_mul(width));
+        let bytes_needed = bytes_needed.ok_or_else(|| bad(format!("shape ({inside}) is too large")))?;
+        let data = &bytes[start + header_len..];
+        ensure!(
+            data.len() == bytes_needed,
+            bad(format!("shape ({inside}) needs {bytes_needed} bytes of values; the file holds {}", data.len()))
+        );
+        Ok(Self { descr, dims, data })
+    }
+}
+
+/// A `.npy` of little-endian float32 shaped `[N, C, H, W]` with values in `[0, 1]`, as 8-bit
+/// images (`round(255 · v)`). Anything else — another dtype, Fortran order, a value outside
+/// `[0, 1]` or not a number, a short file — is refused, naming the file and what was found.
 fn read_npy_images(path: &Path) -> Result<ImageSet> {
     let bytes = std::fs::read(path).with_context(|| format!("--samples {}: cannot read", path.display()))?;
-    let bad = |why: String| anyhow!("--samples {}: {why}", path.display());
-    ensure!(bytes.starts_with(b"\x93NUMPY") && bytes.len() >= 10, bad("not a .npy file (no NumPy magic)".into()));
-    let (header_len, start) = match bytes[6] {
-        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
-        2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        v => bail!(bad(format!(".npy format version {v} is not one kiln reads"))),
-    };
-    let header = bytes.get(start..start + header_len).ok_or_else(|| bad("the header runs past the end".into()))?;
-    let header = std::str::from_utf8(header).map_err(|_| bad("the header is not text".into()))?;
-    let field = |key: &str| {
-        let at = header.find(&format!("'{key}'"))?;
-        let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?.trim_start();
-        Some(rest.to_string())
-    };
-    let descr = field("descr").ok_or_else(|| bad("the header has no 'descr'".into()))?;
+    let what = format!("--samples {}", path.display());
+    let npy = Npy::parse(&bytes, &what)?;
     ensure!(
-        descr.starts_with("'<f4'") || descr.starts_with("'float32'"),
-        bad(format!("dtype {} : kiln reads little-endian float32 ('<f4')", descr.split(',').next().unwrap_or("?")))
+        matches!(npy.descr.as_str(), "'<f4'" | "'float32'"),
+        "{what}: dtype {}: kiln reads little-endian float32 ('<f4')",
+        npy.descr
     );
-    let fortran = field("fortran_order").ok_or_else(|| bad("the header has no 'fortran_order'".into()))?;
-    ensure!(fortran.starts_with("False"), bad("Fortran-ordered arrays are not read; save in C order".into()));
-    let shape = field("shape").ok_or_else(|| bad("the header has no 'shape'".into()))?;
-    let inside =
-        shape.strip_prefix('(').and_then(|r| r.split(')').next()).ok_or_else(|| bad("unreadable shape".into()))?;
-    let dims: Vec<usize> = inside
-        .split(',')
-        .map(str::trim)
-        .filter(|d| !d.is_empty())
-        .map(|d| d.parse().map_err(|_| bad(format!("shape ({inside}) is not a list of sizes"))))
-        .collect::<Result<_>>()?;
-    let [len, channels, height, width] = dims[..] else {
-        bail!(bad(format!("shape ({inside}): kiln scores [N, C, H, W] arrays")))
+    let [len, channels, height, width] = npy.dims[..] else {
+        bail!("{what}: shape {:?}: kiln scores [N, C, H, W] arrays", npy.dims)
     };
-    let count = [len, channels, height, width].iter().try_fold(1usize, |a, &d| a.checked_mul(d));
-    let count = count.ok_or_else(|| bad(format!("shape ({inside}) is too large")))?;
-    let data = &bytes[start + header_len..];
-    ensure!(
-        data.len() == count * 4,
-        bad(format!("shape ({inside}) needs {} bytes of values; the file holds {}", count * 4, data.len()))
-    );
-    let mut pixels = Vec::with_capacity(count);
-    for (i, v) in data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).enumerate() {
+    let mut pixels = Vec::with_capacity(npy.data.len() / 4);
+    for (i, v) in npy.data.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).enumerate() {
         ensure!(
             (0.0..=1.0).contains(&v),
-            bad(format!("value {v} at flat index {i} is outside [0, 1] (kiln sample writes [0, 1])"))
+            "{what}: value {v} at flat index {i} is outside [0, 1] (kiln sample writes [0, 1])"
         );
         pixels.push((v * 255.0).round() as u8);
     }
     Ok(ImageSet { pixels, labels: Vec::new(), len, channels, height, width })
+}
+
+/// The classes a set of samples was drawn for: a `.npy` of integers shaped `[N]` (int64, int32 or
+/// uint8, little-endian), each in `0..classes`.
+fn read_npy_labels(path: &Path, classes: usize) -> Result<Vec<usize>> {
+    let bytes = std::fs::read(path).with_context(|| format!("--labels {}: cannot read", path.display()))?;
+    let what = format!("--labels {}", path.display());
+    let npy = Npy::parse(&bytes, &what)?;
+    ensure!(npy.dims.len() == 1, "{what}: shape {:?}: labels are one integer per sample, shaped [N]", npy.dims);
+    let values: Vec<i64> = match npy.descr.as_str() {
+        "'<i8'" | "'int64'" => {
+            npy.data.chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap_or_default())).collect()
+        }
+        "'<i4'" | "'int32'" => {
+            npy.data.chunks_exact(4).map(|b| i64::from(i32::from_le_bytes(b.try_into().unwrap_or_default()))).collect()
+        }
+        "'|u1'" | "'uint8'" => npy.data.iter().map(|&b| i64::from(b)).collect(),
+        other => bail!("{what}: dtype {other}: labels are integers (int64, int32 or uint8)"),
+    };
+    values
+        .iter()
+        .enumerate()
+        .map(|(i, &v)| match usize::try_from(v) {
+            Ok(class) if class < classes => Ok(class),
+            _ => bail!("{what}: label {v} at index {i} is not a class of the extractor (0..{classes})"),
+        })
+        .collect()
 }
 
 fn extract_real<B: Backend>(
@@ -646,6 +722,21 @@ mod tests {
         assert!(err("f8.npy", f8, &[0.0; 8], [1, 1, 2]).contains("'<f8'"));
         let rank3 = "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 1, 2), }\n";
         assert!(err("rank3.npy", rank3, &[0.0; 4], [1, 1, 2]).contains("[N, C, H, W]"));
+        // Labels: integers [N] within the extractor's classes.
+        let labels = dir.join("labels.npy");
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        let head = "{'descr': '<i8', 'fortran_order': False, 'shape': (3,), }\n";
+        bytes.extend((head.len() as u16).to_le_bytes());
+        bytes.extend(head.as_bytes());
+        for v in [0i64, 9, 3] {
+            bytes.extend(v.to_le_bytes());
+        }
+        std::fs::write(&labels, &bytes).unwrap();
+        assert_eq!(read_npy_labels(&labels, 10).unwrap(), vec![0, 9, 3]);
+        let e = read_npy_labels(&labels, 5).unwrap_err().to_string();
+        assert!(e.contains("labels.npy") && e.contains("label 9 at index 1"), "{e}");
+        let e = read_npy_labels(&good, 10).unwrap_err().to_string();
+        assert!(e.contains("good.npy") && e.contains("shaped [N]"), "{e}");
         std::fs::write(dir.join("text.npy"), "hello").unwrap();
         assert!(load_samples(&dir.join("text.npy"), [1, 1, 2]).unwrap_err().to_string().contains("no NumPy magic"));
         std::fs::remove_dir_all(&dir).unwrap();

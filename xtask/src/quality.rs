@@ -1,0 +1,384 @@
+//! `cargo xtask quality [--compare]`: kiln's MNIST generators at their default budgets, scored
+//! by `kiln eval`, beside PyTorch peers trained for the same wall-clock (issue 19).
+//!
+//! ```text
+//! cargo xtask quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist]
+//!                     [--n 2250] [--steps N] [--threads 2] [--python PATH] [--readme]
+//! ```
+//! For every seed and experiment, in turn: kiln trains the experiment (its own budget, or
+//! `--steps`) with that seed; with `--compare` the peer of `xtask/quality/peers.py` then trains for
+//! the seconds kiln's run took, on the same data and threads. Each side writes `--n` samples as
+//! `.npy`, and one `kiln eval --samples` scores both against the same real half with kiln's MNIST
+//! extractor, so the figures differ only by the models. kiln and its peer run back to back, so a
+//! drift in the machine's speed reaches both alike; nothing else should run meanwhile.
+//!
+//! Everything lands in `target/quality/<UTC time>-<git rev>/`: the runs, the samples, each score's
+//! JSON, `results.jsonl` and `report.md` (kiln vs peer per seed, the FID ratio, the median over
+//! seeds). `--readme` puts the report between the README's `quality` markers.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+
+use crate::bench::{ensure_venv, git_revision, machine, spread, utc_now};
+use crate::{root, run};
+
+const README_START: &str = "<!-- quality:start (written by `cargo xtask quality --compare --readme`) -->";
+const README_END: &str = "<!-- quality:end -->";
+
+/// The experiments with a PyTorch peer in `xtask/quality/peers.py`, and whether each is
+/// class-conditional (its samples cycle through the ten classes, and class accuracy is scored).
+const PEERS: &[(&str, bool)] = &[("vae-mnist", false), ("dcgan-mnist", false), ("cgan-mnist", true)];
+
+/// The issue's bar: kiln's FID at most this fraction of its peer's.
+const FID_RATIO_GOAL: f64 = 0.7;
+
+#[derive(Debug)]
+struct Options {
+    compare: bool,
+    seeds: Vec<u64>,
+    only: Vec<String>,
+    n: usize,
+    steps: Option<usize>,
+    threads: usize,
+    python: Option<PathBuf>,
+    readme: bool,
+}
+
+fn parse(args: &[&str]) -> Result<Options> {
+    let mut o = Options {
+        compare: false,
+        seeds: vec![42, 43, 44],
+        only: PEERS.iter().map(|(n, _)| n.to_string()).collect(),
+        n: 2250,
+        steps: None,
+        threads: 2,
+        python: None,
+        readme: false,
+    };
+    let mut it = args.iter();
+    while let Some(&arg) = it.next() {
+        let mut value = |flag: &str| it.next().copied().with_context(|| format!("quality: {flag} needs a value"));
+        match arg {
+            "--compare" => o.compare = true,
+            "--readme" => o.readme = true,
+            "--seeds" => {
+                let v = value("--seeds")?;
+                o.seeds = v.split(',').map(|s| s.trim().parse()).collect::<Result<_, _>>().with_context(|| {
+                    format!("quality: --seeds {v}: a comma-separated list of integers, e.g. 42,43,44")
+                })?;
+            }
+            "--only" => {
+                let v = value("--only")?;
+                o.only = v.split(',').map(|s| s.trim().to_string()).collect();
+                for name in &o.only {
+                    ensure!(
+                        PEERS.iter().any(|(p, _)| p == name),
+                        "quality: --only {name}: no PyTorch peer for it (have: {})",
+                        PEERS.iter().map(|(p, _)| *p).collect::<Vec<_>>().join(", ")
+                    );
+                }
+            }
+            "--n" => o.n = value("--n")?.parse().context("quality: --n takes a count")?,
+            "--steps" => o.steps = Some(value("--steps")?.parse().context("quality: --steps takes a count")?),
+            "--threads" => o.threads = value("--threads")?.parse().context("quality: --threads takes a count")?,
+            "--python" => o.python = Some(PathBuf::from(value("--python")?)),
+            other => bail!("quality: unknown option {other}"),
+        }
+    }
+    ensure!(!o.seeds.is_empty(), "quality: --seeds names no seed");
+    ensure!(o.n >= 20, "quality: --n {}: kiln eval needs at least 20 samples", o.n);
+    ensure!(!o.readme || o.compare, "quality: --readme writes the kiln-vs-peer table; it needs --compare");
+    Ok(o)
+}
+
+pub fn run_quality(args: &[&str]) -> Result<()> {
+    let o = parse(args)?;
+    let python = if o.compare { Some(ensure_venv(o.python.as_deref())?) } else { None };
+    run("cargo", &["build", "--release", "--quiet", "-p", "kiln-cli"])?;
+    let stamp = format!("{}-{}", utc_now().replace([':', '-'], ""), git_revision());
+    let out = root().join("target/quality").join(&stamp);
+    std::fs::create_dir_all(&out).with_context(|| format!("{}: cannot create", out.display()))?;
+    // One binary for the whole comparison, whatever is rebuilt meanwhile.
+    let kiln = out.join("kiln");
+    std::fs::copy(root().join("target/release/kiln"), &kiln).context("copying target/release/kiln")?;
+    let header = json!({
+        "started": utc_now(), "git": git_revision(), "machine": machine(), "threads": o.threads,
+        "n": o.n, "steps": o.steps, "seeds": o.seeds,
+    });
+    std::fs::write(out.join("machine.json"), serde_json::to_string_pretty(&header)?)?;
+    let mut records = Vec::new();
+    for &seed in &o.seeds {
+        for name in &o.only {
+            let conditional = PEERS.iter().any(|(p, c)| p == name && *c);
+            let dir = out.join(name).join(format!("seed-{seed}"));
+            let kiln_record = kiln_side(&o, &kiln, name, seed, conditional, &dir)?;
+            append(&out, &kiln_record)?;
+            records.push(kiln_record.clone());
+            if let Some(python) = &python {
+                let seconds = kiln_record["train_s"].as_f64().context("kiln's run has no wall time")?;
+                let peer = peer_side(&o, &kiln, python, name, seed, seconds, conditional, &dir)?;
+                append(&out, &peer)?;
+                records.push(peer);
+            }
+        }
+    }
+    let report = render(&records, &header, o.compare);
+    std::fs::write(out.join("report.md"), &report)?;
+    println!("{report}");
+    eprintln!("quality: everything is in {}", out.display());
+    if o.readme {
+        crate::write_readme_section(README_START, README_END, report.trim_end())?;
+        eprintln!("quality: table written to README.md");
+    }
+    Ok(())
+}
+
+/// kiln's side: train, draw `n` samples, score them.
+fn kiln_side(o: &Options, kiln: &Path, name: &str, seed: u64, conditional: bool, dir: &Path) -> Result<Value> {
+    let run_dir = dir.join("kiln");
+    let exp = root().join("experiments").join(format!("{name}.toml"));
+    let (seed_s, threads) = (seed.to_string(), o.threads.to_string());
+    let mut train = vec!["--threads", &threads, "train", path(&exp), "--seed", &seed_s, "--out", path(&run_dir)];
+    train.push("--quiet");
+    let steps = o.steps.map(|s| s.to_string());
+    if let Some(steps) = &steps {
+        train.extend(["--steps", steps]);
+    }
+    exec(kiln, &train)?;
+    let summary = read_json(&run_dir.join("summary.json"))?;
+    let samples = dir.join("kiln-samples.npy");
+    let n = o.n.to_string();
+    exec(kiln, &["--threads", &threads, "sample", "--checkpoint", path(&run_dir), "--n", &n, "--out", path(&samples)])?;
+    // `kiln sample` draws class i % 10 for sample i of a conditional model.
+    let labels = conditional.then(|| dir.join("kiln-samples.labels.npy"));
+    if let Some(labels) = &labels {
+        write_labels(labels, o.n)?;
+    }
+    let score = score(o, kiln, &samples, labels.as_deref())?;
+    Ok(json!({
+        "impl": "kiln", "experiment": name, "seed": seed, "steps": summary["steps"],
+        "train_s": summary["wall_s"], "img_per_s": summary["examples_per_s"],
+        "run": run_dir.display().to_string(), "samples": samples.display().to_string(), "score": score,
+    }))
+}
+
+/// The peer's side: train for kiln's seconds, write `n` samples (and their classes), score them.
+#[allow(clippy::too_many_arguments)]
+fn peer_side(
+    o: &Options,
+    kiln: &Path,
+    python: &Path,
+    name: &str,
+    seed: u64,
+    seconds: f64,
+    conditional: bool,
+    dir: &Path,
+) -> Result<Value> {
+    let samples = dir.join("peer-samples.npy");
+    let script = root().join("xtask/quality/peers.py");
+    let (seconds_s, seed_s, threads, n) =
+        (format!("{seconds:.3}"), seed.to_string(), o.threads.to_string(), o.n.to_string());
+    let args = [
+        path(&script),
+        name,
+        "--seconds",
+        &seconds_s,
+        "--seed",
+        &seed_s,
+        "--threads",
+        &threads,
+        "--n",
+        &n,
+        "--out",
+        path(&samples),
+    ];
+    let stdout = exec(python, &args)?;
+    let line = stdout.lines().rev().find(|l| l.trim_start().starts_with('{')).context("peers.py printed no JSON")?;
+    let mut record: Value = serde_json::from_str(line).with_context(|| format!("peers.py printed {line}"))?;
+    let labels = conditional.then(|| dir.join("peer-samples.labels.npy"));
+    record["experiment"] = json!(name);
+    record["score"] = score(o, kiln, &samples, labels.as_deref())?;
+    Ok(record)
+}
+
+/// `kiln eval --samples` against the bundled MNIST sample with kiln's extractor: the model's
+/// scores and the real floor.
+fn score(o: &Options, kiln: &Path, samples: &Path, labels: Option<&Path>) -> Result<Value> {
+    let json_path = samples.with_extension("eval.json");
+    let data = root().join("datasets/mnist-sample");
+    let threads = o.threads.to_string();
+    let mut args = vec!["--threads", &threads, "eval", "--samples", path(samples), "--data", path(&data)];
+    args.extend(["--out", path(&json_path)]);
+    if let Some(labels) = labels {
+        args.extend(["--labels", path(labels)]);
+    }
+    exec(kiln, &args)?;
+    let eval = read_json(&json_path)?;
+    Ok(json!({ "model": eval["model"], "real_floor_fid": eval["real_floor"]["fid"] }))
+}
+
+/// Class i % 10 for sample i, as a `.npy` of int64: what `kiln sample` drew.
+fn write_labels(path: &Path, n: usize) -> Result<()> {
+    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({n},), }}");
+    header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend((0..n as i64).flat_map(|i| (i % 10).to_le_bytes()));
+    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
+}
+
+/// Runs a program in the workspace root with stderr passed through; returns its stdout.
+fn exec(program: &Path, args: &[&str]) -> Result<String> {
+    eprintln!("$ {} {}", program.display(), args.join(" "));
+    let out = Command::new(program)
+        .args(args)
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("could not start {}", program.display()))?;
+    ensure!(out.status.success(), "`{} {}` failed with {}", program.display(), args.join(" "), out.status);
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap_or_default()
+}
+
+fn read_json(path: &Path) -> Result<Value> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+fn append(out: &Path, record: &Value) -> Result<()> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new().create(true).append(true).open(out.join("results.jsonl"))?;
+    writeln!(file, "{record}")?;
+    Ok(())
+}
+
+/// The Markdown report: one table row per experiment and seed (kiln, and its peer when run),
+/// then per experiment the median FID ratio over seeds against the goal.
+fn render(records: &[Value], header: &Value, compare: bool) -> String {
+    let f = |v: &Value, digits: usize| v.as_f64().map_or("—".into(), |x| format!("{x:.digits$}"));
+    let pct = |v: &Value| v.as_f64().map_or("—".into(), |x| format!("{:.1} %", 100.0 * x));
+    let histogram = |v: &Value| {
+        v.as_array().map_or("—".into(), |a| a.iter().map(|c| c.to_string()).collect::<Vec<_>>().join(" "))
+    };
+    let mut lines = vec![
+        format!(
+            "kiln against PyTorch peers at the same wall-clock (`cargo xtask quality --compare`, git {}, {}, {} \
+             threads, {} samples each scored by `kiln eval --samples` with kiln's MNIST extractor against 2,250 \
+             training digits; real floor FID ≈ {}).\n",
+            header["git"].as_str().unwrap_or("?"),
+            header["machine"]["cpu"].as_str().unwrap_or("?"),
+            header["threads"],
+            header["n"],
+            records.first().map_or("—".into(), |r| f(&r["score"]["real_floor_fid"], 2)),
+        ),
+        "| experiment | seed | side | steps | train s | img/s | FID | KID | IS | precision | recall | class acc | classes of the samples (0…9) |".into(),
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+    ];
+    for r in records {
+        let m = &r["score"]["model"];
+        let side = if r["impl"] == "kiln" { "kiln".to_string() } else { "PyTorch peer".to_string() };
+        lines.push(format!(
+            "| {} | {} | {side} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
+            r["experiment"].as_str().unwrap_or("?"),
+            r["seed"],
+            r["steps"],
+            f(&r["train_s"], 1),
+            f(&r["img_per_s"], 0),
+            f(&m["fid"], 2),
+            f(&m["kid"], 2),
+            f(&m["inception_score"], 2),
+            f(&m["precision"], 2),
+            f(&m["recall"], 2),
+            pct(&m["class_accuracy"]),
+            histogram(&m["class_histogram"]),
+        ));
+    }
+    if compare {
+        lines.push(String::new());
+        lines.push(format!(
+            "| experiment | kiln FID / peer FID, per seed | median | goal ≤ {FID_RATIO_GOAL} | kiln class accuracy |"
+        ));
+        lines.push("|---|---|---|---|---|".into());
+        let mut names: Vec<&str> = records.iter().filter_map(|r| r["experiment"].as_str()).collect();
+        names.dedup();
+        names.sort_unstable();
+        names.dedup();
+        for name in names {
+            let fid = |side: &str, seed: &Value| {
+                records
+                    .iter()
+                    .find(|r| {
+                        r["experiment"] == name && r["seed"] == *seed && (r["impl"] == "kiln") == (side == "kiln")
+                    })
+                    .and_then(|r| r["score"]["model"]["fid"].as_f64())
+            };
+            let seeds: Vec<&Value> =
+                records.iter().filter(|r| r["experiment"] == name && r["impl"] == "kiln").map(|r| &r["seed"]).collect();
+            let ratios: Vec<f64> = seeds.iter().filter_map(|s| Some(fid("kiln", s)? / fid("peer", s)?)).collect();
+            let accuracy = |side: &str, seed: &Value| {
+                records
+                    .iter()
+                    .find(|r| {
+                        r["experiment"] == name && r["seed"] == *seed && (r["impl"] == "kiln") == (side == "kiln")
+                    })
+                    .and_then(|r| r["score"]["model"]["class_accuracy"].as_f64())
+                    .map_or("—".to_string(), |a| format!("{:.1} %", 100.0 * a))
+            };
+            let accuracies: Vec<String> = seeds
+                .iter()
+                .filter(|s| fid("kiln", s).is_some())
+                .map(|s| format!("{} / {}", accuracy("kiln", s), accuracy("peer", s)))
+                .filter(|a| a != "— / —")
+                .collect();
+            let per_seed: Vec<String> = ratios.iter().map(|x| format!("{x:.2}")).collect();
+            let (median, verdict) = match spread(&ratios) {
+                Some([m, _, hi]) => (format!("{m:.2}"), if hi <= FID_RATIO_GOAL { "met" } else { "not met" }),
+                None => ("—".into(), "—"),
+            };
+            let accuracies = if accuracies.is_empty() { "—".into() } else { accuracies.join(", ") };
+            lines.push(format!("| {name} | {} | {median} | {verdict} | {accuracies} |", per_seed.join(", ")));
+        }
+    }
+    lines.join("\n") + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_default_to_three_seeds_and_every_peer() {
+        let o = parse(&["--compare"]).unwrap();
+        assert_eq!(o.seeds, [42, 43, 44]);
+        assert_eq!(o.only, ["vae-mnist", "dcgan-mnist", "cgan-mnist"]);
+        assert!(parse(&["--only", "ddpm-mnist"]).unwrap_err().to_string().contains("no PyTorch peer"));
+        assert!(parse(&["--seeds", "4x"]).is_err());
+        assert!(parse(&["--readme"]).unwrap_err().to_string().contains("needs --compare"));
+    }
+
+    #[test]
+    fn the_report_pairs_kiln_and_peer_by_seed() {
+        let rec = |side: &str, seed: u64, fid: f64| {
+            json!({ "impl": side, "experiment": "dcgan-mnist", "seed": seed, "steps": 10, "train_s": 1.0,
+                    "img_per_s": 64.0, "score": { "model": { "fid": fid }, "real_floor_fid": 1.05 } })
+        };
+        let records = [rec("kiln", 42, 6.0), rec("pytorch", 42, 10.0), rec("kiln", 43, 8.0), rec("pytorch", 43, 10.0)];
+        let header = json!({ "git": "abc", "machine": { "cpu": "cpu" }, "threads": 2, "n": 100 });
+        let report = render(&records, &header, true);
+        assert!(report.contains("| dcgan-mnist | 0.60, 0.80 | 0.70 | not met | — |"), "{report}");
+        let mut conditional = records.clone();
+        conditional[0]["score"]["model"]["class_accuracy"] = json!(0.955);
+        let report = render(&conditional, &header, true);
+        assert!(report.contains("| not met | 95.5 % / — |"), "{report}");
+    }
+}
