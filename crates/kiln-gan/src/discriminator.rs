@@ -114,6 +114,42 @@ impl<B: Backend> Discriminator<B> {
     /// [`Discriminator::forward`] with the class as a float code `[N, K]`.
     pub fn forward_code(&self, images: Tensor<B, 4>, code: Option<&Tensor<B, 2>>) -> Tensor<B, 1> {
         let n = images.dims()[0];
+        let h = self.features(images); // [N, C, s₀, s₀]
+        let logit = self.output.forward(h.clone()).reshape([n]); // [N]
+        match (&self.projection, code) {
+            (Some(embed), Some(code)) => {
+                let c = h.dims()[1];
+                let pooled: Tensor<B, 2> = h.sum_dim(3).sum_dim(2).reshape([n, c]); // [N, C]
+                let class = code.clone().matmul(embed.val()); // [N, C]
+                logit + (class * pooled).sum_dim(1).reshape([n]) // [N]
+            }
+            _ => logit,
+        }
+    }
+
+    /// A conditional model's logits `[N]` for images of the classes `code` `[N, K]`, and the
+    /// projection's scores of every class, `Σ_{h,w} φ(x) · embedᵀ` `[N, K]`: the logit's class
+    /// term is the score of the class asked for, so the scores double as a classifier's logits
+    /// (the auxiliary classifier of [`crate::GanTaskConfig::class_loss`]) at the cost of one
+    /// `[N, C] × [C, K]` product. `None` for an unconditional model.
+    pub fn forward_with_classes(
+        &self,
+        images: Tensor<B, 4>,
+        code: &Tensor<B, 2>,
+    ) -> Option<(Tensor<B, 1>, Tensor<B, 2>)> {
+        let embed = self.projection.as_ref()?;
+        let n = images.dims()[0];
+        let h = self.features(images); // [N, C, s₀, s₀]
+        let c = h.dims()[1];
+        let logit = self.output.forward(h.clone()).reshape([n]); // [N]
+        let pooled: Tensor<B, 2> = h.sum_dim(3).sum_dim(2).reshape([n, c]); // [N, C]
+        let scores = pooled.matmul(embed.val().transpose()); // [N, K]
+        let asked = (scores.clone() * code.clone()).sum_dim(1).reshape([n]); // [N]
+        Some((logit + asked, scores))
+    }
+
+    /// The last feature map `φ(x)`, `[N, ndf·2^(k−1), s₀, s₀]`, for images `[N, C, S, S]`.
+    fn features(&self, images: Tensor<B, 4>) -> Tensor<B, 4> {
         let mut h = images;
         for (i, block) in self.blocks.iter().enumerate() {
             h = block.conv.forward(h); // [N, ndf·2^i, S/2^(i+1), S/2^(i+1)]
@@ -127,16 +163,7 @@ impl<B: Backend> Discriminator<B> {
                 h = attention.forward(h); // same shape
             }
         }
-        let logit = self.output.forward(h.clone()).reshape([n]); // [N]
-        match (&self.projection, code) {
-            (Some(embed), Some(code)) => {
-                let c = h.dims()[1];
-                let pooled: Tensor<B, 2> = h.sum_dim(3).sum_dim(2).reshape([n, c]); // [N, C]
-                let class = code.clone().matmul(embed.val()); // [N, C]
-                logit + (class * pooled).sum_dim(1).reshape([n]) // [N]
-            }
-            _ => logit,
-        }
+        h
     }
 
     /// Classes of a conditional model, 0 for an unconditional one.
