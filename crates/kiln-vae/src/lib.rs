@@ -9,9 +9,11 @@
 //! and save or load weights as safetensors with [`Vae::save`] / [`Vae::load`].
 #![warn(missing_docs)]
 
+pub mod prior;
 mod task;
 mod vae;
 
+pub use prior::{LatentMixture, PRIOR_FILE};
 pub use task::{VaeTask, VaeTaskConfig};
 pub use vae::{CONFIG_FILE, FAMILY, FORMAT, Likelihood, Posterior, Vae, VaeConfig, VaeError, VaeLoss, WEIGHTS_FILE};
 

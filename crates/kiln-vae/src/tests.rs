@@ -181,3 +181,83 @@ fn bad_checkpoints_are_clear_errors() {
     assert!(err.contains("vae.json: not a VAE config"), "{err}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Points from two well-separated Gaussians, `n` of them, 30 % in the first.
+fn two_clusters(n: usize, seed: u64) -> Vec<f32> {
+    let noise = kiln_core::standard_normal(n * 2, seed, None);
+    (0..n)
+        .flat_map(|i| {
+            let (cx, cy, s) = if i % 10 < 3 { (-4.0, 1.0, 0.5) } else { (3.0, -2.0, 0.25) };
+            [cx + s * noise[2 * i], cy + s * noise[2 * i + 1]]
+        })
+        .collect()
+}
+
+/// EM finds the two clusters (weights, means, spreads), its samples land where the data is,
+/// and two components explain the data better than one.
+#[test]
+fn the_latent_mixture_recovers_two_clusters() {
+    let points = two_clusters(2000, 1);
+    let two = LatentMixture::fit(&points, 2, 2, 7).unwrap();
+    let one = LatentMixture::fit(&points, 2, 1, 7).unwrap();
+    assert!(
+        two.mean_log_likelihood > one.mean_log_likelihood + 1.0,
+        "{} vs {}",
+        two.mean_log_likelihood,
+        one.mean_log_likelihood
+    );
+    let first = if two.means[0][0] < 0.0 { 0 } else { 1 };
+    let (a, b) = (first, 1 - first);
+    assert!((two.weights[a] - 0.3).abs() < 0.02, "weights {:?}", two.weights);
+    assert!((two.means[a][0] + 4.0).abs() < 0.1 && (two.means[a][1] - 1.0).abs() < 0.1, "{:?}", two.means);
+    assert!((two.means[b][0] - 3.0).abs() < 0.1 && (two.means[b][1] + 2.0).abs() < 0.1, "{:?}", two.means);
+    assert!((two.cholesky[a][0] - 0.5).abs() < 0.05 && (two.cholesky[b][3] - 0.25).abs() < 0.03, "{:?}", two.cholesky);
+    // Samples fall into the clusters in the fitted proportions, none in the empty middle.
+    let z = two.sample(4000, 3, None);
+    let left = z.chunks_exact(2).filter(|p| p[0] < -0.5).count() as f64 / 4000.0;
+    let middle = z.chunks_exact(2).filter(|p| p[0] > -1.5 && p[0] < 1.0).count();
+    assert!((left - 0.3).abs() < 0.03 && middle == 0, "left share {left}, {middle} in the gap");
+    assert_eq!(two.sample(5, 3, None), two.sample(5, 3, None));
+    // Bad input is named.
+    let err = LatentMixture::fit(&points[..6], 2, 4, 0).unwrap_err().to_string();
+    assert!(err.contains("prior_components = 4"), "{err}");
+    let err = LatentMixture::fit(&[0.0, f32::NAN], 2, 1, 0).unwrap_err().to_string();
+    assert!(err.contains("finite"), "{err}");
+}
+
+/// A model saved with its mixture loads with it and samples from it; a broken `prior.json` is
+/// an error naming the file; a config written before `prior_components` existed still loads.
+#[test]
+fn a_vae_keeps_its_latent_mixture_through_save_and_load() {
+    TestBackend::seed(&device(), 6);
+    let config = VaeConfig::new().with_widths(vec![4, 8]).with_hidden(16).with_latent(2);
+    let model = config.init::<TestBackend>(&device());
+    let prior = LatentMixture::fit(&two_clusters(500, 2), 2, 2, 0).unwrap();
+    let with = model.clone().with_prior(Some(prior.clone()));
+    let dir = tmp("prior");
+    with.save(&config, &dir).unwrap();
+    let (_, loaded) = Vae::<TestBackend>::load(&dir, &device()).unwrap();
+    assert_eq!(loaded.prior(), Some(&prior));
+    // Sampling decodes the mixture's draws, not N(0, I)'s.
+    let request = SampleRequest::new(6, 9);
+    let z = Tensor::<TestBackend, 2>::from_data(TensorData::new(prior.sample(6, 9, None), [6, 2]), &device());
+    let sampled = Generative::sample(&loaded, &request, &device()).unwrap().images;
+    sampled.clone().into_data().assert_approx_eq::<f32>(&with.decode(z).into_data(), Tolerance::default());
+    let plain = Generative::sample(&with.clone().with_prior(None), &request, &device()).unwrap().images;
+    assert_ne!(sampled.into_data(), plain.into_data());
+
+    let text = std::fs::read_to_string(dir.join(PRIOR_FILE)).unwrap();
+    std::fs::write(dir.join(PRIOR_FILE), text.replace("\"dim\": 2", "\"dim\": 3")).unwrap();
+    let err = Vae::<TestBackend>::load(&dir, &device()).unwrap_err().to_string();
+    assert!(err.contains("prior.json") && err.contains("dim = 3"), "{err}");
+    std::fs::write(dir.join(PRIOR_FILE), "{").unwrap();
+    let err = Vae::<TestBackend>::load(&dir, &device()).unwrap_err().to_string();
+    assert!(err.contains("prior.json") && err.contains("not a latent mixture"), "{err}");
+    std::fs::remove_file(dir.join(PRIOR_FILE)).unwrap();
+    let mut old: serde_json::Value = serde_json::to_value(&config).unwrap();
+    old.as_object_mut().unwrap().remove("prior_components");
+    std::fs::write(dir.join(CONFIG_FILE), old.to_string()).unwrap();
+    let (old_config, old_model) = Vae::<TestBackend>::load(&dir, &device()).unwrap();
+    assert_eq!((old_config.prior_components, old_model.prior()), (10, None));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

@@ -8,13 +8,14 @@
 
 use std::path::{Path, PathBuf};
 
+use crate::prior::{LatentMixture, PRIOR_FILE};
 use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
 use burn::tensor::activation::{leaky_relu, sigmoid};
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor, TensorData};
 use kiln_core::{Generative, LatentSpace, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples};
 
 /// File name of a saved [`VaeConfig`] inside a checkpoint directory.
@@ -65,6 +66,11 @@ pub struct VaeConfig {
     /// Weight of the KL term (1 = the ELBO).
     #[config(default = 1.0)]
     pub beta: f64,
+    /// Gaussians of the latent mixture fitted to the training set's posterior means after
+    /// training, which the model then samples from instead of `N(0, I)` (see [`crate::prior`]);
+    /// 0 keeps `N(0, I)`. `kiln train` fits it; a library user calls [`Vae::fit_prior`].
+    #[config(default = 10)]
+    pub prior_components: usize,
 }
 
 /// Errors of this crate: invalid configurations and unreadable checkpoints.
@@ -215,6 +221,7 @@ impl VaeConfig {
             image: [self.channels, self.image_size, self.image_size],
             likelihood: self.likelihood.clone(),
             beta: self.beta,
+            prior: None,
         }
     }
 
@@ -223,8 +230,16 @@ impl VaeConfig {
         let path = dir.join(CONFIG_FILE);
         let text = std::fs::read_to_string(&path)
             .map_err(|e| VaeError::Checkpoint { path: path.clone(), message: e.to_string() })?;
-        let config: Self = serde_json::from_str(&text)
-            .map_err(|e| VaeError::Checkpoint { path: path.clone(), message: format!("not a VAE config: {e}") })?;
+        let bad = |e: serde_json::Error| VaeError::Checkpoint {
+            path: path.clone(),
+            message: format!("not a VAE config: {e}"),
+        };
+        let mut value: serde_json::Value = serde_json::from_str(&text).map_err(bad)?;
+        // Configs written before `prior_components` existed take its default.
+        if let Some(fields) = value.as_object_mut() {
+            fields.entry("prior_components").or_insert_with(|| Self::new().prior_components.into());
+        }
+        let config: Self = serde_json::from_value(value).map_err(bad)?;
         config.validate().map_err(|e| VaeError::Checkpoint { path, message: e.to_string() })?;
         Ok(config)
     }
@@ -282,12 +297,53 @@ pub struct Vae<B: Backend> {
     image: [usize; 3],
     likelihood: Likelihood,
     beta: f64,
+    /// The latent mixture samples are drawn from, when one was fitted ([`Vae::fit_prior`]);
+    /// otherwise `N(0, I)`.
+    prior: Option<LatentMixture>,
 }
 
 impl<B: Backend> Vae<B> {
     /// Latent dimension.
     pub fn latent(&self) -> usize {
         self.latent
+    }
+
+    /// The fitted latent mixture that sampling draws from, if any.
+    pub fn prior(&self) -> Option<&LatentMixture> {
+        self.prior.as_ref()
+    }
+
+    /// This model sampling from `prior` (`None`: from `N(0, I)`).
+    ///
+    /// # Panics
+    /// If the mixture's dimension is not the latent size.
+    pub fn with_prior(mut self, prior: Option<LatentMixture>) -> Self {
+        if let Some(p) = &prior {
+            assert_eq!(p.dim, self.latent, "a latent mixture of dim {} for a latent size of {}", p.dim, self.latent);
+        }
+        self.prior = prior;
+        self
+    }
+
+    /// Fits a `components`-Gaussian mixture to the posterior means of `batches` (images
+    /// `[N, C, S, S]` in `[0, 1]`, typically the training set) — see [`crate::prior`] for why.
+    pub fn fit_prior(
+        &self,
+        batches: impl IntoIterator<Item = Tensor<B, 4>>,
+        components: usize,
+        seed: u64,
+    ) -> Result<LatentMixture, VaeError> {
+        let mut points = Vec::new();
+        for x in batches {
+            let mean = self.encode(x).mean; // [N, latent]
+            let values = mean.into_data().convert::<f32>().into_vec::<f32>().map_err(|e| VaeError::Config {
+                field: "prior points",
+                value: "the posterior means".into(),
+                reason: format!("could not be read back: {e:?}"),
+            })?;
+            points.extend(values);
+        }
+        LatentMixture::fit(&points, self.latent, components, seed)
     }
 
     /// `q(z | x)` for images `x` `[N, C, S, S]` in `[0, 1]`.
@@ -372,7 +428,12 @@ impl<B: Backend> Vae<B> {
         let json = serde_json::to_string_pretty(config)
             .map_err(|e| kiln_core::SaveError::Encode { path: dir.join(CONFIG_FILE), message: e.to_string() })?;
         kiln_core::atomic_write(&dir.join(CONFIG_FILE), json.as_bytes())?;
-        ModelManifest::new(FAMILY, FORMAT).describing(dir, &[CONFIG_FILE, WEIGHTS_FILE])?.write(dir)?;
+        let mut files = vec![CONFIG_FILE, WEIGHTS_FILE];
+        if let Some(prior) = &self.prior {
+            prior.save(dir)?;
+            files.push(PRIOR_FILE);
+        }
+        ModelManifest::new(FAMILY, FORMAT).describing(dir, &files)?.write(dir)?;
         Ok(())
     }
 
@@ -387,7 +448,8 @@ impl<B: Backend> Vae<B> {
                 }
                 other => optim_err(other, dir),
             })?;
-        Ok((config, model))
+        let prior = LatentMixture::load(dir, config.latent)?;
+        Ok((config, model.with_prior(prior)))
     }
 }
 
@@ -409,7 +471,14 @@ impl<B: Backend> Generative<B> for Vae<B> {
 
     fn sample(&self, request: &SampleRequest, device: &B::Device) -> Result<Samples<B>, SampleError> {
         request.check(&self.card())?;
-        Ok(Samples::images(self.decode(request.latents(self.latent, device)))) // [n, C, S, S]
+        let z = match &self.prior {
+            Some(prior) => {
+                let values = prior.sample(request.n, request.seed, request.truncation);
+                Tensor::from_data(TensorData::new(values, [request.n, self.latent]), device)
+            }
+            None => request.latents(self.latent, device),
+        }; // [n, latent]
+        Ok(Samples::images(self.decode(z))) // [n, C, S, S]
     }
 
     fn reconstruct(&self, images: Tensor<B, 4>) -> Result<Tensor<B, 4>, SampleError> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{Context, Result};
 use burn::tensor::ElementConversion;
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use kiln_core::{Generative, PixelRange};
+use kiln_core::{Generative, PixelRange, SampleRequest};
 use kiln_data::gather;
 use kiln_vae::{Likelihood, Vae as Model, VaeConfig, VaeTask, VaeTaskConfig};
 use serde::{Deserialize, Serialize};
@@ -37,6 +37,9 @@ struct Spec {
     /// KL weight.
     #[serde(skip_serializing_if = "Option::is_none")]
     beta: Option<f64>,
+    /// Gaussians of the latent mixture fitted after training (0: sample N(0, I)).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prior_components: Option<usize>,
     /// `bernoulli` or `gaussian`.
     #[serde(skip_serializing)]
     likelihood: Option<LikelihoodName>,
@@ -121,11 +124,36 @@ impl Family for Vae {
         let fixed_n = PREVIEW_RECON.min(test.len) / 8 * 8;
         let indices: Vec<usize> = (0..fixed_n.max(1)).collect();
         let fixed = gather::<B::InnerBackend>(test, &indices, PixelRange::ZeroOne, &inner).images;
+        let model_config = config.clone();
         let mut task = VaeTask::<B>::new(config, &settings, exp.train.steps, fixed, device)?;
         let summary = run.fit(&mut task, device)?;
 
+        // The latent mixture the model samples from (`model.prior_components`), fitted to the
+        // posterior means of the training images; the final model is written again with it, and
+        // samples.png redrawn from it, so the grid shows what `kiln sample` gives.
+        let mut model = task.sampling_model();
+        let components = model_config.prior_components.min(run.train.len);
+        if components > 0 {
+            let indices: Vec<usize> = (0..run.train.len).collect();
+            let batches = indices
+                .chunks(exp.train.batch_size.max(1))
+                .map(|chunk| gather::<B::InnerBackend>(&run.train, chunk, PixelRange::ZeroOne, &inner).images);
+            let prior = model.fit_prior(batches, components, exp.seed)?;
+            eprintln!(
+                "kiln: latent prior: {components} Gaussians fitted to {} training images' posterior means \
+                 (mean log-density {:.2} nats)",
+                prior.fitted_on, prior.mean_log_likelihood
+            );
+            model = model.with_prior(Some(prior));
+            if run.lead() {
+                model.save(&model_config, run.out())?;
+                let request = SampleRequest::new(settings.preview_samples.max(1), 0);
+                let grid = Generative::sample(&model, &request, &inner)?.images;
+                kiln_train::write_grid(grid, 8, &run.out().join("samples.png"))?;
+            }
+        }
+
         // The negative ELBO (β = 1, one posterior sample per image) over the whole test split.
-        let model = task.sampling_model();
         let nelbo = run.test_mean::<B::InnerBackend>(exp.train.batch_size, &inner, |x| {
             let l = model.loss(x);
             l.recon.into_scalar().elem::<f64>() + l.kl.into_scalar().elem::<f64>()
