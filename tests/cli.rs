@@ -1482,7 +1482,8 @@ fn checkpoints_check_their_sums_resume_skips_a_corrupt_one_and_broken_weights_ar
     // One flipped bit in the final model: sampling refuses it, naming the file.
     let model = dir.join("model");
     std::fs::create_dir_all(&model).unwrap();
-    for f in ["kiln.json", "vae.json", "vae.safetensors"] {
+    // The final model carries the latent mixture fitted after training.
+    for f in ["kiln.json", "vae.json", "vae.safetensors", "prior.json"] {
         std::fs::copy(run.join(f), model.join(f)).unwrap();
     }
     let weights = model.join("vae.safetensors");
