@@ -2,11 +2,13 @@
 //!
 //! ```text
 //! VaeConfig ──init(&device)──▶ Vae<B> ──encode──▶ Posterior { mean, log_var }
-//!                                      ◀─decode── z ~ N(0, I) or posterior sample
+//!                                      ◀─decode── z ~ N(0, I), the fitted LatentMixture, or a
+//!                                                 posterior sample
 //! ```
 //! The crate is usable on its own: build a [`VaeConfig`] (or take a preset), call `init` on any
 //! burn backend's device, train with [`Vae::loss`] (or the [`VaeTask`] that `kiln-train` drives),
-//! and save or load weights as safetensors with [`Vae::save`] / [`Vae::load`].
+//! and save or load weights as safetensors with [`Vae::save`] / [`Vae::load`]. After training,
+//! [`Vae::fit_prior`] fits the [`LatentMixture`] that sampling then draws from ([`prior`] says why).
 #![warn(missing_docs)]
 
 pub mod prior;
