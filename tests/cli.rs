@@ -592,6 +592,19 @@ fn a_conditional_gan_trains_and_samples_the_classes_asked_for() {
     let truncated = out.join("truncated.png");
     let o = kiln(&["sample", "--checkpoint", s(run), "--class", "7", "--truncation", "0.5", "--out", s(&truncated)]);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    // As a .npy, each sample's class goes beside the samples, in their order: grid rows of 8
+    // cycle through the classes asked for.
+    let npy = out.join("mixed.npy");
+    let o = kiln(&["sample", "--checkpoint", s(run), "--class", "2,5", "--n", "20", "--out", s(&npy)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let labels = std::fs::read(out.join("mixed.labels.npy")).unwrap();
+    let header_len = usize::from(u16::from_le_bytes([labels[8], labels[9]]));
+    let header = std::str::from_utf8(&labels[10..10 + header_len]).unwrap();
+    assert!(header.contains("'<i8'") && header.contains("(20,"), "{header}");
+    let classes: Vec<i64> =
+        labels[10 + header_len..].chunks_exact(8).map(|b| i64::from_le_bytes(b.try_into().unwrap())).collect();
+    let expected: Vec<i64> = (0..20).map(|i| if (i / 8) % 2 == 0 { 2 } else { 5 }).collect();
+    assert_eq!(classes, expected);
 
     let strips = out.join("strips.png");
     let o = kiln(&[

@@ -64,8 +64,9 @@ const USAGE: &str = "usage: cargo xtask <task>\n\n\
        train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
      report                   the newest run of each experiment → README's results table\n  \
      quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist] [--n 2250] [--steps N]\n    \
-       [--threads 2] [--python PATH] [--readme]\n    \
-       kiln's MNIST generators per seed; --compare: PyTorch peers at the same wall-clock, one table";
+       [--threads 2] [--python PATH] [--readme] [--rescore target/quality/RUN]\n    \
+       kiln's MNIST generators per seed; --compare: PyTorch peers at the same wall-clock, one table;\n    \
+       --rescore: score an earlier comparison's samples again (nothing retrained)";
 
 /// The workspace root (xtask lives one level below it).
 fn root() -> PathBuf {

@@ -45,6 +45,7 @@ struct Options {
     threads: usize,
     python: Option<PathBuf>,
     readme: bool,
+    rescore: Option<PathBuf>,
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
@@ -57,6 +58,7 @@ fn parse(args: &[&str]) -> Result<Options> {
         threads: 2,
         python: None,
         readme: false,
+        rescore: None,
     };
     let mut it = args.iter();
     while let Some(&arg) = it.next() {
@@ -85,17 +87,24 @@ fn parse(args: &[&str]) -> Result<Options> {
             "--steps" => o.steps = Some(value("--steps")?.parse().context("quality: --steps takes a count")?),
             "--threads" => o.threads = value("--threads")?.parse().context("quality: --threads takes a count")?,
             "--python" => o.python = Some(PathBuf::from(value("--python")?)),
+            "--rescore" => o.rescore = Some(PathBuf::from(value("--rescore")?)),
             other => bail!("quality: unknown option {other}"),
         }
     }
     ensure!(!o.seeds.is_empty(), "quality: --seeds names no seed");
     ensure!(o.n >= 20, "quality: --n {}: kiln eval needs at least 20 samples", o.n);
-    ensure!(!o.readme || o.compare, "quality: --readme writes the kiln-vs-peer table; it needs --compare");
+    ensure!(
+        !o.readme || o.compare || o.rescore.is_some(),
+        "quality: --readme writes the kiln-vs-peer table; it needs --compare (or --rescore DIR)"
+    );
     Ok(o)
 }
 
 pub fn run_quality(args: &[&str]) -> Result<()> {
     let o = parse(args)?;
+    if let Some(dir) = &o.rescore {
+        return rescore(&o, dir);
+    }
     let python = if o.compare { Some(ensure_venv(o.python.as_deref())?) } else { None };
     run("cargo", &["build", "--release", "--quiet", "-p", "kiln-cli"])?;
     let stamp = format!("{}-{}", utc_now().replace([':', '-'], ""), git_revision());
@@ -136,6 +145,44 @@ pub fn run_quality(args: &[&str]) -> Result<()> {
     Ok(())
 }
 
+/// Scores the sample sets of an earlier comparison in `out` again (those of `--only`'s
+/// experiments, all by default) with that comparison's own `kiln` binary — with the label files
+/// now beside them — and rewrites its `results.jsonl` and `report.md` (and, with `--readme`, the
+/// README's table). Nothing is trained or drawn again.
+fn rescore(o: &Options, out: &Path) -> Result<()> {
+    let kiln = out.join("kiln");
+    ensure!(kiln.exists(), "quality --rescore {}: no kiln binary there; not a quality comparison", out.display());
+    let header = read_json(&out.join("machine.json"))?;
+    let results = out.join("results.jsonl");
+    let text = std::fs::read_to_string(&results).with_context(|| format!("{}: cannot read", results.display()))?;
+    let mut records = Vec::new();
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        let mut record: Value = serde_json::from_str(line).with_context(|| format!("{}: {line}", results.display()))?;
+        if !o.only.iter().any(|name| record["experiment"] == name.as_str()) {
+            records.push(record); // not asked for (--only): kept as scored
+            continue;
+        }
+        let samples = PathBuf::from(record["samples"].as_str().context("a record without its samples")?);
+        let stem = samples.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+        let labels = samples.with_file_name(format!("{stem}.labels.npy"));
+        record["score"] = score(o, &kiln, &samples, labels.exists().then_some(labels.as_path()))?;
+        records.push(record);
+    }
+    let lines: String = records.iter().map(|r| format!("{r}\n")).collect();
+    let tmp = results.with_extension("jsonl.tmp");
+    std::fs::write(&tmp, lines)?;
+    std::fs::rename(&tmp, &results)?;
+    let compare = records.iter().any(|r| r["impl"] != "kiln");
+    let report = render(&records, &header, compare);
+    std::fs::write(out.join("report.md"), &report)?;
+    println!("{report}");
+    if o.readme {
+        crate::write_readme_section(README_START, README_END, report.trim_end())?;
+        eprintln!("quality: table written to README.md");
+    }
+    Ok(())
+}
+
 /// kiln's side: train, draw `n` samples, score them.
 fn kiln_side(o: &Options, kiln: &Path, name: &str, seed: u64, conditional: bool, dir: &Path) -> Result<Value> {
     let run_dir = dir.join("kiln");
@@ -152,11 +199,8 @@ fn kiln_side(o: &Options, kiln: &Path, name: &str, seed: u64, conditional: bool,
     let samples = dir.join("kiln-samples.npy");
     let n = o.n.to_string();
     exec(kiln, &["--threads", &threads, "sample", "--checkpoint", path(&run_dir), "--n", &n, "--out", path(&samples)])?;
-    // `kiln sample` draws class i % 10 for sample i of a conditional model.
+    // `kiln sample` writes a conditional model's classes beside its samples.
     let labels = conditional.then(|| dir.join("kiln-samples.labels.npy"));
-    if let Some(labels) = &labels {
-        write_labels(labels, o.n)?;
-    }
     let score = score(o, kiln, &samples, labels.as_deref())?;
     Ok(json!({
         "impl": "kiln", "experiment": name, "seed": seed, "steps": summary["steps"],
@@ -218,18 +262,6 @@ fn score(o: &Options, kiln: &Path, samples: &Path, labels: Option<&Path>) -> Res
     exec(kiln, &args)?;
     let eval = read_json(&json_path)?;
     Ok(json!({ "model": eval["model"], "real_floor_fid": eval["real_floor"]["fid"] }))
-}
-
-/// Class i % 10 for sample i, as a `.npy` of int64: what `kiln sample` drew.
-fn write_labels(path: &Path, n: usize) -> Result<()> {
-    let mut header = format!("{{'descr': '<i8', 'fortran_order': False, 'shape': ({n},), }}");
-    header.push_str(&" ".repeat((64 - (10 + header.len() + 1) % 64) % 64));
-    header.push('\n');
-    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
-    bytes.extend_from_slice(&u16::try_from(header.len())?.to_le_bytes());
-    bytes.extend_from_slice(header.as_bytes());
-    bytes.extend((0..n as i64).flat_map(|i| (i % 10).to_le_bytes()));
-    std::fs::write(path, bytes).with_context(|| format!("{}: cannot write", path.display()))
 }
 
 /// Runs a program in the workspace root with stderr passed through; returns its stdout.
@@ -306,7 +338,7 @@ fn render(records: &[Value], header: &Value, compare: bool) -> String {
     if compare {
         lines.push(String::new());
         lines.push(format!(
-            "| experiment | kiln FID / peer FID, per seed | median | goal ≤ {FID_RATIO_GOAL} | kiln class accuracy |"
+            "| experiment | kiln FID / peer FID, per seed | median | goal ≤ {FID_RATIO_GOAL} | class accuracy, kiln / peer |"
         ));
         lines.push("|---|---|---|---|---|".into());
         let mut names: Vec<&str> = records.iter().filter_map(|r| r["experiment"].as_str()).collect();
@@ -314,25 +346,21 @@ fn render(records: &[Value], header: &Value, compare: bool) -> String {
         names.sort_unstable();
         names.dedup();
         for name in names {
-            let fid = |side: &str, seed: &Value| {
+            // One figure of the kiln or the peer side of a seed's pair.
+            let figure = |side: &str, seed: &Value, key: &str| {
                 records
                     .iter()
                     .find(|r| {
                         r["experiment"] == name && r["seed"] == *seed && (r["impl"] == "kiln") == (side == "kiln")
                     })
-                    .and_then(|r| r["score"]["model"]["fid"].as_f64())
+                    .and_then(|r| r["score"]["model"][key].as_f64())
             };
+            let fid = |side: &str, seed: &Value| figure(side, seed, "fid");
             let seeds: Vec<&Value> =
                 records.iter().filter(|r| r["experiment"] == name && r["impl"] == "kiln").map(|r| &r["seed"]).collect();
             let ratios: Vec<f64> = seeds.iter().filter_map(|s| Some(fid("kiln", s)? / fid("peer", s)?)).collect();
             let accuracy = |side: &str, seed: &Value| {
-                records
-                    .iter()
-                    .find(|r| {
-                        r["experiment"] == name && r["seed"] == *seed && (r["impl"] == "kiln") == (side == "kiln")
-                    })
-                    .and_then(|r| r["score"]["model"]["class_accuracy"].as_f64())
-                    .map_or("—".to_string(), |a| format!("{:.1} %", 100.0 * a))
+                figure(side, seed, "class_accuracy").map_or("—".to_string(), |a| format!("{:.1} %", 100.0 * a))
             };
             let accuracies: Vec<String> = seeds
                 .iter()

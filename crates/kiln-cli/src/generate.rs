@@ -27,7 +27,9 @@ pub struct Sample {
     /// (drawn and written in batches, so memory does not grow with N).
     #[arg(long, default_value_t = 64)]
     pub n: usize,
-    /// A .png file (one grid), a directory (one PNG per sample), or a .npy file.
+    /// A .png file (one grid), a directory (one PNG per sample), or a .npy file (for a
+    /// conditional model with `x.labels.npy` beside it: each sample's class, for `kiln eval
+    /// --labels`).
     #[arg(long)]
     pub out: PathBuf,
     /// Output format; `npy` writes one float32 array [N, C, H, W] in [0, 1].
@@ -271,6 +273,14 @@ impl Job for Sample {
         }
         if let Some(writer) = npy {
             writer.finish()?;
+            if !classes.is_empty() {
+                // A conditional model's classes, in the samples' order, for `kiln eval --labels`.
+                let path = labels_path(&self.out);
+                let mut bytes = npy_header("<i8", &[classes.len()]);
+                bytes.extend(classes.iter().flat_map(|&c| (c as i64).to_le_bytes()));
+                write_file(&path, &bytes)?;
+                eprintln!("kiln: wrote the class of each sample to {}", path.display());
+            }
         }
         if grid {
             write_file(&self.out, &grid_png(Tensor::cat(grid_images, 0), COLUMNS).map_err(anyhow::Error::msg)?)?;
@@ -281,6 +291,12 @@ impl Job for Sample {
         eprintln!("kiln: wrote {} samples to {}", self.n, self.out.display());
         Ok(())
     }
+}
+
+/// `x.labels.npy` beside `x.npy`: where `kiln sample` writes a conditional model's classes.
+pub fn labels_path(samples: &Path) -> PathBuf {
+    let stem = samples.file_stem().map_or_else(|| "samples".into(), |s| s.to_string_lossy().into_owned());
+    samples.with_file_name(format!("{stem}.labels.npy"))
 }
 
 /// Fails now, before minutes of sampling or scoring, if `path` (a file to write) cannot be: its
@@ -335,7 +351,7 @@ impl NpyWriter {
         }
         let file = std::fs::File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
         let mut file = std::io::BufWriter::new(file);
-        file.write_all(&npy_header(shape)).with_context(|| tmp.display().to_string())?;
+        file.write_all(&npy_header("<f4", shape)).with_context(|| tmp.display().to_string())?;
         Ok(Self { path: path.to_path_buf(), tmp, file, expected: shape.iter().product(), written: 0 })
     }
 
@@ -621,11 +637,11 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(kiln_core::atomic_write(path, bytes)?)
 }
 
-/// The header of a NumPy `.npy` (format 1.0) file of little-endian float32 with the given
-/// C-order shape; the values follow it.
-fn npy_header(shape: &[usize]) -> Vec<u8> {
+/// The header of a NumPy `.npy` (format 1.0) file of `descr` values (`<f4`: little-endian
+/// float32, `<i8`: int64) with the given C-order shape; the values follow it.
+fn npy_header(descr: &str, shape: &[usize]) -> Vec<u8> {
     let dims = shape.iter().map(|d| format!("{d}, ")).collect::<String>();
-    let mut header = format!("{{'descr': '<f4', 'fortran_order': False, 'shape': ({dims}), }}");
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({dims}), }}");
     // Magic (6) + version (2) + length (2) + header + '\n' must be a multiple of 64.
     let pad = (64 - (10 + header.len() + 1) % 64) % 64;
     header.push_str(&" ".repeat(pad));
@@ -643,7 +659,7 @@ mod tests {
 
     #[test]
     fn npy_header_is_aligned() {
-        let bytes = npy_header(&[2, 1, 3, 3]);
+        let bytes = npy_header("<f4", &[2, 1, 3, 3]);
         assert_eq!(&bytes[..6], b"\x93NUMPY");
         let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
         assert_eq!((10 + header_len) % 64, 0);

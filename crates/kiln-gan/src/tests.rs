@@ -690,15 +690,19 @@ fn a_tiny_gan_run_moves_the_discriminator_and_the_samples() {
     );
 }
 
+/// `n` 8×8 grey squares, black ones of class 0 and white ones of class 1, alternating.
+fn black_and_white_squares(n: usize) -> Arc<ImageSet> {
+    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(if i % 2 == 0 { 0 } else { 255 }, 64)).collect();
+    let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
+    Arc::new(ImageSet { pixels, labels, len: n, channels: 1, height: 8, width: 8 })
+}
+
 /// Class 0 is black squares, class 1 white ones: after a short run the generator paints what it
 /// is asked for.
 #[test]
 fn a_conditional_gan_learns_to_paint_the_requested_class() {
     let _serial = serial();
-    let n = 32;
-    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(if i % 2 == 0 { 0 } else { 255 }, 64)).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
-    let set = Arc::new(ImageSet { pixels, labels, len: n, channels: 1, height: 8, width: 8 });
+    let set = black_and_white_squares(32);
     let config = tiny(8).with_num_classes(2).with_d_norm(Norm::Spectral);
     let fast = OptimConfig { lr: 5e-3, beta1: 0.5, ..OptimConfig::default() };
     let settings = GanTaskConfig {
@@ -763,10 +767,7 @@ fn class_scores_are_the_projection_term_of_the_logit() {
 #[test]
 fn the_class_loss_reaches_both_networks_and_trains_a_classifier() {
     let _serial = serial();
-    let n = 32;
-    let pixels: Vec<u8> = (0..n).flat_map(|i| std::iter::repeat_n(if i % 2 == 0 { 0 } else { 255 }, 64)).collect();
-    let labels: Vec<u32> = (0..n as u32).map(|i| i % 2).collect();
-    let set = Arc::new(ImageSet { pixels, labels, len: n, channels: 1, height: 8, width: 8 });
+    let (n, set) = (32, black_and_white_squares(32));
     let all = gather::<TestBackend>(&set, &(0..n).collect::<Vec<_>>(), PixelRange::MinusOneOne, &device());
     let code = one_hot(all.labels.clone(), 2);
     let z = Tensor::<TestBackend, 2>::random([4, 8], Distribution::Normal(0.0, 1.0), &device());
