@@ -6,7 +6,10 @@
 //! cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] [--rounds N]
 //!                   [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown]
 //!                   [--readme] [--python PATH]
+//! cargo xtask bench --dist 1x1,2x1,1x2 [--workload w1] [--reps N] [--warmup N] [--rounds N]
 //! ```
+//! `--dist` times layouts of processes × threads, the processes ranks of one data-parallel MPI
+//! job (see `bench_dist.rs`).
 //! Interleaving (kiln, torch, kiln, torch, …) exposes both to the same drift in machine load, so
 //! the per-round ratio is steadier than either figure alone: on a shared 2-core machine a build
 //! in the next terminal halves both. Every figure is written with the 1-minute load average when
@@ -39,6 +42,9 @@ struct Options {
     markdown: bool,
     readme: bool,
     python: Option<PathBuf>,
+    /// `--dist`: data-parallel layouts instead of the ordinary run.
+    dist: Option<Vec<crate::bench_dist::Layout>>,
+    workload_given: bool,
 }
 
 fn parse(args: &[&str]) -> Result<Options> {
@@ -54,6 +60,8 @@ fn parse(args: &[&str]) -> Result<Options> {
         markdown: false,
         readme: false,
         python: None,
+        dist: None,
+        workload_given: false,
     };
     let mut it = args.iter();
     while let Some(&arg) = it.next() {
@@ -63,7 +71,11 @@ fn parse(args: &[&str]) -> Result<Options> {
             "--compare" => o.compare = true,
             "--markdown" => o.markdown = true,
             "--readme" => o.readme = true,
-            "--workload" => o.workload = value()?.to_string(),
+            "--workload" => {
+                o.workload = value()?.to_string();
+                o.workload_given = true;
+            }
+            "--dist" => o.dist = Some(crate::bench_dist::parse_layouts(value()?)?),
             "--reps" => o.reps = number(value()?)?,
             "--warmup" => o.warmup = number(value()?)?,
             "--rounds" => o.rounds = number(value()?)?,
@@ -83,16 +95,36 @@ fn parse(args: &[&str]) -> Result<Options> {
     if o.reps == 0 || o.rounds == 0 {
         bail!("bench: --reps and --rounds must be at least 1");
     }
+    if o.dist.is_some() {
+        if o.compare || o.readme || o.threads.is_some() || o.backend != "flex" {
+            bail!("bench: --dist times kiln's layouts alone (threads are in each layout): drop --compare, --readme, --threads and --backend");
+        }
+        if !o.workload_given {
+            o.workload = "w1".into();
+        }
+    }
     Ok(o)
 }
 
 /// Usage text, shown on a bad argument.
 pub const USAGE: &str = "usage: cargo xtask bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] \
-     [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]";
+     [--rounds N] [--threads N] [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]\n       \
+     cargo xtask bench --dist 1x1,2x1,1x2 [--workload w1] [--reps N] [--warmup N] [--rounds N] [--markdown]";
 
 /// `cargo xtask bench …`.
 pub fn run(args: &[&str]) -> Result<()> {
     let o = parse(args)?;
+    if let Some(layouts) = &o.dist {
+        return crate::bench_dist::run(&crate::bench_dist::DistOptions {
+            layouts,
+            workload: &o.workload,
+            reps: o.reps,
+            warmup: o.warmup,
+            rounds: o.rounds,
+            history: &o.history,
+            markdown: o.markdown,
+        });
+    }
     let python = if o.compare { Some(ensure_venv(o.python.as_deref())?) } else { None };
     let machine = machine();
     let revision = git_revision();
@@ -198,7 +230,7 @@ fn run_torch(o: &Options, python: &Path) -> Result<Vec<Value>> {
 
 /// Runs `cmd` in the workspace root, passing its stderr through, and parses each stdout line
 /// that is a JSON object. The child's own progress goes to the terminal; its records come back.
-fn json_lines(cmd: &mut Command, what: &str) -> Result<Vec<Value>> {
+pub(crate) fn json_lines(cmd: &mut Command, what: &str) -> Result<Vec<Value>> {
     eprintln!("bench: running {what}");
     let out = cmd
         .current_dir(root())
@@ -250,7 +282,7 @@ pub(crate) fn ensure_venv(python: Option<&Path>) -> Result<PathBuf> {
     Ok(python)
 }
 
-fn append_history(path: &Path, record: &Value) -> Result<()> {
+pub(crate) fn append_history(path: &Path, record: &Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }

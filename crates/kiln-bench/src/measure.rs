@@ -28,25 +28,48 @@ pub struct Record {
     pub spec: Spec,
     /// Wall time of each timed repetition, in ms.
     pub times_ms: Vec<f64>,
+    /// Processes training together (data-parallel under mpirun; 1 otherwise): each runs the
+    /// workload's batch, so the job processes `world × items` per repetition.
+    pub world: usize,
+    /// Of each timed repetition, the ms spent exchanging gradients with the other ranks (waiting
+    /// for the slowest included), when the step ran data-parallel.
+    pub exchange_ms: Option<Vec<f64>>,
     /// Peak resident memory while the workload was built and run, in MiB (`VmHWM`).
     pub peak_rss_mib: Option<f64>,
     /// 1-minute load average when the workload finished.
     pub load1: Option<f64>,
 }
 
+/// The timed repetitions of one workload.
+#[derive(Debug, Clone, Default)]
+pub struct Timing {
+    /// Wall time of each, in ms.
+    pub times_ms: Vec<f64>,
+    /// Of each, the ms the optimizers spent exchanging gradients with other ranks, when a
+    /// [`kiln_optim::GradSync`] is installed on this thread (a data-parallel run).
+    pub exchange_ms: Option<Vec<f64>>,
+}
+
 /// Runs `step` `warmup` times untimed, then `reps` times timed. `step` must finish its work
 /// before returning (read a value back or sync the device), or the time is only the launch.
-pub fn time_reps(warmup: usize, reps: usize, mut step: impl FnMut()) -> Vec<f64> {
+/// Under data parallelism the exchange clock is read around each timed repetition, so the
+/// warm-up's one-off broadcast of the initial weights is not counted as a step's communication.
+pub fn time_reps(warmup: usize, reps: usize, mut step: impl FnMut()) -> Timing {
     for _ in 0..warmup {
         step();
     }
-    (0..reps)
-        .map(|_| {
-            let t0 = Instant::now();
-            step();
-            t0.elapsed().as_secs_f64() * 1e3
-        })
-        .collect()
+    let engine = kiln_optim::sync::installed();
+    let exchanged = || engine.as_ref().and_then(|e| e.exchange_time()).map_or(0.0, |(_, seconds)| seconds);
+    let mut timing = Timing { exchange_ms: engine.as_ref().map(|_| Vec::new()), ..Timing::default() };
+    for _ in 0..reps {
+        let (t0, e0) = (Instant::now(), exchanged());
+        step();
+        timing.times_ms.push(t0.elapsed().as_secs_f64() * 1e3);
+        if let Some(ms) = &mut timing.exchange_ms {
+            ms.push((exchanged() - e0) * 1e3);
+        }
+    }
+    timing
 }
 
 /// Resets the kernel's peak-RSS counter of this process (`echo 5 > /proc/self/clear_refs`,
@@ -85,14 +108,14 @@ pub fn stats(times: &[f64]) -> [f64; 3] {
 }
 
 impl Record {
-    /// Items per second at the median time.
+    /// Items per second at the median time, over every rank of a data-parallel job.
     pub fn items_per_s(&self) -> f64 {
-        self.spec.items as f64 / (stats(&self.times_ms)[0] / 1e3)
+        (self.world * self.spec.items) as f64 / (stats(&self.times_ms)[0] / 1e3)
     }
 
-    /// GFLOP/s at the median time.
+    /// GFLOP/s at the median time, over every rank.
     pub fn gflops(&self) -> Option<f64> {
-        self.spec.flops.map(|f| f as f64 / 1e9 / (stats(&self.times_ms)[0] / 1e3))
+        self.spec.flops.map(|f| (self.world as u64 * f) as f64 / 1e9 / (stats(&self.times_ms)[0] / 1e3))
     }
 
     /// The JSON line; `context` adds the run's fields (implementation, backend, threads, …).
@@ -114,6 +137,8 @@ impl Record {
             "flops_note": self.spec.flops_note,
             "peak_rss_mib": self.peak_rss_mib,
             "load1": self.load1,
+            "world_size": self.world,
+            "exchange_ms": self.exchange_ms.as_deref().map(|ms| stats(ms)[0]),
         });
         if let Value::Object(map) = fields {
             obj.extend(map);

@@ -216,7 +216,7 @@ pub fn run<B: AutodiffBackend>(
     B::seed(device, 0);
     let tiny = scale == Scale::Tiny;
     let name = workload.name().to_string();
-    let (spec, times_ms) = match workload {
+    let (spec, timing) = match workload {
         Workload::Dcgan64 => {
             let (n, config) = if tiny {
                 (4, GanConfig::dcgan64().with_ngf(4).with_ndf(4).with_image_size(16))
@@ -525,7 +525,14 @@ pub fn run<B: AutodiffBackend>(
             (Spec { name, unit: "vec", items: n, flops: Some(flops::vq_flops(n, d, k)), flops_note: note }, times)
         }
     };
-    Ok(Record { spec, times_ms, peak_rss_mib: peak_rss_mib(), load1: load_average().map(|l| l[0]) })
+    Ok(Record {
+        spec,
+        times_ms: timing.times_ms,
+        world: kiln_optim::sync::installed().map_or(1, |s| s.world_size()),
+        exchange_ms: timing.exchange_ms,
+        peak_rss_mib: peak_rss_mib(),
+        load1: load_average().map(|l| l[0]),
+    })
 }
 
 /// Times drawing all `grid²` image codes for `n` seeded captions with `decoding`, from a freshly
@@ -537,7 +544,7 @@ fn time_sampling<B: Backend>(
     device: &B::Device,
     warmup: usize,
     reps: usize,
-) -> Result<Vec<f64>> {
+) -> Result<crate::measure::Timing> {
     let model = config.init::<B>(device);
     let text = random_ids::<B>(n, config.text_len, config.text_vocab, 1, device);
     let sampling = TokenSampling { seed: 3, ..TokenSampling::default() };
@@ -590,8 +597,39 @@ mod tests {
         for w in Workload::ALL {
             let record = run::<B>(w, Scale::Tiny, &device, 1, 1).unwrap();
             assert_eq!(record.times_ms.len(), 1, "{}", w.name());
+            assert_eq!((record.world, record.exchange_ms.is_none()), (1, true), "{}", w.name());
             assert!(record.items_per_s() > 0.0 && record.items_per_s().is_finite(), "{}", w.name());
             assert_eq!(record.spec.name, w.name());
+        }
+    }
+
+    /// Under data parallelism (two ranks as threads here; processes under mpirun) a workload
+    /// reports the job's throughput — both ranks' batches — and a communication time per step.
+    #[cfg(feature = "flex")]
+    #[test]
+    fn a_data_parallel_step_counts_every_ranks_batch() {
+        type B = burn::backend::Autodiff<kiln_device::Cpu>;
+        let ranks = kiln_optim::sync::ThreadGroup::ranks(2);
+        let records: Vec<Record> = std::thread::scope(|scope| {
+            let handles: Vec<_> = ranks
+                .into_iter()
+                .map(|rank| {
+                    scope.spawn(move || {
+                        let _installed = kiln_optim::sync::install(std::sync::Arc::new(rank));
+                        let record = run::<B>(Workload::Dcgan64, Scale::Tiny, &Default::default(), 1, 2).unwrap();
+                        assert!(kiln_optim::sync::take_failure().is_none());
+                        record
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).collect()
+        });
+        for record in &records {
+            assert_eq!(record.world, 2);
+            assert_eq!(record.exchange_ms.as_ref().map(Vec::len), Some(2));
+            let [median, ..] = crate::measure::stats(&record.times_ms);
+            let expected = 2.0 * record.spec.items as f64 / (median / 1e3);
+            assert!((record.items_per_s() - expected).abs() <= 1e-9 * expected);
         }
     }
 }

@@ -23,8 +23,9 @@ pub enum Mode {
     Rank,
 }
 
-/// The role `args` and the environment ask for.
-pub fn mode(args: &TrainArgs) -> Result<Mode> {
+/// The role `args`, the `--device` list and the environment ask for: a list of `n` devices
+/// launches `n` ranks as `--world-size n` does.
+pub fn mode(args: &TrainArgs, devices: &[String]) -> Result<Mode> {
     ensure!(
         args.dist_timeout.is_finite() && args.dist_timeout > 0.0,
         "--dist-timeout {}: must be a positive number of seconds",
@@ -33,10 +34,56 @@ pub fn mode(args: &TrainArgs) -> Result<Mode> {
     if launched_by_mpi() {
         return Ok(Mode::Rank);
     }
-    match args.world_size {
-        None | Some(1) => Ok(Mode::Alone),
+    let listed = devices.len();
+    let world = match args.world_size {
         Some(0) => bail!("--world-size 0: must be at least 1"),
-        Some(world) => Ok(Mode::Launch { world }),
+        Some(world) if listed > 1 && world != listed => bail!(
+            "--world-size {world}, but --device lists {listed} devices ({}): one rank trains on each; give one \
+             of the two, or the same number",
+            devices.join(",")
+        ),
+        Some(world) => world,
+        None => listed,
+    };
+    Ok(if world == 1 { Mode::Alone } else { Mode::Launch { world } })
+}
+
+/// `--device` as a list: one entry, or one per rank of this host (`cuda:0,cuda:1`). Every entry
+/// must be a device this binary knows, and all on one backend: the ranks exchange gradients of
+/// one model, and a CPU rank beside a GPU rank would set every step's pace.
+pub fn device_list(device: &str) -> Result<Vec<String>> {
+    if !device.contains(',') {
+        return Ok(vec![device.to_string()]);
+    }
+    let list: Vec<String> = device.split(',').map(|d| d.trim().to_ascii_lowercase()).collect();
+    let mut backend = None;
+    for entry in &list {
+        let spec = kiln_device::DeviceSpec::parse(entry).map_err(|e| anyhow::anyhow!("--device {device:?}: {e}"))?;
+        ensure!(entry != "auto", "--device {device:?}: name each rank's device (auto is for one device)");
+        let same = *backend.get_or_insert(spec.backend()) == spec.backend();
+        ensure!(same, "--device {device:?}: every rank must run the same backend");
+    }
+    if let Some(twice) = list.iter().enumerate().find_map(|(i, d)| list[..i].contains(d).then_some(d))
+        && twice.starts_with("cuda")
+    {
+        bail!("--device {device:?}: {twice} twice; each rank needs a GPU of its own");
+    }
+    Ok(list)
+}
+
+/// The device this rank trains on: its entry of the `--device` list by its local rank (the
+/// ranks of each host take the host's list in order), or — for a bare `cuda` — the GPU of its
+/// local rank.
+pub fn rank_device(devices: &[String], local_rank: usize) -> Result<String> {
+    match devices {
+        [one] if one == "cuda" => Ok(format!("cuda:{local_rank}")),
+        [one] => Ok(one.clone()),
+        list => list.get(local_rank).cloned().with_context(|| {
+            format!(
+                "this host runs more ranks than --device {} lists: local rank {local_rank} has no device",
+                list.join(",")
+            )
+        }),
     }
 }
 
@@ -93,7 +140,8 @@ pub fn digest(parts: &[&[u8]]) -> u64 {
 }
 
 /// Starts `world` ranks of this same `kiln train` command on this machine with mpirun — the cores
-/// divided between them, `--out` fixed so every rank names the same run — and waits. mpirun
+/// divided between them, `--out` fixed so every rank names the same run, a `--device` list passed
+/// on for each rank to take its entry — and waits. mpirun
 /// stops the whole job when one rank fails or dies and says which; this adds how to continue.
 pub fn launch(args: &TrainArgs, world: usize, threads: usize, threads_given: bool) -> Result<()> {
     ensure!(
@@ -159,4 +207,60 @@ pub fn launch(args: &TrainArgs, world: usize, threads: usize, threads_given: boo
         out.display()
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn train_args(extra: &[&str]) -> TrainArgs {
+        #[derive(Parser)]
+        struct Cli {
+            #[command(flatten)]
+            args: TrainArgs,
+        }
+        let mut argv = vec!["kiln", "experiments/vae-mnist.toml"];
+        argv.extend(extra);
+        Cli::parse_from(argv).args
+    }
+
+    fn list(devices: &str) -> Vec<String> {
+        device_list(devices).unwrap()
+    }
+
+    #[test]
+    fn a_device_list_is_a_world_size() {
+        assert_eq!(mode(&train_args(&[]), &list("cpu")).unwrap(), Mode::Alone);
+        assert_eq!(mode(&train_args(&["--world-size", "3"]), &list("cpu")).unwrap(), Mode::Launch { world: 3 });
+        assert_eq!(mode(&train_args(&[]), &list("cuda:0,cuda:1")).unwrap(), Mode::Launch { world: 2 });
+        assert_eq!(mode(&train_args(&["--world-size", "2"]), &list("cuda:0, cuda:1")).unwrap(), Mode::Launch {
+            world: 2
+        });
+        let err = mode(&train_args(&["--world-size", "4"]), &list("cuda:0,cuda:1")).unwrap_err().to_string();
+        assert!(err.contains("--world-size 4") && err.contains("2 devices"), "{err}");
+        assert!(mode(&train_args(&["--world-size", "0"]), &list("cpu")).is_err());
+    }
+
+    #[test]
+    fn device_lists_are_checked_and_each_rank_takes_its_entry() {
+        assert_eq!(list("cpu"), ["cpu"]);
+        assert_eq!(list("CUDA:0,cuda:1"), ["cuda:0", "cuda:1"]);
+        // CPU ranks share the processor; a GPU named twice is a mistake.
+        assert_eq!(list("cpu,cpu"), ["cpu", "cpu"]);
+        for (bad, says) in [
+            ("cuda:0,cuda:0", "twice"),
+            ("cpu,cuda:0", "same backend"),
+            ("cuda:0,tpu", "unknown --device"),
+            ("auto,auto", "auto"),
+        ] {
+            let err = device_list(bad).unwrap_err().to_string();
+            assert!(err.contains(says) && err.contains(bad), "{bad}: {err}");
+        }
+        assert_eq!(rank_device(&list("cuda:2,cuda:3"), 1).unwrap(), "cuda:3");
+        assert_eq!(rank_device(&list("cuda"), 1).unwrap(), "cuda:1");
+        assert_eq!(rank_device(&list("cpu"), 1).unwrap(), "cpu");
+        let err = rank_device(&list("cuda:0,cuda:1"), 2).unwrap_err().to_string();
+        assert!(err.contains("local rank 2"), "{err}");
+    }
 }

@@ -27,7 +27,8 @@ use kiln_device::{DeviceInfo, Job};
 struct Cli {
     #[command(subcommand)]
     command: Command,
-    /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto.
+    /// Device: cpu, flex, ndarray, cuda:N, wgpu or auto; for `kiln train`, a list such as
+    /// cuda:0,cuda:1 trains data-parallel with one rank per device.
     #[arg(long, global = true, default_value = "cpu")]
     device: String,
     /// Threads of the CPU backends (rayon's pool, which burn-flex, its GEMM and kiln-cpu run

@@ -57,7 +57,8 @@ pub struct TrainArgs {
     /// Data-parallel over N processes (ranks) on this machine, each training on its share of every
     /// batch: the effective batch is N × train.batch_size, the cores are divided between them.
     /// kiln starts them with mpirun (a kiln built with `--features mpi`); on several hosts, start
-    /// `mpirun … kiln train …` yourself (README, "Several processes and hosts").
+    /// `mpirun … kiln train …` yourself (README, "Several processes and hosts"). A device list,
+    /// `--device cuda:0,cuda:1`, starts one rank per device the same way.
     #[arg(long, value_name = "N")]
     pub world_size: Option<usize>,
     /// Seconds any exchange between ranks may take before the run stops with an error (a rank
@@ -97,17 +98,19 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 pub const RESOLVED_FILE: &str = "resolved.json";
 
 pub fn run(args: TrainArgs, device: &str, threads: usize, threads_given: bool) -> Result<()> {
-    let sync: Option<Arc<dyn GradSync>> = match crate::dist::mode(&args)? {
+    let devices = crate::dist::device_list(device)?;
+    let sync: Option<Arc<dyn GradSync>> = match crate::dist::mode(&args, &devices)? {
         crate::dist::Mode::Alone => None,
         crate::dist::Mode::Launch { world } => return crate::dist::launch(&args, world, threads, threads_given),
         crate::dist::Mode::Rank => Some(crate::dist::join(&args)?),
     };
     let rank0 = sync.as_ref().filter(|s| s.rank() == 0).cloned();
-    // Several GPUs of one host: `--device cuda` (no index) gives each rank the GPU of its local
-    // rank, as the MPI launcher numbers the ranks of this host.
-    let device = match (&sync, device) {
-        (Some(_), "cuda") => format!("cuda:{}", crate::dist::local_rank()),
-        _ => device.to_string(),
+    // Several GPUs of one host: each rank takes its entry of a `--device cuda:0,cuda:1` list, or
+    // with a bare `--device cuda` the GPU of its local rank, as the MPI launcher numbers the ranks
+    // of this host.
+    let device = match &sync {
+        Some(_) => crate::dist::rank_device(&devices, crate::dist::local_rank())?,
+        None => devices[0].clone(),
     };
     let device = device.as_str();
     // Ctrl-C or SIGTERM: finish the step, checkpoint, exit 0. A second Ctrl-C aborts at once.

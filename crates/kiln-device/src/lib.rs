@@ -47,10 +47,10 @@ pub enum DeviceError {
         /// What this binary has.
         compiled: String,
     },
-    /// Several devices: one process trains on one.
+    /// Several devices where one is needed: only `kiln train` takes a list.
     #[error(
-        "--device {0:?}: kiln trains on one device; data-parallel training over several is not available yet \
-         (burn 0.21 offers it only inside burn-train's Learner; see kiln-train's docs)"
+        "--device {0:?}: this command runs on one device; `kiln train` takes a list and trains data-parallel, \
+         one rank per device (a build with `--features mpi`)"
     )]
     Several(String),
     /// A backend this binary was built without.
