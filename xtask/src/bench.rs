@@ -97,7 +97,9 @@ fn parse(args: &[&str]) -> Result<Options> {
     }
     if o.dist.is_some() {
         if o.compare || o.readme || o.threads.is_some() || o.backend != "flex" {
-            bail!("bench: --dist times kiln's layouts alone (threads are in each layout): drop --compare, --readme, --threads and --backend");
+            bail!(
+                "bench: --dist times kiln's layouts alone (threads are in each layout): drop --compare, --readme, --threads and --backend"
+            );
         }
         if !o.workload_given {
             o.workload = "w1".into();

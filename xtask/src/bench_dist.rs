@@ -62,7 +62,10 @@ pub fn run(o: &DistOptions<'_>) -> Result<()> {
     let machine = machine();
     let revision = git_revision();
     eprintln!("bench --dist: {} on {}, git {revision}", o.workload, machine["cpu"].as_str().unwrap_or("?"));
-    crate::run("cargo", &["build", "--release", "-p", "kiln-bench", "--no-default-features", "--features", "flex,mpi"])?;
+    crate::run(
+        "cargo",
+        &["build", "--release", "-p", "kiln-bench", "--no-default-features", "--features", "flex,mpi"],
+    )?;
     let exe = root().join("target/release/kiln-bench");
     let mpirun = std::env::var_os("KILN_MPIRUN").unwrap_or_else(|| "mpirun".into());
     let mut records = Vec::new();
@@ -153,15 +156,16 @@ fn render(records: &[Value], layouts: &[Layout], header: &str, markdown: bool) -
         if markdown {
             out += &format!("\n**{workload}**\n\n| {} |\n|{}\n", cols.join(" | "), "---|".repeat(cols.len()));
         } else {
-            out += &format!("\n{workload}\n{:<30} {:>24} {:>24} {:>24} {:>20}\n", cols[0], cols[1], cols[2], cols[3], cols[4]);
+            out += &format!(
+                "\n{workload}\n{:<30} {:>24} {:>24} {:>24} {:>20}\n",
+                cols[0], cols[1], cols[2], cols[3], cols[4]
+            );
         }
         for layout in layouts.iter().map(|l| l.name()) {
             let Some(by_round) = rates.get(&layout) else { continue };
             let values: Vec<f64> = by_round.values().copied().collect();
-            let ratios: Vec<f64> = by_round
-                .iter()
-                .filter_map(|(round, v)| Some(v / rates.get(&first)?.get(round)?))
-                .collect();
+            let ratios: Vec<f64> =
+                by_round.iter().filter_map(|(round, v)| Some(v / rates.get(&first)?.get(round)?)).collect();
             let cells = [
                 layout.clone(),
                 fmt3(spread(&values), 1),
@@ -189,7 +193,11 @@ mod tests {
         let layouts = parse_layouts("1x1, 2X1,1x2").unwrap();
         assert_eq!(
             layouts,
-            [Layout { processes: 1, threads: 1 }, Layout { processes: 2, threads: 1 }, Layout { processes: 1, threads: 2 }]
+            [
+                Layout { processes: 1, threads: 1 },
+                Layout { processes: 2, threads: 1 },
+                Layout { processes: 1, threads: 2 }
+            ]
         );
         for bad in ["2", "0x1", "2x0", "axb", ""] {
             let err = parse_layouts(bad).unwrap_err().to_string();

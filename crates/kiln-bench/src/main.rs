@@ -148,8 +148,12 @@ fn join_mpi(timeout: f64) -> Result<Option<std::sync::Arc<dyn kiln_optim::GradSy
     if !kiln_mpi::launched_by_mpi() {
         return Ok(None);
     }
-    anyhow::ensure!(timeout.is_finite() && timeout > 0.0, "--dist-timeout {timeout}: must be a positive number of seconds");
-    let sync = kiln_mpi::MpiSync::init(std::time::Duration::from_secs_f64(timeout)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    anyhow::ensure!(
+        timeout.is_finite() && timeout > 0.0,
+        "--dist-timeout {timeout}: must be a positive number of seconds"
+    );
+    let sync =
+        kiln_mpi::MpiSync::init(std::time::Duration::from_secs_f64(timeout)).map_err(|e| anyhow::anyhow!("{e}"))?;
     Ok(Some(std::sync::Arc::new(sync)))
 }
 

@@ -234,9 +234,10 @@ mod tests {
         assert_eq!(mode(&train_args(&[]), &list("cpu")).unwrap(), Mode::Alone);
         assert_eq!(mode(&train_args(&["--world-size", "3"]), &list("cpu")).unwrap(), Mode::Launch { world: 3 });
         assert_eq!(mode(&train_args(&[]), &list("cuda:0,cuda:1")).unwrap(), Mode::Launch { world: 2 });
-        assert_eq!(mode(&train_args(&["--world-size", "2"]), &list("cuda:0, cuda:1")).unwrap(), Mode::Launch {
-            world: 2
-        });
+        assert_eq!(
+            mode(&train_args(&["--world-size", "2"]), &list("cuda:0, cuda:1")).unwrap(),
+            Mode::Launch { world: 2 }
+        );
         let err = mode(&train_args(&["--world-size", "4"]), &list("cuda:0,cuda:1")).unwrap_err().to_string();
         assert!(err.contains("--world-size 4") && err.contains("2 devices"), "{err}");
         assert!(mode(&train_args(&["--world-size", "0"]), &list("cpu")).is_err());
