@@ -134,11 +134,18 @@ pub fn run_quality(args: &[&str]) -> Result<()> {
             }
         }
     }
-    let report = render(&records, &header, o.compare);
+    publish(&records, &header, o.compare, o.readme, &out)?;
+    eprintln!("quality: everything is in {}", out.display());
+    Ok(())
+}
+
+/// Writes `report.md` into `out`, prints it, and with `readme` puts it between the README's
+/// `quality` markers.
+fn publish(records: &[Value], header: &Value, compare: bool, readme: bool, out: &Path) -> Result<()> {
+    let report = render(records, header, compare);
     std::fs::write(out.join("report.md"), &report)?;
     println!("{report}");
-    eprintln!("quality: everything is in {}", out.display());
-    if o.readme {
+    if readme {
         crate::write_readme_section(README_START, README_END, report.trim_end())?;
         eprintln!("quality: table written to README.md");
     }
@@ -173,14 +180,7 @@ fn rescore(o: &Options, out: &Path) -> Result<()> {
     std::fs::write(&tmp, lines)?;
     std::fs::rename(&tmp, &results)?;
     let compare = records.iter().any(|r| r["impl"] != "kiln");
-    let report = render(&records, &header, compare);
-    std::fs::write(out.join("report.md"), &report)?;
-    println!("{report}");
-    if o.readme {
-        crate::write_readme_section(README_START, README_END, report.trim_end())?;
-        eprintln!("quality: table written to README.md");
-    }
-    Ok(())
+    publish(&records, &header, compare, o.readme, out)
 }
 
 /// kiln's side: train, draw `n` samples, score them.

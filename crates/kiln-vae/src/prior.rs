@@ -110,8 +110,7 @@ impl LatentMixture {
                 let best = (0..k).min_by(|&a, &b| dist2(row(i), &centers[a]).total_cmp(&dist2(row(i), &centers[b])));
                 resp[i * k + best.expect("k ≥ 1")] = 1.0;
             }
-            let (_, means, _) = m_step(&x, &resp, n, dim, k, ridge);
-            centers = means;
+            centers = weighted_means(&x, &resp, n, dim, k).into_iter().map(|(_, mu)| mu).collect();
         }
 
         let mut mixture = Self {
@@ -249,9 +248,31 @@ fn dist2(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
 }
 
+/// Each component's mass (the sum of its responsibilities in `resp`, `n × k`) and mean. A
+/// component left with no points (mass `None`) takes every point at weight 1 — the data's mean —
+/// so that none divides by zero.
+fn weighted_means(x: &[f64], resp: &[f64], n: usize, d: usize, k: usize) -> Vec<(Option<f64>, Vec<f64>)> {
+    (0..k)
+        .map(|j| {
+            let mass: f64 = (0..n).map(|i| resp[i * k + j]).sum();
+            let mass = (mass >= 1e-9).then_some(mass);
+            let mut mu = vec![0.0; d];
+            for i in 0..n {
+                let w = if mass.is_some() { resp[i * k + j] } else { 1.0 };
+                for (m, v) in mu.iter_mut().zip(&x[i * d..(i + 1) * d]) {
+                    *m += w * v;
+                }
+            }
+            let total = mass.unwrap_or(n as f64);
+            mu.iter_mut().for_each(|m| *m /= total);
+            (mass, mu)
+        })
+        .collect()
+}
+
 /// The M step from responsibilities `resp` (`n × k`): weights, means and the Cholesky factors
 /// of the ridged covariances. A component left with no points is re-seeded at the data's mean
-/// with the data's covariance, so none divides by zero.
+/// with the data's covariance (and a negligible weight).
 fn m_step(
     x: &[f64],
     resp: &[f64],
@@ -261,20 +282,9 @@ fn m_step(
     ridge: f64,
 ) -> (Vec<f64>, Vec<Vec<f64>>, Vec<Vec<f64>>) {
     let (mut weights, mut means, mut factors) = (Vec::with_capacity(k), Vec::with_capacity(k), Vec::with_capacity(k));
-    for j in 0..k {
-        let mut mass: f64 = (0..n).map(|i| resp[i * k + j]).sum();
-        let uniform = mass < 1e-9;
-        let r = |i: usize| if uniform { 1.0 } else { resp[i * k + j] };
-        if uniform {
-            mass = n as f64;
-        }
-        let mut mu = vec![0.0; d];
-        for i in 0..n {
-            for (m, v) in mu.iter_mut().zip(&x[i * d..(i + 1) * d]) {
-                *m += r(i) * v;
-            }
-        }
-        mu.iter_mut().for_each(|m| *m /= mass);
+    for (j, (mass, mu)) in weighted_means(x, resp, n, d, k).into_iter().enumerate() {
+        let r = |i: usize| if mass.is_some() { resp[i * k + j] } else { 1.0 };
+        let total = mass.unwrap_or(n as f64);
         let mut cov = vec![0.0; d * d];
         for i in 0..n {
             let w = r(i);
@@ -288,11 +298,11 @@ fn m_step(
         }
         for a in 0..d {
             for b in 0..=a {
-                cov[a * d + b] /= mass;
+                cov[a * d + b] /= total;
             }
             cov[a * d + a] += ridge;
         }
-        weights.push(if uniform { 1e-12 } else { mass / n as f64 });
+        weights.push(mass.map_or(1e-12, |m| m / n as f64));
         factors.push(cholesky(&cov, d, ridge));
         means.push(mu);
     }
