@@ -146,10 +146,63 @@ fn publish(records: &[Value], header: &Value, compare: bool, readme: bool, out: 
     std::fs::write(out.join("report.md"), &report)?;
     println!("{report}");
     if readme {
-        crate::write_readme_section(README_START, README_END, report.trim_end())?;
+        let previous = crate::read_readme_section(README_START, README_END)?;
+        let fresh: Vec<&str> = records.iter().filter_map(|r| r["experiment"].as_str()).collect();
+        let section = with_carried_rows(&report, &previous, &fresh);
+        crate::write_readme_section(README_START, README_END, section.trim_end())?;
         eprintln!("quality: table written to README.md");
     }
     Ok(())
+}
+
+/// The first cell of a Markdown table row, and how many cells it has.
+fn table_row(line: &str) -> Option<(&str, usize)> {
+    let rest = line.strip_prefix("| ")?.strip_suffix(" |")?;
+    let first = rest.split(" | ").next()?;
+    (first != "experiment").then_some((first, rest.split(" | ").count()))
+}
+
+/// The README's section: this run's `report`, plus the rows of the experiments it did not run
+/// (`--only`) carried over from the `previous` section with the lines that say where they came
+/// from — so refreshing one experiment keeps the others' comparison instead of dropping it.
+fn with_carried_rows(report: &str, previous: &str, fresh: &[&str]) -> String {
+    let carried = |cells: usize| -> Vec<&str> {
+        previous
+            .lines()
+            .filter(|l| table_row(l).is_some_and(|(name, n)| n == cells && !fresh.contains(&name)))
+            .collect()
+    };
+    let (per_seed, summary) = (carried(13), carried(5));
+    if per_seed.is_empty() && summary.is_empty() {
+        return report.to_string();
+    }
+    let mut names: Vec<&str> = per_seed.iter().chain(&summary).filter_map(|l| Some(table_row(l)?.0)).collect();
+    names.sort_unstable();
+    names.dedup();
+    let mut lines: Vec<String> = Vec::new();
+    let report_lines: Vec<&str> = report.lines().collect();
+    for (i, line) in report_lines.iter().enumerate() {
+        lines.push(line.to_string());
+        // After the last row of each table, that table's carried rows.
+        let next_cells = report_lines.get(i + 1).and_then(|l| table_row(l)).map(|(_, n)| n);
+        if let Some((_, n)) = table_row(line).filter(|_| next_cells.is_none()) {
+            let rows = if n == 13 { &per_seed } else { &summary };
+            lines.extend(rows.iter().map(|r| r.to_string()));
+        }
+    }
+    // Where the carried rows come from: the previous section's own provenance lines.
+    let provenance: Vec<&str> = previous
+        .lines()
+        .filter(|l| l.starts_with("kiln against PyTorch peers") || l.starts_with("Rows of "))
+        .map(|l| l.strip_prefix("Rows of ").and_then(|r| r.split_once(" — ")).map_or(l, |(_, from)| from))
+        .collect();
+    lines.push(String::new());
+    lines.push(format!(
+        "Rows of {}: carried over from an earlier comparison — {}",
+        names.join(", "),
+        provenance.join(" ")
+    ));
+    lines.join("\n") + "\n"
 }
 
 /// Scores the sample sets of an earlier comparison in `out` again (those of `--only`'s
@@ -392,6 +445,51 @@ mod tests {
         assert!(parse(&["--only", "ddpm-mnist"]).unwrap_err().to_string().contains("no PyTorch peer"));
         assert!(parse(&["--seeds", "4x"]).is_err());
         assert!(parse(&["--readme"]).unwrap_err().to_string().contains("needs --compare"));
+    }
+
+    #[test]
+    fn the_readme_keeps_the_rows_of_experiments_this_run_did_not_cover() {
+        let row13 =
+            |name: &str, seed: u32| format!("| {name} | {seed} | kiln | 1 | 1 | 1 | 1 | 1 | 1 | 1 | 1 | — | 1 |");
+        let previous = [
+            "kiln against PyTorch peers at the same wall-clock (git old).".to_string(),
+            String::new(),
+            "| experiment | seed | side | steps | train s | img/s | FID | KID | IS | precision | recall | class acc | classes |"
+                .into(),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+            row13("vae-mnist", 42),
+            row13("cgan-mnist", 42),
+            String::new(),
+            "| experiment | kiln FID / peer FID, per seed | median | goal ≤ 0.7 | class accuracy, kiln / peer |".into(),
+            "|---|---|---|---|---|".into(),
+            "| cgan-mnist | 3.05 | 3.05 | not met | — |".into(),
+            "| vae-mnist | 0.16 | 0.16 | met | — |".into(),
+        ]
+        .join("\n");
+        let report = [
+            "kiln against PyTorch peers at the same wall-clock (git new).".to_string(),
+            String::new(),
+            "| experiment | seed | side | steps | train s | img/s | FID | KID | IS | precision | recall | class acc | classes |"
+                .into(),
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|".into(),
+            row13("cgan-mnist", 43),
+            String::new(),
+            "| experiment | kiln FID / peer FID, per seed | median | goal ≤ 0.7 | class accuracy, kiln / peer |".into(),
+            "|---|---|---|---|---|".into(),
+            "| cgan-mnist | 0.9 | 0.9 | not met | — |".into(),
+        ]
+        .join("\n");
+        let merged = with_carried_rows(&report, &previous, &["cgan-mnist"]);
+        let lines: Vec<&str> = merged.lines().collect();
+        // The fresh cGAN rows replace the old ones; the VAE's follow in each table.
+        assert_eq!(lines[4], row13("cgan-mnist", 43));
+        assert_eq!(lines[5], row13("vae-mnist", 42));
+        assert_eq!(lines[9], "| cgan-mnist | 0.9 | 0.9 | not met | — |");
+        assert_eq!(lines[10], "| vae-mnist | 0.16 | 0.16 | met | — |");
+        assert!(!merged.contains("3.05"), "{merged}");
+        assert!(merged.trim_end().ends_with("Rows of vae-mnist: carried over from an earlier comparison — kiln against PyTorch peers at the same wall-clock (git old)."), "{merged}");
+        // Nothing to carry: the report alone.
+        assert_eq!(with_carried_rows(&report, &previous, &["cgan-mnist", "vae-mnist"]), report);
     }
 
     #[test]
