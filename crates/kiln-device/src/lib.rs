@@ -235,7 +235,7 @@ mod tests {
         let err = DeviceSpec::parse("tpu").unwrap_err().to_string();
         assert!(err.starts_with("unknown --device \"tpu\"") && err.contains("this binary has"), "{err}");
         let err = DeviceSpec::parse("cuda:0,cuda:1").unwrap_err().to_string();
-        assert!(err.contains("kiln trains on one device"), "{err}");
+        assert!(err.contains("runs on one device") && err.contains("`kiln train` takes a list"), "{err}");
         assert!(DeviceSpec::parse("cuda:x").is_err());
     }
 }
