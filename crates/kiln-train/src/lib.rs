@@ -36,9 +36,10 @@
 //! (`kiln_data::Batcher::with_shard`); the ranks' batches of a step are then the micro-batches one
 //! process with `accumulate = ranks` would take, and the test
 //! `two_ranks_train_like_one_process_accumulating_their_batches_and_only_rank_0_writes` holds the
-//! two to 1e-6. Engines: `kiln_optim::sync::ThreadGroup` (ranks as threads of one process); an
-//! engine between processes is the missing piece (see `kiln_optim::sync` for why not
-//! burn-collective 0.21).
+//! two to 1e-6. Engines: `kiln_optim::sync::ThreadGroup` (ranks as threads of one process) and
+//! kiln-mpi's `MpiSync` between processes and hosts, which `kiln train --world-size N` (or a
+//! device list, `--device cuda:0,cuda:1`) starts through mpirun (see `kiln_optim::sync` for why
+//! not burn-collective 0.21).
 //!
 //! # Looking at a run
 //! Beside the metrics log, every preview writes `losses.png` (a panel per metric of
