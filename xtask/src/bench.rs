@@ -145,15 +145,8 @@ pub fn run(args: &[&str]) -> Result<()> {
         if let Some(python) = &python {
             batch.extend(run_torch(&o, python)?);
         }
-        for mut r in batch {
-            if let Value::Object(map) = &mut r {
-                map.insert("timestamp".into(), json!(utc_now()));
-                map.insert("git".into(), json!(revision));
-                map.insert("machine".into(), machine.clone());
-                map.insert("round".into(), json!(round));
-            }
-            append_history(&o.history, &r)?;
-            records.push(r);
+        for r in batch {
+            records.push(keep(r, &[], &revision, &machine, round, &o.history)?);
         }
     }
     eprintln!("bench: {} records appended to {}", records.len(), o.history.display());
@@ -284,7 +277,30 @@ pub(crate) fn ensure_venv(python: Option<&Path>) -> Result<PathBuf> {
     Ok(python)
 }
 
-pub(crate) fn append_history(path: &Path, record: &Value) -> Result<()> {
+/// Stamps a record with `extra` fields, the time, the git revision, the machine and its round,
+/// and appends it to the history file; returns it.
+pub(crate) fn keep(
+    mut record: Value,
+    extra: &[(&str, Value)],
+    revision: &str,
+    machine: &Value,
+    round: usize,
+    history: &Path,
+) -> Result<Value> {
+    if let Value::Object(map) = &mut record {
+        for (key, value) in extra {
+            map.insert((*key).into(), value.clone());
+        }
+        map.insert("timestamp".into(), json!(utc_now()));
+        map.insert("git".into(), json!(revision));
+        map.insert("machine".into(), machine.clone());
+        map.insert("round".into(), json!(round));
+    }
+    append_history(history, &record)?;
+    Ok(record)
+}
+
+fn append_history(path: &Path, record: &Value) -> Result<()> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create", dir.display()))?;
     }

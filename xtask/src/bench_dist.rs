@@ -15,7 +15,7 @@ use std::process::Command;
 use anyhow::{Result, bail};
 use serde_json::{Value, json};
 
-use crate::bench::{append_history, git_revision, json_lines, machine, spread, utc_now};
+use crate::bench::{git_revision, json_lines, keep, machine, spread, utc_now};
 use crate::root;
 
 /// One layout: processes × threads per process.
@@ -87,16 +87,8 @@ pub fn run(o: &DistOptions<'_>) -> Result<()> {
             cmd.args(["--json", "--device", "cpu", "--workload", o.workload])
                 .args(["--reps", &o.reps.to_string(), "--warmup", &o.warmup.to_string()])
                 .args(["--threads", &layout.threads.to_string()]);
-            for mut r in json_lines(&mut cmd, &format!("kiln-bench {}", layout.name()))? {
-                if let Value::Object(map) = &mut r {
-                    map.insert("layout".into(), json!(layout.name()));
-                    map.insert("timestamp".into(), json!(utc_now()));
-                    map.insert("git".into(), json!(revision));
-                    map.insert("machine".into(), machine.clone());
-                    map.insert("round".into(), json!(round));
-                }
-                append_history(o.history, &r)?;
-                records.push(r);
+            for r in json_lines(&mut cmd, &format!("kiln-bench {}", layout.name()))? {
+                records.push(keep(r, &[("layout", json!(layout.name()))], &revision, &machine, round, o.history)?);
             }
         }
     }
