@@ -135,11 +135,12 @@ fn main() -> Result<()> {
     ALLOC.configure_from_env();
     let workloads = Workload::parse_list(&args.workload)?;
     anyhow::ensure!(args.reps > 0, "--reps must be at least 1");
-    let threads = kiln_device::init_threads(args.threads)?;
     let scale = if args.tiny { Scale::Tiny } else { Scale::Full };
     let sync = join_mpi(args.dist_timeout)?;
-    let job = Bench { workloads, sync, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
-    kiln_device::run_on(&args.device, job)?
+    kiln_device::with_threads(args.threads, |threads| {
+        let job = Bench { workloads, sync, scale, warmup: args.warmup, reps: args.reps, threads, json: args.json };
+        kiln_device::run_on(&args.device, job)?
+    })?
 }
 
 /// This process's rank, when mpirun (or another MPI launcher) started it.

@@ -170,7 +170,11 @@ fn families(json: bool) -> Result<()> {
 static ALLOC: kiln_cpu::BlockCache = kiln_cpu::BlockCache::new();
 
 fn run(cli: Cli) -> Result<()> {
-    let pool = kiln_device::init_threads(cli.threads)?;
+    kiln_device::with_threads(cli.threads, |pool| dispatch(cli, pool))?
+}
+
+/// Runs the command on the device `cli` names, with a CPU pool of `pool` threads.
+fn dispatch(cli: Cli, pool: usize) -> Result<()> {
     let device = cli.device.as_str();
     match cli.command {
         Command::Train(args) => train::run(args, device, cli.threads.unwrap_or(pool), cli.threads.is_some()),

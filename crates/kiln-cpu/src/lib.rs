@@ -53,7 +53,7 @@ mod transpose;
 
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use inner::CpuInner;
-pub use threads::{ThreadsError, init_threads, physical_cores, threads};
+pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};
 use burn_flex::Flex;

@@ -155,17 +155,27 @@ impl DeviceSpec {
 
 /// Sizes the pool the CPU backends run on (rayon's global pool, which burn-flex, its GEMM and
 /// kiln-cpu share) to `threads`, by default the number of physical cores (hyper-threads share a
-/// core's FMA units). Returns the size. Call once, before any work.
-pub fn init_threads(threads: Option<usize>) -> Result<usize, DeviceError> {
+/// core's FMA units), then runs `command` with that size on one of the pool's threads and
+/// returns its result. A command's tensor work then starts each parallel op from inside the
+/// pool instead of waking the pool from outside and sleeping until it is done
+/// (`kiln_cpu::on_pool` has the reason and the measurement). Call once per process, before any
+/// tensor work.
+pub fn with_threads<R: Send>(
+    threads: Option<usize>,
+    command: impl FnOnce(usize) -> R + Send,
+) -> Result<R, DeviceError> {
     #[cfg(feature = "flex")]
-    return kiln_cpu::init_threads(threads).map_err(|e| DeviceError::Threads(e.to_string()));
+    {
+        let n = kiln_cpu::init_threads(threads).map_err(|e| DeviceError::Threads(e.to_string()))?;
+        Ok(kiln_cpu::on_pool(|| command(n)))
+    }
     // Without kiln-cpu (a GPU-only build) there is no CPU pool for --threads to size.
     #[cfg(not(feature = "flex"))]
     match threads {
         Some(_) => {
             Err(DeviceError::Threads("--threads sizes the CPU backend's pool: build with the `flex` feature".into()))
         }
-        None => Ok(std::thread::available_parallelism().map_or(1, usize::from)),
+        None => Ok(command(std::thread::available_parallelism().map_or(1, usize::from))),
     }
 }
 
