@@ -342,7 +342,8 @@ fn check_linear<const D: usize>(x_dims: [usize; D], n: usize, bias: bool, stride
 #[test]
 fn linear_matches_flex_for_every_rank() {
     // Rank 2 (an LSTM's gates), rank 3 (a transformer's [B, T, C]; over 256 rows so the bias
-    // gradient's parallel column sum runs), rank 4, one row, and odd widths.
+    // gradient's parallel column sum runs), rank 4, one row, and odd widths; fewer rows than
+    // inputs ([5, 7], [1, 3]: `dx` through `dxᵀ = W · dyᵀ`) and more (the rest).
     for bias in [true, false] {
         check_linear([5, 7], 9, bias, false);
         check_linear([1, 3], 1, bias, false);
