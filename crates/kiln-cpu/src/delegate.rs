@@ -71,6 +71,11 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         crate::activation::exp::<B>(tensor)
     }
 
+    // The LSTM cells' tanh, likewise (see `crate::activation`).
+    fn float_tanh(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
+        crate::activation::tanh::<B>(tensor)
+    }
+
     forward! {
         B;
         fn float_from_data(data: TensorData, device: &Device<Self>) -> FloatTensor<Self>;
@@ -157,7 +162,6 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         fn float_tan(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_cosh(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_sinh(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
-        fn float_tanh(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_acos(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_acosh(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_asin(tensor: FloatTensor<Self>) -> FloatTensor<Self>;
