@@ -142,15 +142,17 @@ fn try_bias_backward<B: CpuInner>(dy: &FloatTensor<B>) -> Option<FloatTensor<B>>
         }
         acc
     };
-    // db[n] = Σ_rows dy[row, ·]: partial sums over blocks of rows, then the partials added
+    // db[n] = Σ_rows dy[row, ·]: partial sums over blocks of rows, then the partials added in
+    // block order — not by rayon's `reduce`, whose grouping follows work stealing and would make
+    // the float sum differ from run to run.
     let db = if m > SUM_ROWS {
-        dys.par_chunks(SUM_ROWS * n).map(add_rows).reduce(
-            || vec![0.0f32; n],
-            |mut a, b| {
-                a.iter_mut().zip(&b).for_each(|(x, y)| *x += *y);
-                a
-            },
-        )
+        let partials: Vec<Vec<f32>> = dys.par_chunks(SUM_ROWS * n).map(add_rows).collect();
+        let mut partials = partials.into_iter();
+        let mut db = partials.next().unwrap_or_else(|| vec![0.0f32; n]);
+        for partial in partials {
+            db.iter_mut().zip(&partial).for_each(|(x, y)| *x += *y);
+        }
+        db
     } else {
         add_rows(&dys)
     };

@@ -220,6 +220,27 @@ fn dcgan_shapes_match_flex() {
 }
 
 #[test]
+fn per_image_weight_gradients_repeat_bit_for_bit() {
+    // The per-image strategy sums its weight gradient over threads: a 1 × 1 convolution, a
+    // one-channel input and a map of over 512 positions all take it. Five runs each must agree
+    // to the bit (checkpoints resume bit for bit only if a step is repeatable).
+    let cases = [
+        ([24, 8, 6, 6], [5, 8, 1, 1], ConvOptions::new([1, 1], [0, 0], [1, 1], 1)),
+        ([24, 1, 12, 12], [6, 1, 4, 4], ConvOptions::new([2, 2], [1, 1], [1, 1], 1)),
+        ([12, 2, 24, 24], [3, 2, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 1)),
+    ];
+    for (x, w, options) in cases {
+        let case = Case { x, w, bias: true, op: Op::Conv(options), strided_x: false };
+        check(&case);
+        let first = run::<Kiln>(&case).dw.to_vec::<f32>().expect("f32");
+        for _ in 0..4 {
+            let again = run::<Kiln>(&case).dw.to_vec::<f32>().expect("f32");
+            assert!(first.iter().zip(&again).all(|(a, b)| a.to_bits() == b.to_bits()), "{case:?}: runs differ");
+        }
+    }
+}
+
+#[test]
 fn unhandled_cases_fall_back_to_flex() {
     // groups > 1 goes to flex's own kernels; the results must still agree.
     check(&Case {
@@ -376,6 +397,7 @@ fn run_activation<B: AutodiffBackend>(which: &str) -> (TensorData, TensorData) {
     let y = match which {
         "exp" => (x.clone() * 0.5).exp(),
         "sigmoid" => burn::tensor::activation::sigmoid(x.clone()),
+        "tanh" => x.clone().tanh(),
         _ => burn::tensor::activation::gelu(x.clone()),
     };
     let r = Tensor::<B, 2>::from_data(TensorData::new(values(n, 22), [7, n / 7]), &device);
@@ -384,8 +406,8 @@ fn run_activation<B: AutodiffBackend>(which: &str) -> (TensorData, TensorData) {
 }
 
 #[test]
-fn exp_sigmoid_and_gelu_match_flex() {
-    for which in ["exp", "sigmoid", "gelu"] {
+fn exp_tanh_sigmoid_and_gelu_match_flex() {
+    for which in ["exp", "tanh", "sigmoid", "gelu"] {
         let ((ky, kdx), (fy, fdx)) = (run_activation::<Kiln>(which), run_activation::<Ref>(which));
         assert_close(&format!("{which} output"), ky, fy);
         assert_close(&format!("{which} x grad"), kdx, fdx);
