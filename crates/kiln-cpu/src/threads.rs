@@ -64,7 +64,7 @@ pub fn init_threads(threads: Option<usize>) -> Result<usize, ThreadsError> {
 /// Run from a worker, the op's first half runs on the calling thread while the other workers
 /// steal the rest. Measured on the 2-core EPYC (`kiln train experiments/vqvae-mnist.toml --steps
 /// 200`, five interleaved pairs): 1,187–1,410 img/s from the main thread, 1,351–1,727 on the
-/// pool, 1.06–1.31× per pair.
+/// pool, 1.06–1.31× per pair; kiln-bench's DRAW step 1.28× and 1.49× (two pairs).
 pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
     rayon::scope(|_| f())
 }
