@@ -38,6 +38,15 @@ pub(crate) fn transpose_batch(src: &[f32], n: usize, rows: usize, cols: usize, d
     });
 }
 
+/// Writes the transpose of the row-major `rows × cols` matrix `src` into `dst` on the calling
+/// thread: for callers that are already one task among many.
+pub(crate) fn transpose_serial(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    const BAND: usize = 16;
+    for (band, out) in dst[..rows * cols].chunks_mut(BAND * rows).enumerate() {
+        transpose_band(src, rows, cols, band * BAND, out);
+    }
+}
+
 /// Writes columns `c0 .. c0 + out.len() / rows` of the row-major `rows × cols` matrix `src` as
 /// the rows of `out`.
 fn transpose_band(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
@@ -107,6 +116,11 @@ mod tests {
             let src: Vec<f32> = (0..n * rows * cols).map(|i| i as f32).collect();
             let mut dst = vec![f32::NAN; n * rows * cols];
             transpose_batch(&src, n, rows, cols, &mut dst);
+            if n == 1 {
+                let mut serial = vec![f32::NAN; rows * cols];
+                transpose_serial(&src, rows, cols, &mut serial);
+                assert_eq!(serial, dst, "serial {rows}×{cols}");
+            }
             for m in 0..n {
                 for r in 0..rows {
                     for c in 0..cols {

@@ -228,6 +228,8 @@ fn per_image_weight_gradients_repeat_bit_for_bit() {
         ([24, 8, 6, 6], [5, 8, 1, 1], ConvOptions::new([1, 1], [0, 0], [1, 1], 1)),
         ([24, 1, 12, 12], [6, 1, 4, 4], ConvOptions::new([2, 2], [1, 1], [1, 1], 1)),
         ([12, 2, 24, 24], [3, 2, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 1)),
+        // More output channels than column rows (20 > 2 · 3 · 3): the other orientation.
+        ([8, 2, 24, 24], [20, 2, 3, 3], ConvOptions::new([1, 1], [1, 1], [1, 1], 1)),
     ];
     for (x, w, options) in cases {
         let case = Case { x, w, bias: true, op: Op::Conv(options), strided_x: false };
