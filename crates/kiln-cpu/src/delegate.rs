@@ -71,6 +71,15 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         crate::activation::exp::<B>(tensor)
     }
 
+    // A permuted view is made contiguous by kiln-cpu's strided copy first, where flex would walk
+    // it element by element (see `crate::strided`); the reshape of the copy is then free.
+    fn float_reshape(tensor: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self> {
+        match B::f32_contiguous(&tensor) {
+            Some(contiguous) => B::float_reshape(contiguous, shape),
+            None => B::float_reshape(tensor, shape),
+        }
+    }
+
     // The LSTM cells' tanh, likewise (see `crate::activation`).
     fn float_tanh(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         crate::activation::tanh::<B>(tensor)
@@ -110,7 +119,6 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         fn float_swap_dims(tensor: FloatTensor<Self>, dim1: usize, dim2: usize) -> FloatTensor<Self>;
         fn float_permute(tensor: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self>;
         fn float_flip(tensor: FloatTensor<Self>, axes: &[usize]) -> FloatTensor<Self>;
-        fn float_reshape(tensor: FloatTensor<Self>, shape: Shape) -> FloatTensor<Self>;
         fn float_gather(dim: usize, tensor: FloatTensor<Self>, indices: IntTensor<Self>) -> FloatTensor<Self>;
         fn float_scatter_add(dim: usize, tensor: FloatTensor<Self>, indices: IntTensor<Self>, value: FloatTensor<Self>) -> FloatTensor<Self>;
         fn float_scatter_nd(_data: FloatTensor<Self>, _indices: IntTensor<Self>, _values: FloatTensor<Self>, _reduction: burn_backend::tensor::IndexingUpdateOp) -> FloatTensor<Self>;

@@ -19,6 +19,18 @@ pub trait CpuInner: Backend {
 
     /// A float tensor of `shape` that takes ownership of `data` (row-major, `f32`).
     fn f32_tensor(data: Vec<f32>, shape: Shape) -> FloatTensor<Self>;
+
+    /// A contiguous copy of `tensor` made by kiln-cpu's strided copy (`crate::strided`), when
+    /// it is an f32 view that is not contiguous and has a layout that copy handles; `None`
+    /// otherwise.
+    fn f32_contiguous(tensor: &FloatTensor<Self>) -> Option<FloatTensor<Self>>;
+}
+
+/// The elements of an f32 flex view in row-major order through [`crate::strided::gather`].
+fn strided_copy(tensor: &FlexTensor) -> Option<Vec<f32>> {
+    let layout = tensor.layout();
+    let shape: Vec<usize> = (0..layout.num_dims()).map(|i| layout.shape()[i]).collect();
+    crate::strided::gather(tensor.storage::<f32>(), &shape, layout.strides(), layout.start_offset())
 }
 
 impl CpuInner for Flex {
@@ -28,8 +40,19 @@ impl CpuInner for Flex {
         }
         match tensor.as_slice::<f32>() {
             Some(slice) => Some(Cow::Borrowed(slice)),
-            None => tensor.to_contiguous().into_data().into_vec::<f32>().ok().map(Cow::Owned),
+            None => match strided_copy(tensor) {
+                Some(copy) => Some(Cow::Owned(copy)),
+                None => tensor.to_contiguous().into_data().into_vec::<f32>().ok().map(Cow::Owned),
+            },
         }
+    }
+
+    fn f32_contiguous(tensor: &FlexTensor) -> Option<FlexTensor> {
+        if tensor.dtype() != DType::F32 || tensor.as_slice::<f32>().is_some() {
+            return None;
+        }
+        let shape = tensor.layout().shape().clone();
+        strided_copy(tensor).map(|data| FlexTensor::from_data(TensorData::new(data, shape)))
     }
 
     fn f32_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {

@@ -48,6 +48,7 @@ mod delegate;
 mod gemm;
 mod inner;
 mod linear;
+mod strided;
 mod threads;
 mod transpose;
 

@@ -415,3 +415,25 @@ fn exp_tanh_sigmoid_and_gelu_match_flex() {
         assert_close(&format!("{which} x grad"), kdx, fdx);
     }
 }
+
+fn run_permuted_reshape<B: AutodiffBackend>(dims: [usize; 4], axes: [usize; 4]) -> (TensorData, TensorData) {
+    let device = Default::default();
+    let n = dims.iter().product::<usize>();
+    let x = Tensor::<B, 4>::from_data(TensorData::new(values(n, 31), dims), &device).require_grad();
+    let y = x.clone().permute(axes).reshape([dims[0], n / dims[0]]); // what to_rows / a head merge do
+    let r = Tensor::<B, 2>::from_data(TensorData::new(values(n, 32), [dims[0], n / dims[0]]), &device);
+    let grads = (y.clone() * r).sum().backward();
+    (y.into_data(), x.grad(&grads).expect("x grad").into_data())
+}
+
+#[test]
+fn reshapes_of_permuted_views_match_flex() {
+    // A head split (runs of the last axis), NCHW → NHWC (a batch of transposes), and a layout
+    // with no contiguous axis (left to flex).
+    for (dims, axes) in [([2, 6, 4, 8], [0, 2, 1, 3]), ([3, 16, 7, 7], [0, 2, 3, 1]), ([2, 3, 2, 5], [3, 1, 0, 2])] {
+        let ((ky, kdx), (fy, fdx)) =
+            (run_permuted_reshape::<Kiln>(dims, axes), run_permuted_reshape::<Ref>(dims, axes));
+        assert_eq!(ky.to_vec::<f32>().expect("f32"), fy.to_vec::<f32>().expect("f32"), "{dims:?} by {axes:?}");
+        assert_eq!(kdx.to_vec::<f32>().expect("f32"), fdx.to_vec::<f32>().expect("f32"), "grad {dims:?} by {axes:?}");
+    }
+}
