@@ -13,7 +13,8 @@
 //! `A` is the weight viewed as a `rows × (channels·kh·kw)` matrix, which is how both
 //! `conv2d` (`[out, in, kh, kw]`) and `conv_transpose2d` (`[in, out, kh, kw]`) store it.
 //!
-//! Two strategies, chosen by the number of column positions per image:
+//! Two strategies, chosen by the number of column positions per image, the image's channels and
+//! the kernel:
 //!
 //! - **Per image** (≥ [`PER_IMAGE_POSITIONS`]; large maps, usually few channels; and any map
 //!   when the image has under [`MIN_CHANNELS_LAST`] channels or the kernel is 1 × 1): threads
@@ -394,66 +395,73 @@ fn weight_grad_groups(batch: usize, grad_len: usize) -> usize {
     (MAX_FLOATS / grad_len.max(1)).clamp(1, MAX_GROUPS).min(batch.max(1))
 }
 
+/// [`weight_grad`] by the per-image strategy.
+///
+/// Fixed groups of consecutive images are each summed in order into their own partial gradient,
+/// and the partials added in group order: the sum's order depends on the shapes alone, never on
+/// which thread stole what, so a step repeats bit for bit (rayon's `fold` grouped images by work
+/// stealing, and the float sum varied from run to run).
+///
+/// `gemm` gathers a column-major right operand into its panels element by element. Of the two
+/// ways to orient the product, each image either adds `y · colᵀ` into `dA`, gathering its column
+/// matrix, or transposes `y` (a SIMD copy) and adds `col · yᵀ` into `dAᵀ` with both operands
+/// row-major. The second moves less when `rows < col_rows` (a 3 × 3 kernel's column matrix is
+/// 9 × the channels): on kiln-bench W7 (the diffusion U-Net, 32 × 32 maps) the gather was 10 %
+/// of the step.
+fn weight_grad_per_image(g: &Geometry, img: &[f32], y: &[f32], batch: usize, rows: usize) -> Vec<f32> {
+    let (k, positions) = (g.col_rows(), g.positions());
+    let transposed = rows < k;
+    let per_group = batch.div_ceil(weight_grad_groups(batch, rows * k));
+    let partials: Vec<Vec<f32>> = img
+        .par_chunks(per_group * g.image_len())
+        .zip(y.par_chunks(per_group * rows * positions))
+        .map(|(imgs, ys)| {
+            let mut grad = vec![0.0; k * rows];
+            with_scratch(if transposed { positions * rows } else { 0 }, |y_t| {
+                for (img, y) in imgs.chunks(g.image_len()).zip(ys.chunks(rows * positions)) {
+                    let mut add = |col: &[f32], grad: &mut [f32]| {
+                        let col = MatRef::row_major(col, positions);
+                        if transposed {
+                            transpose_serial(y, rows, positions, y_t);
+                            let y_t = MatRef::row_major(y_t, rows);
+                            sgemm(k, rows, positions, col, y_t, grad, rows, true, false);
+                        } else {
+                            let y = MatRef::row_major(y, positions);
+                            sgemm(rows, k, positions, y, col.t(), grad, k, true, false);
+                        }
+                    };
+                    if g.pointwise() {
+                        add(img, &mut grad); // a 1 × 1 kernel's column matrix is the image
+                        continue;
+                    }
+                    with_scratch(k * positions, |col| {
+                        (0..k).for_each(|r| im2col_row(g, img, r, &mut col[r * positions..][..positions]));
+                        add(col, &mut grad);
+                    });
+                }
+            });
+            grad
+        })
+        .collect();
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; rows * k]);
+    for partial in partials {
+        sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
+    }
+    if !transposed {
+        return sum;
+    }
+    let mut grad = vec![0.0; rows * k];
+    transpose_batch(&sum, 1, k, rows, &mut grad); // dAᵀ → dA
+    grad
+}
+
 /// `dA[rows, col_rows] = Σ_b y[b] · im2col(img[b])ᵀ` for `batch` pairs; `y` is
 /// `[batch, rows, positions]`.
 pub(crate) fn weight_grad(g: &Geometry, img: &[f32], y: &[f32], batch: usize, rows: usize) -> Vec<f32> {
     let (k, positions) = (g.col_rows(), g.positions());
     if g.per_image() {
-        // Fixed groups of consecutive images, each summed in order into its own partial
-        // gradient, the partials then added in group order: the sum's order depends on the shapes
-        // alone, never on which thread stole what, so a run is bit-for-bit repeatable (a rayon
-        // `fold` would group images by work stealing, and the float sum would vary run to run).
-        // `gemm` gathers a column-major right operand into its panels element by element. Of
-        // the two ways to orient the product, each image either adds `y · colᵀ` into `dA`,
-        // gathering the column matrix, or transposes `y` (a SIMD copy) and adds `col · yᵀ` into
-        // `dAᵀ` with both operands row-major. The second moves less when `rows < col_rows` (a
-        // 3 × 3 kernel's column matrix is 9 × the channels): on kiln-bench W7 (the diffusion
-        // U-Net, 32 × 32 maps) the gather was 10 % of the step.
-        let transposed = rows < k;
-        let groups = weight_grad_groups(batch, rows * k);
-        let per_group = batch.div_ceil(groups);
-        let partials: Vec<Vec<f32>> = img
-            .par_chunks(per_group * g.image_len())
-            .zip(y.par_chunks(per_group * rows * positions))
-            .map(|(imgs, ys)| {
-                let mut grad = vec![0.0; k * rows];
-                with_scratch(if transposed { positions * rows } else { 0 }, |y_t| {
-                    for (img, y) in imgs.chunks(g.image_len()).zip(ys.chunks(rows * positions)) {
-                        let mut add = |col: &[f32], grad: &mut [f32]| {
-                            let col = MatRef::row_major(col, positions);
-                            if transposed {
-                                transpose_serial(y, rows, positions, y_t);
-                                let y_t = MatRef::row_major(y_t, rows);
-                                sgemm(k, rows, positions, col, y_t, grad, rows, true, false);
-                            } else {
-                                let y = MatRef::row_major(y, positions);
-                                sgemm(rows, k, positions, y, col.t(), grad, k, true, false);
-                            }
-                        };
-                        if g.pointwise() {
-                            add(img, &mut grad);
-                            continue;
-                        }
-                        with_scratch(k * positions, |col| {
-                            (0..k).for_each(|r| im2col_row(g, img, r, &mut col[r * positions..][..positions]));
-                            add(col, &mut grad);
-                        });
-                    }
-                });
-                grad
-            })
-            .collect();
-        let mut partials = partials.into_iter();
-        let mut sum = partials.next().unwrap_or_else(|| vec![0.0; rows * k]);
-        for partial in partials {
-            sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
-        }
-        if !transposed {
-            return sum;
-        }
-        let mut grad = vec![0.0; rows * k];
-        transpose_batch(&sum, 1, k, rows, &mut grad);
-        return grad;
+        return weight_grad_per_image(g, img, y, batch, rows);
     }
     // Chunk-wide, channels-last: grad'[r, :] += Σ_(b, p) y[b, r, p] · patches[(b, p), :], a
     // product with both operands row-major, which `gemm` runs at its best.
