@@ -15,6 +15,11 @@ the same minutes on the same threads. It then writes `--n` samples as a float32 
                  concatenated to z in G and as ten constant planes to D's input; otherwise as
                  dcgan-mnist. Samples cycle through the classes (sample i is of class i % 10, as
                  `kiln sample` draws them) and their labels are written beside them
+    draw-mnist   DRAW with attention (Gregor et al. 2015) at kiln's `small` preset, as
+                 experiments/draw-mnist.toml trains it: T = 16, LSTMCells of 128, z = 16, read 2x2,
+                 write 5x5, forget-gate bias 1, binarized digits, Adam 1e-3 with the gradient norm
+                 clipped at 10, batch 64 (the network is `pytorch_bench.py`'s W5 module); samples
+                 are the canvas's Bernoulli means after T decoder steps from z ~ N(0, I)
 
     target/pytorch-venv/bin/python xtask/quality/peers.py dcgan-mnist --seconds 160 --seed 42 \
         --n 2250 --out target/quality/dcgan.npy
@@ -26,6 +31,7 @@ import argparse
 import gzip
 import json
 import os
+import sys
 import time
 
 import numpy as np
@@ -36,6 +42,8 @@ import torch.nn.functional as F
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", ".."))
 CLASSES = 10
+sys.path.insert(0, os.path.join(HERE, "..", "bench"))
+from pytorch_bench import Draw  # noqa: E402  (the same module W5 times)
 
 
 def idx(path):
@@ -155,6 +163,22 @@ class Gan:
         return (self.g(z, labels) + 1) / 2
 
 
+class DrawPeer(Draw):
+    """W5's DRAW module with the sampler a PyTorch user would add: T decoder steps from the prior."""
+
+    def sample(self, n, gen, _labels=None):
+        with torch.no_grad():
+            canvas = torch.zeros(n, 1, self.size, self.size)
+            h_dec = c_dec = torch.zeros(n, self.hidden)
+            for _ in range(self.steps):
+                z = torch.randn(n, self.latent, generator=gen)
+                h_dec, c_dec = self.decoder(z, (h_dec, c_dec))
+                fx, fy, gamma = self.write_attn(h_dec)
+                w = self.write_head(h_dec).view(n, self.write_n, self.write_n)
+                canvas = canvas + ((fy.transpose(1, 2) @ w @ fx) / gamma[:, None, None]).unsqueeze(1)
+            return torch.sigmoid(canvas)
+
+
 def train(name, seconds, seed, threads):
     """Trains `name` for `seconds` of wall-clock; returns the model and the step count."""
     torch.set_num_threads(threads)
@@ -173,8 +197,17 @@ def train(name, seconds, seed, threads):
     elif name in ("dcgan-mnist", "cgan-mnist"):
         model, batch = Gan(classes=CLASSES if name == "cgan-mnist" else 0), 64
         step = model.step
+    elif name == "draw-mnist":
+        model, batch = DrawPeer(steps=16, hidden=128, latent=16, read_n=2, write_n=5), 64
+        opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+
+        def step(x, _labels):
+            opt.zero_grad()
+            model.loss(x).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            opt.step()
     else:
-        raise SystemExit(f"peers.py: no PyTorch peer for {name!r} (vae-mnist, dcgan-mnist, cgan-mnist)")
+        raise SystemExit(f"peers.py: no PyTorch peer for {name!r} (vae-mnist, dcgan-mnist, cgan-mnist, draw-mnist)")
     steps, start = 0, time.perf_counter()
     while time.perf_counter() - start < seconds:
         order = torch.randperm(len(images))
@@ -195,7 +228,7 @@ def write_npy(path, array):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("model", help="vae-mnist, dcgan-mnist or cgan-mnist")
+    ap.add_argument("model", help="vae-mnist, dcgan-mnist, cgan-mnist or draw-mnist")
     ap.add_argument("--seconds", type=float, required=True, help="training wall-clock")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--threads", type=int, default=2)

@@ -66,7 +66,7 @@ const USAGE: &str = "usage: cargo xtask <task>\n\n\
      experiment <name|file> [--quick] [--steps N] [--eval-n N] [--features F] [--no-eval]\n    \
        train + kiln eval into runs/<name>/<UTC time>-<git rev>/, with machine and backend\n  \
      report                   the newest run of each experiment → README's results table\n  \
-     quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist] [--n 2250] [--steps N]\n    \
+     quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist,draw-mnist] [--n 2250] [--steps N]\n    \
        [--threads 2] [--python PATH] [--readme] [--rescore target/quality/RUN]\n    \
        kiln's MNIST generators per seed; --compare: PyTorch peers at the same wall-clock, one table;\n    \
        --rescore: score an earlier comparison's samples again (nothing retrained)";

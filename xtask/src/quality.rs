@@ -2,7 +2,7 @@
 //! by `kiln eval`, beside PyTorch peers trained for the same wall-clock (issue 19).
 //!
 //! ```text
-//! cargo xtask quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist]
+//! cargo xtask quality [--compare] [--seeds 42,43,44] [--only vae-mnist,dcgan-mnist,cgan-mnist,draw-mnist]
 //!                     [--n 2250] [--steps N] [--threads 2] [--python PATH] [--readme]
 //! ```
 //! For every seed and experiment, in turn: kiln trains the experiment (its own budget, or
@@ -30,7 +30,8 @@ const README_END: &str = "<!-- quality:end -->";
 
 /// The experiments with a PyTorch peer in `xtask/quality/peers.py`, and whether each is
 /// class-conditional (its samples cycle through the ten classes, and class accuracy is scored).
-const PEERS: &[(&str, bool)] = &[("vae-mnist", false), ("dcgan-mnist", false), ("cgan-mnist", true)];
+const PEERS: &[(&str, bool)] =
+    &[("vae-mnist", false), ("dcgan-mnist", false), ("cgan-mnist", true), ("draw-mnist", false)];
 
 /// The issue's bar: kiln's FID at most this fraction of its peer's.
 const FID_RATIO_GOAL: f64 = 0.7;
@@ -190,18 +191,26 @@ fn with_carried_rows(report: &str, previous: &str, fresh: &[&str]) -> String {
             lines.extend(rows.iter().map(|r| r.to_string()));
         }
     }
-    // Where the carried rows come from: the previous section's own provenance lines.
-    let provenance: Vec<&str> = previous
-        .lines()
-        .filter(|l| l.starts_with("kiln against PyTorch peers") || l.starts_with("Rows of "))
-        .map(|l| l.strip_prefix("Rows of ").and_then(|r| r.split_once(" — ")).map_or(l, |(_, from)| from))
-        .collect();
+    // Where the carried rows come from: the previous section's header for the rows that run
+    // measured, and its own "Rows of …" lines for the rows it had carried in turn — one line per
+    // source, so every row keeps the run it came from.
+    const CARRIED: &str = ": carried over from an earlier comparison — ";
+    let mut sources: Vec<(Vec<&str>, &str)> = Vec::new();
+    let mut listed: Vec<&str> = Vec::new();
+    for line in previous.lines() {
+        if let Some((rows, from)) = line.strip_prefix("Rows of ").and_then(|r| r.split_once(CARRIED)) {
+            let rows: Vec<&str> = rows.split(", ").collect();
+            listed.extend(&rows);
+            sources.push((rows.into_iter().filter(|r| names.contains(r)).collect(), from));
+        }
+    }
+    if let Some(header) = previous.lines().find(|l| l.starts_with("kiln against PyTorch peers")) {
+        sources.insert(0, (names.iter().copied().filter(|n| !listed.contains(n)).collect(), header));
+    }
     lines.push(String::new());
-    lines.push(format!(
-        "Rows of {}: carried over from an earlier comparison — {}",
-        names.join(", "),
-        provenance.join(" ")
-    ));
+    for (rows, from) in sources.iter().filter(|(rows, _)| !rows.is_empty()) {
+        lines.push(format!("Rows of {}{CARRIED}{from}", rows.join(", ")));
+    }
     lines.join("\n") + "\n"
 }
 
@@ -441,7 +450,7 @@ mod tests {
     fn options_default_to_three_seeds_and_every_peer() {
         let o = parse(&["--compare"]).unwrap();
         assert_eq!(o.seeds, [42, 43, 44]);
-        assert_eq!(o.only, ["vae-mnist", "dcgan-mnist", "cgan-mnist"]);
+        assert_eq!(o.only, ["vae-mnist", "dcgan-mnist", "cgan-mnist", "draw-mnist"]);
         assert!(parse(&["--only", "ddpm-mnist"]).unwrap_err().to_string().contains("no PyTorch peer"));
         assert!(parse(&["--seeds", "4x"]).is_err());
         assert!(parse(&["--readme"]).unwrap_err().to_string().contains("needs --compare"));
@@ -466,6 +475,11 @@ mod tests {
             "| vae-mnist | 0.16 | 0.16 | met | — |".into(),
         ]
         .join("\n");
+        // A section that had itself carried a row from an older run.
+        let older = previous
+            .clone()
+            .replace(&row13("cgan-mnist", 42), &format!("{}\n{}", row13("cgan-mnist", 42), row13("dcgan-mnist", 7)))
+            + "\n\nRows of dcgan-mnist: carried over from an earlier comparison — kiln against PyTorch peers (git older).";
         let report = [
             "kiln against PyTorch peers at the same wall-clock (git new).".to_string(),
             String::new(),
@@ -488,6 +502,19 @@ mod tests {
         assert_eq!(lines[10], "| vae-mnist | 0.16 | 0.16 | met | — |");
         assert!(!merged.contains("3.05"), "{merged}");
         assert!(merged.trim_end().ends_with("Rows of vae-mnist: carried over from an earlier comparison — kiln against PyTorch peers at the same wall-clock (git old)."), "{merged}");
+        // Each carried row keeps its own source.
+        let merged = with_carried_rows(&report, &older, &["cgan-mnist"]);
+        let tail: Vec<&str> = merged.trim_end().lines().rev().take(2).collect();
+        assert_eq!(
+            tail[1],
+            "Rows of vae-mnist: carried over from an earlier comparison — kiln against PyTorch peers at the same wall-clock (git old).",
+            "{merged}"
+        );
+        assert_eq!(
+            tail[0],
+            "Rows of dcgan-mnist: carried over from an earlier comparison — kiln against PyTorch peers (git older).",
+            "{merged}"
+        );
         // Nothing to carry: the report alone.
         assert_eq!(with_carried_rows(&report, &previous, &["cgan-mnist", "vae-mnist"]), report);
     }
