@@ -37,7 +37,7 @@
 
 use crate::CpuInner;
 use crate::gemm::{MatRef, sgemm};
-use crate::threads::grain;
+use crate::threads::{grain, sum_in_order};
 use crate::transpose::{transpose_batch, transpose_serial};
 use burn_backend::ops::{ConvOptions, ConvTransposeOptions};
 use burn_backend::tensor::FloatTensor;
@@ -443,11 +443,7 @@ fn weight_grad_per_image(g: &Geometry, img: &[f32], y: &[f32], batch: usize, row
             grad
         })
         .collect();
-    let mut partials = partials.into_iter();
-    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; rows * k]);
-    for partial in partials {
-        sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
-    }
+    let sum = sum_in_order(partials, rows * k);
     if !transposed {
         return sum;
     }

@@ -11,6 +11,7 @@
 
 use crate::CpuInner;
 use crate::gemm::{MatRef, sgemm};
+use crate::threads::sum_in_order;
 use crate::transpose::transpose_batch;
 use burn_backend::Shape;
 use burn_backend::TensorMetadata;
@@ -143,16 +144,9 @@ fn try_bias_backward<B: CpuInner>(dy: &FloatTensor<B>) -> Option<FloatTensor<B>>
         acc
     };
     // db[n] = Σ_rows dy[row, ·]: partial sums over blocks of rows, then the partials added in
-    // block order — not by rayon's `reduce`, whose grouping follows work stealing and would make
-    // the float sum differ from run to run.
+    // block order (`sum_in_order`: repeatable, unlike rayon's `reduce`).
     let db = if m > SUM_ROWS {
-        let partials: Vec<Vec<f32>> = dys.par_chunks(SUM_ROWS * n).map(add_rows).collect();
-        let mut partials = partials.into_iter();
-        let mut db = partials.next().unwrap_or_else(|| vec![0.0f32; n]);
-        for partial in partials {
-            db.iter_mut().zip(&partial).for_each(|(x, y)| *x += *y);
-        }
-        db
+        sum_in_order(dys.par_chunks(SUM_ROWS * n).map(add_rows).collect(), n)
     } else {
         add_rows(&dys)
     };

@@ -80,6 +80,18 @@ pub(crate) fn grain(len: usize) -> usize {
     (8192 / len.max(1)).max(1)
 }
 
+/// The element-wise sum of `partials` (each `len` floats), added in their order: parallel
+/// partial sums combined by rayon's `fold`/`reduce` are grouped by work stealing, so their float
+/// sum differs from run to run; collected in order and added here, it does not.
+pub(crate) fn sum_in_order(partials: Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut partials = partials.into_iter();
+    let mut sum = partials.next().unwrap_or_else(|| vec![0.0; len]);
+    for partial in partials {
+        sum.iter_mut().zip(&partial).for_each(|(a, b)| *a += *b);
+    }
+    sum
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
