@@ -19,6 +19,11 @@
 //! | `conv_transpose2d_weight_backward`  | `dW = x · im2col(dy)ᵀ`                   |
 //! | `conv2d_bias_backward`, `conv_transpose2d_bias_backward` | `db[c] = Σ dy[·, c, ·, ·]` |
 //!
+//! Beside the backend ops, [`attention_autodiff`] is attention with its own backward pass on
+//! `Autodiff<KilnCpu<B>>`, computed in blocks of query rows without the `[L_q, L_k]` scores
+//! (`src/attention.rs`): burn's autodiff would decompose it. kiln-kernels' attention picks it
+//! up once it is registered (`kiln_device::register_cpu_kernels`).
+//!
 //! Every other op, and any convolution these kernels do not handle (a dtype other than `f32`,
 //! `groups > 1`, empty tensors), is forwarded unchanged to the inner backend, whose tensor
 //! primitives `KilnCpu` uses as its own: no conversion happens at the boundary, and
@@ -43,16 +48,19 @@
 
 mod activation;
 mod alloc;
+mod attention;
 mod conv;
 mod delegate;
 mod gemm;
 mod inner;
 mod linear;
+mod rows;
 mod strided;
 mod threads;
 mod transpose;
 
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
+pub use attention::attention_autodiff;
 pub use inner::CpuInner;
 pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 

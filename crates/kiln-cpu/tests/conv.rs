@@ -1,5 +1,5 @@
 //! `KilnCpu<Flex>` against burn-flex itself: every overridden op (the convolutions, `linear`, exp,
-//! sigmoid and GELU), forward and both gradients
+//! sigmoid and GELU) and the blocked attention, forward and the gradients
 //! through `Autodiff`, on small random shapes covering stride, padding, dilation, output
 //! padding, odd sizes whose last rows a strided conv drops, batch 1 and > 1, non-contiguous
 //! inputs, and the fallbacks (groups > 1, f64).
@@ -12,10 +12,11 @@ use burn::module::{Module, Param};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::optim::{AdamConfig, GradientsParams, Optimizer};
+use burn::tensor::activation::softmax;
 use burn::tensor::backend::{AutodiffBackend, Backend};
 use burn::tensor::module::{conv_transpose2d, conv2d};
 use burn::tensor::ops::{ConvOptions, ConvTransposeOptions};
-use burn::tensor::{ElementConversion, FloatDType, Tensor, TensorData};
+use burn::tensor::{Bool, ElementConversion, FloatDType, Tensor, TensorData, TensorPrimitive};
 use burn_flex::Flex;
 use kiln_cpu::KilnCpu;
 
@@ -436,4 +437,89 @@ fn reshapes_of_permuted_views_match_flex() {
         assert_eq!(ky.to_vec::<f32>().expect("f32"), fy.to_vec::<f32>().expect("f32"), "{dims:?} by {axes:?}");
         assert_eq!(kdx.to_vec::<f32>().expect("f32"), fdx.to_vec::<f32>().expect("f32"), "grad {dims:?} by {axes:?}");
     }
+}
+
+/// `softmax(q·kᵀ·scale [+ causal mask]) · v` from tensor ops: the definition the blocked kernel
+/// must match.
+fn composed_attention<B: Backend>(
+    q: Tensor<B, 4>,
+    k: Tensor<B, 4>,
+    v: Tensor<B, 4>,
+    causal: bool,
+    scale: f64,
+) -> Tensor<B, 4> {
+    let [b, h, lq, _] = q.dims();
+    let lk = k.dims()[2];
+    let s = q.matmul(k.swap_dims(2, 3)).mul_scalar(scale); // [B, H, Lq, Lk]
+    let s = if causal {
+        let future = Tensor::<B, 2, Bool>::tril_mask([lq, lk], 0, &s.device()).unsqueeze::<4>().expand([b, h, lq, lk]);
+        s.mask_fill(future, f32::NEG_INFINITY)
+    } else {
+        s
+    };
+    softmax(s, 3).matmul(v)
+}
+
+/// The output and the three input gradients of `Σ attention(q, k, v) · r`, through kiln-cpu's
+/// blocked kernel (`blocked`) or the composed ops. `permuted` feeds `q` as a transposed view.
+fn run_attention<B: AutodiffBackend>(
+    shape: [usize; 5],
+    permuted: bool,
+    attend: impl Fn(Tensor<B, 4>, Tensor<B, 4>, Tensor<B, 4>) -> Tensor<B, 4>,
+) -> [TensorData; 4] {
+    let [b, h, lq, lk, d] = shape;
+    let dv = d + 3;
+    let device = Default::default();
+    let q = if permuted {
+        Tensor::<B, 4>::from_data(random([b, lq, h, d], 11), &device).swap_dims(1, 2)
+    } else {
+        Tensor::<B, 4>::from_data(random([b, h, lq, d], 11), &device)
+    }
+    .require_grad();
+    let k = Tensor::<B, 4>::from_data(random([b, h, lk, d], 12), &device).require_grad();
+    let v = Tensor::<B, 4>::from_data(random([b, h, lk, dv], 13), &device).require_grad();
+    let y = attend(q.clone(), k.clone(), v.clone());
+    let r = Tensor::<B, 4>::from_data(random(y.dims(), 14), &device);
+    let grads = (y.clone() * r).sum().backward();
+    let grad = |t: &Tensor<B, 4>| t.grad(&grads).expect("a gradient").into_data();
+    [y.into_data(), grad(&q), grad(&k), grad(&v)]
+}
+
+#[test]
+fn blocked_attention_matches_the_composed_ops() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    // [B, H, Lq, Lk, D]: one head (threaded GEMMs) and several (a head per task), query counts
+    // that are and are not multiples of the 64-row block, Lq < Lk and Lq > Lk under the mask.
+    let shapes = [[1, 1, 5, 7, 4], [2, 3, 70, 70, 8], [1, 2, 130, 40, 16], [2, 1, 33, 100, 8], [1, 1, 64, 64, 2]];
+    for shape in shapes {
+        for causal in [false, true] {
+            for permuted in [false, true] {
+                let scale = 0.7 / (shape[4] as f64).sqrt();
+                let kiln = run_attention::<Kiln>(shape, permuted, |q, k, v| {
+                    let [q, k, v] = [q, k, v].map(|t| t.into_primitive().tensor());
+                    let y = kiln_cpu::attention_autodiff::<Flex, NoCheckpointing>(&q, &k, &v, causal, scale)
+                        .expect("an f32 attention the kernel handles");
+                    Tensor::from_primitive(TensorPrimitive::Float(y))
+                });
+                let flex = run_attention::<Ref>(shape, permuted, |q, k, v| composed_attention(q, k, v, causal, scale));
+                let what = format!("attention {shape:?} causal {causal} permuted {permuted}");
+                for (name, (a, b)) in ["output", "q grad", "k grad", "v grad"].iter().zip(kiln.into_iter().zip(flex)) {
+                    assert_close(&format!("{name} of {what}"), a, b);
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn blocked_attention_declines_what_it_does_not_handle() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    let device = Default::default();
+    let t = |shape: [usize; 4]| Tensor::<Kiln, 4>::zeros(shape, &device).into_primitive().tensor();
+    let attend = |q, k, v| kiln_cpu::attention_autodiff::<Flex, NoCheckpointing>(&q, &k, &v, false, 1.0);
+    assert!(attend(t([1, 1, 4, 3]), t([1, 1, 5, 2]), t([1, 1, 5, 3])).is_none(), "q and k widths differ");
+    assert!(attend(t([1, 1, 4, 3]), t([1, 1, 0, 3]), t([1, 1, 0, 3])).is_none(), "no keys");
+    let f64s = Tensor::<Kiln, 4>::zeros([1, 1, 4, 3], &device).cast(FloatDType::F64).into_primitive().tensor();
+    assert!(attend(f64s.clone(), f64s.clone(), f64s).is_none(), "f64");
+    assert!(attend(t([1, 1, 4, 3]), t([1, 1, 5, 3]), t([1, 1, 5, 6])).is_some(), "a case it handles");
 }

@@ -14,6 +14,24 @@ use burn::tensor::backend::AutodiffBackend;
 #[cfg(feature = "flex")]
 pub type Cpu = kiln_cpu::KilnCpu<burn::backend::Flex>;
 
+/// Registers kiln-cpu's fused kernels for the backend `--device cpu` trains on, so that
+/// kiln-kernels' generic ops use them (see `kiln_kernels::fused`): attention in blocks with its
+/// own backward pass. [`run_on`] calls it; a program that uses kiln's libraries on
+/// `Autodiff<Cpu>` directly calls it once before training.
+#[cfg(feature = "flex")]
+pub fn register_cpu_kernels() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use kiln_kernels::fused::{AttentionKernel, register};
+    register(AttentionKernel::<Autodiff<Cpu>>(kiln_cpu::attention_autodiff::<burn::backend::Flex, NoCheckpointing>));
+}
+
+/// `job` on kiln-cpu, its fused kernels registered first.
+#[cfg(feature = "flex")]
+fn run_on_cpu<J: Job>(job: J, info: &DeviceInfo) -> J::Output {
+    register_cpu_kernels();
+    job.run::<Autodiff<Cpu>>(Default::default(), info)
+}
+
 /// Work that can run on any backend.
 pub trait Job {
     /// What the job returns (a binary's own `Result`, typically).
@@ -201,7 +219,7 @@ pub fn run_on<J: Job>(device: &str, job: J) -> Result<J::Output, DeviceError> {
     match spec {
         DeviceSpec::Cpu => {
             #[cfg(feature = "flex")]
-            return Ok(job.run::<Autodiff<Cpu>>(Default::default(), &info));
+            return Ok(run_on_cpu(job, &info));
             #[cfg(not(feature = "flex"))]
             Err(missing("flex"))
         }

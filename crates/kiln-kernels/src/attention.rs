@@ -2,8 +2,10 @@
 //!
 //! Without autodiff this calls burn's `module::attention`, which Flex fuses. Under `Autodiff`,
 //! where burn falls back to a decomposition with many passes over the `[L_q, L_k]` scores, it
-//! uses a leaner decomposition of its own (`attention_for_training`), except with a bool mask,
-//! which keeps burn's NaN-safe fallback. It adds what burn leaves to the caller:
+//! runs the backend's fused [`AttentionKernel`] when one is registered (see [`crate::fused`];
+//! kiln-cpu's never builds the scores) and there is no mask besides the causal one; otherwise a
+//! leaner decomposition of its own (`attention_for_training`), except with a bool mask, which
+//! keeps burn's NaN-safe fallback. It adds what burn leaves to the caller:
 //! PyTorch's mask conventions (a bool mask marks the positions that *may* be attended to, as in
 //! `F.scaled_dot_product_attention`; burn's marks the ones that may not), PyTorch's top-left
 //! causal alignment when the query and key lengths differ (burn aligns bottom-right), masks that
@@ -12,7 +14,8 @@
 //! One deliberate difference: a row whose every key is masked gets zero weights (burn's NaN-safe
 //! softmax), where PyTorch returns NaN.
 
-use burn::tensor::{Bool, Tensor, backend::Backend, module, ops::AttentionModuleOptions};
+use crate::fused::{self, AttentionKernel};
+use burn::tensor::{Bool, Tensor, TensorPrimitive, backend::Backend, module, ops::AttentionModuleOptions};
 
 /// A mask on the attention scores, broadcastable to `[B, H, L_q, L_k]`.
 #[derive(Debug, Clone)]
@@ -81,6 +84,18 @@ pub fn scaled_dot_product_attention<B: Backend>(
     );
     let scale = options.scale.unwrap_or(1.0 / (d as f64).sqrt());
     if B::ad_enabled(&q.device()) && !matches!(mask, AttentionMask::Keep(_)) {
+        if matches!(mask, AttentionMask::None)
+            && let Some(AttentionKernel(kernel)) = fused::find::<AttentionKernel<B>>()
+        {
+            let (qp, kp, vp) = (
+                q.clone().into_primitive().tensor(),
+                k.clone().into_primitive().tensor(),
+                v.clone().into_primitive().tensor(),
+            );
+            if let Some(out) = kernel(&qp, &kp, &vp, options.causal, scale) {
+                return Tensor::from_primitive(TensorPrimitive::Float(out));
+            }
+        }
         return attention_for_training(q, k, v, mask, options.causal, scale);
     }
     let (bool_mask, bias) = lower_mask(mask, options.causal, [b, h, lq, lk], scale, &q);

@@ -10,6 +10,7 @@
 pub mod attention;
 pub mod draw;
 pub mod error;
+pub mod fused;
 pub mod pool;
 pub mod resize;
 pub mod self_attention;

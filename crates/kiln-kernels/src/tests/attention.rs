@@ -7,7 +7,11 @@ use burn::tensor::{Bool, Distribution, Tensor};
 
 use super::*;
 use crate::attention::{AttentionMask, SdpaOptions, attention_weights, scaled_dot_product_attention};
+use crate::fused::{self, AttentionKernel};
 use crate::self_attention::SelfAttention2dConfig;
+use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+use burn::tensor::ops::FloatTensor;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 const TOL: f32 = 1e-5;
 
@@ -59,6 +63,47 @@ fn gradients_match_pytorch() {
         for (t, key) in [(q, "grad_q"), (k, "grad_k"), (v, "grad_v")] {
             let dt = t.grad(&grads).expect("gradient");
             assert_close(dt, &case[key], TOL, &format!("{name} {key}"));
+        }
+    }
+}
+
+/// kiln-cpu's blocked attention as a registered fused kernel, counted so that the test below
+/// knows it ran.
+static FUSED_CALLS: AtomicUsize = AtomicUsize::new(0);
+type Fused = burn::backend::Autodiff<kiln_cpu::KilnCpu<burn_flex::Flex>>;
+
+fn counted(
+    q: &FloatTensor<Fused>,
+    k: &FloatTensor<Fused>,
+    v: &FloatTensor<Fused>,
+    causal: bool,
+    scale: f64,
+) -> Option<FloatTensor<Fused>> {
+    FUSED_CALLS.fetch_add(1, Ordering::SeqCst);
+    kiln_cpu::attention_autodiff::<burn_flex::Flex, NoCheckpointing>(q, k, v, causal, scale)
+}
+
+#[test]
+fn a_registered_fused_kernel_runs_unmasked_and_matches_pytorch() {
+    assert!(fused::find::<AttentionKernel<Fused>>().is_none(), "nothing is registered until someone registers it");
+    fused::register(AttentionKernel::<Fused>(counted));
+    let device = Default::default();
+    for (name, case) in &golden("attention.json") {
+        let q = tensor::<Fused, 4>(&case["q"], &device).require_grad();
+        let k = tensor::<Fused, 4>(&case["k"], &device).require_grad();
+        let v = tensor::<Fused, 4>(&case["v"], &device).require_grad();
+        let g: Tensor<Fused, 4> = tensor(&case["grad_out"], &device);
+        let mask = golden_mask(case, &device);
+        let unmasked = matches!(mask, AttentionMask::None);
+        let before = FUSED_CALLS.load(Ordering::SeqCst);
+        let y = scaled_dot_product_attention(q.clone(), k.clone(), v.clone(), mask, golden_options(case));
+        let ran = FUSED_CALLS.load(Ordering::SeqCst) - before;
+        assert_eq!(ran, usize::from(unmasked), "{name}: the fused kernel runs exactly when there is no mask");
+        assert_close(y.clone(), &case["output"], TOL, name);
+        let grads = (y * g).sum().backward();
+        for (t, key) in [(q, "grad_q"), (k, "grad_k"), (v, "grad_v")] {
+            let dt = t.grad(&grads).expect("gradient");
+            assert_close(dt, &case[key], TOL, &format!("{name} {key} (fused: {unmasked})"));
         }
     }
 }
