@@ -81,7 +81,7 @@ fn gelu_grad(x: f32, g: f32) -> f32 {
 
 /// `1 / (1 + e⁻ˣ)`; for very negative `x`, `e⁻ˣ` is ∞ and the result 0, as it should be.
 #[inline(always)]
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     1.0 / (1.0 + exp_f32(-x))
 }
 
@@ -89,7 +89,7 @@ fn sigmoid(x: f32) -> f32 {
 /// relative there), `(1 − e^(−2|x|)) / (1 + e^(−2|x|))` with `x`'s sign beyond, where `1 − t`
 /// no longer cancels. NaN stays NaN; `±∞` gives `±1`.
 #[inline(always)]
-fn tanh_f32(x: f32) -> f32 {
+pub(crate) fn tanh_f32(x: f32) -> f32 {
     let a = x.abs();
     // Both branches are computed and one selected, with no early return, so that the loop over
     // a tensor vectorises (`crate::rows`).

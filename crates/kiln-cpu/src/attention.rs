@@ -26,6 +26,7 @@
 //! heads run in turn and each GEMM is threaded.
 
 use crate::gemm::{MatRef, sgemm};
+use crate::inner::contiguous;
 use crate::rows::{exp_sum, scaled_max, softmax_grad};
 use crate::transpose::transpose_serial;
 use crate::{CpuInner, KilnCpu};
@@ -256,11 +257,6 @@ impl<B: CpuInner> Backward<KilnCpu<B>, 3> for BlockedAttention {
             }
         }
     }
-}
-
-/// A contiguous f32 tensor with `t`'s elements: `t` itself when it already is one.
-fn contiguous<B: CpuInner>(t: &FloatTensor<B>) -> FloatTensor<B> {
-    B::f32_contiguous(t).unwrap_or_else(|| t.clone())
 }
 
 /// `softmax(Q·Kᵀ · scale) · V` on `Autodiff<KilnCpu<B>>` with its gradient, in blocks (module

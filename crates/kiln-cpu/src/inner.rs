@@ -26,6 +26,12 @@ pub trait CpuInner: Backend {
     fn f32_contiguous(tensor: &FloatTensor<Self>) -> Option<FloatTensor<Self>>;
 }
 
+/// A contiguous tensor with `t`'s elements, for a kernel that keeps its inputs for a backward
+/// pass: the strided copy of a view, or `t` itself (already contiguous, or not f32).
+pub(crate) fn contiguous<B: CpuInner>(t: &FloatTensor<B>) -> FloatTensor<B> {
+    B::f32_contiguous(t).unwrap_or_else(|| t.clone())
+}
+
 /// The elements of an f32 flex view in row-major order through [`crate::strided::gather`].
 fn strided_copy(tensor: &FlexTensor) -> Option<Vec<f32>> {
     let layout = tensor.layout();

@@ -54,6 +54,7 @@ mod delegate;
 mod gemm;
 mod inner;
 mod linear;
+mod lstm;
 mod rows;
 mod strided;
 mod threads;
@@ -62,6 +63,7 @@ mod transpose;
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use attention::attention_autodiff;
 pub use inner::CpuInner;
+pub use lstm::lstm_cell_autodiff;
 pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};

@@ -61,7 +61,8 @@ fn softmax_grad_body(ds: &mut [f32], p: &[f32], scale: f32, delta: f32) {
     }
 }
 
-/// Defines `$name` calling `$body` through a copy compiled with AVX-512F when the CPU has it.
+/// Defines `$name` calling `$body` through a copy compiled with AVX-512F when the CPU has it
+/// (also used by `crate::lstm`).
 macro_rules! dispatched {
     ($(#[$doc:meta])* fn $name:ident / $fast:ident ($($arg:ident: $ty:ty),*) -> $ret:ty = $body:ident) => {
         #[cfg(target_arch = "x86_64")]
@@ -71,6 +72,7 @@ macro_rules! dispatched {
         }
 
         $(#[$doc])*
+        #[allow(unsafe_code)] // the one call below, behind the feature test
         pub(crate) fn $name($($arg: $ty),*) -> $ret {
             #[cfg(target_arch = "x86_64")]
             if std::arch::is_x86_feature_detected!("avx512f") {
@@ -82,6 +84,8 @@ macro_rules! dispatched {
         }
     };
 }
+
+pub(crate) use dispatched;
 
 dispatched! {
     /// `max_j (scale · row[j])` (the softmax's shift).

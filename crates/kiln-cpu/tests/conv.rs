@@ -523,3 +523,61 @@ fn blocked_attention_declines_what_it_does_not_handle() {
     assert!(attend(f64s.clone(), f64s.clone(), f64s).is_none(), "f64");
     assert!(attend(t([1, 1, 4, 3]), t([1, 1, 5, 3]), t([1, 1, 5, 6])).is_some(), "a case it handles");
 }
+
+/// `h'` and `c'` stacked `[2, B, H]` and the gradients of the gates and the cell state under
+/// `Σ out · r`, for one LSTM step computed by `step`. `strided` feeds the gates as a transposed view.
+fn run_lstm_cell<B: AutodiffBackend>(
+    b: usize,
+    h: usize,
+    strided: bool,
+    step: impl Fn(Tensor<B, 2>, Tensor<B, 2>) -> Tensor<B, 3>,
+) -> [TensorData; 3] {
+    let device = Default::default();
+    let scaled = |data: TensorData| Tensor::<B, 4>::from_data(data, &device).mul_scalar(3.0); // pre-activations in ±3
+    let gates = if strided {
+        scaled(random([1, 1, 4 * h, b], 21)).reshape([4 * h, b]).transpose()
+    } else {
+        scaled(random([1, 1, b, 4 * h], 21)).reshape([b, 4 * h])
+    }
+    .require_grad();
+    let c = Tensor::<B, 4>::from_data(random([1, 1, b, h], 22), &device).reshape([b, h]).require_grad();
+    let out = step(gates.clone(), c.clone());
+    let r = Tensor::<B, 3>::from_data(TensorData::new(values(2 * b * h, 23), [2, b, h]), &device);
+    let grads = (out.clone() * r).sum().backward();
+    [out.into_data(), gates.grad(&grads).expect("gates grad").into_data(), c.grad(&grads).expect("c grad").into_data()]
+}
+
+/// The step from tensor ops, as kiln-draw's `LstmCell` composes it.
+fn composed_lstm_cell<B: Backend>(gates: Tensor<B, 2>, c: Tensor<B, 2>) -> Tensor<B, 3> {
+    use burn::tensor::activation::{sigmoid, tanh};
+    let h = c.dims()[1];
+    let [i, f, g, o] = [0, 1, 2, 3].map(|k| gates.clone().narrow(1, k * h, h));
+    let c = sigmoid(f) * c + sigmoid(i) * tanh(g);
+    let h = sigmoid(o) * tanh(c.clone());
+    Tensor::stack(vec![h, c], 0)
+}
+
+#[test]
+fn fused_lstm_cell_matches_the_composed_step() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    for (b, h, strided) in [(1, 1, false), (3, 17, false), (4, 40, true), (64, 32, false)] {
+        let fused = run_lstm_cell::<Kiln>(b, h, strided, |gates, c| {
+            let (g, c) = (gates.into_primitive().tensor(), c.into_primitive().tensor());
+            let out = kiln_cpu::lstm_cell_autodiff::<Flex, NoCheckpointing>(&g, &c).expect("an f32 step it handles");
+            Tensor::from_primitive(TensorPrimitive::Float(out))
+        });
+        let composed = run_lstm_cell::<Kiln>(b, h, strided, composed_lstm_cell);
+        let flex = run_lstm_cell::<Ref>(b, h, strided, composed_lstm_cell);
+        let what = format!("LSTM step B = {b}, H = {h}, strided gates {strided}");
+        // Same activations in the same order as the composed ops on this backend: equal bits.
+        assert_eq!(fused[0], composed[0], "{what}: output differs from the composed step on kiln-cpu");
+        for (name, (a, f)) in ["output", "gates grad", "c grad"].iter().zip(fused.into_iter().zip(flex)) {
+            assert_close(&format!("{name} of {what} against flex"), a, f);
+        }
+    }
+    let device = Default::default();
+    let t = |shape: [usize; 2]| Tensor::<Kiln, 2>::zeros(shape, &device).into_primitive().tensor();
+    let step = |g, c| kiln_cpu::lstm_cell_autodiff::<Flex, NoCheckpointing>(&g, &c);
+    assert!(step(t([2, 12]), t([2, 4])).is_none(), "gates must be 4 × H wide");
+    assert!(step(t([3, 16]), t([2, 4])).is_none(), "batch sizes differ");
+}

@@ -15,14 +15,17 @@ use burn::tensor::backend::AutodiffBackend;
 pub type Cpu = kiln_cpu::KilnCpu<burn::backend::Flex>;
 
 /// Registers kiln-cpu's fused kernels for the backend `--device cpu` trains on, so that
-/// kiln-kernels' generic ops use them (see `kiln_kernels::fused`): attention in blocks with its
-/// own backward pass. [`run_on`] calls it; a program that uses kiln's libraries on
-/// `Autodiff<Cpu>` directly calls it once before training.
+/// kiln's generic ops use them (see `kiln_kernels::fused`): attention in blocks with its own
+/// backward pass, and the LSTM step of kiln-draw's cell as one autodiff node. [`run_on`] calls
+/// it; a program that uses kiln's libraries on `Autodiff<Cpu>` directly calls it once before
+/// training.
 #[cfg(feature = "flex")]
 pub fn register_cpu_kernels() {
+    use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use kiln_kernels::fused::{AttentionKernel, register};
-    register(AttentionKernel::<Autodiff<Cpu>>(kiln_cpu::attention_autodiff::<burn::backend::Flex, NoCheckpointing>));
+    use kiln_kernels::fused::{AttentionKernel, LstmCellKernel, register};
+    register(AttentionKernel::<Autodiff<Cpu>>(kiln_cpu::attention_autodiff::<Flex, NoCheckpointing>));
+    register(LstmCellKernel::<Autodiff<Cpu>>(kiln_cpu::lstm_cell_autodiff::<Flex, NoCheckpointing>));
 }
 
 /// `job` on kiln-cpu, its fused kernels registered first.

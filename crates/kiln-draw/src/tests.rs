@@ -359,3 +359,69 @@ fn save_state_and_load_state_resume_bit_for_bit() {
         std::fs::remove_dir_all(d).unwrap();
     }
 }
+
+/// kiln-cpu's fused LSTM step, registered for `Autodiff<KilnCpu<Flex>>` and counted so that the
+/// test below knows `LstmCell::step` used it.
+static FUSED_STEPS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+type Fused = Autodiff<kiln_cpu::KilnCpu<burn_flex::Flex>>;
+
+fn counted_step(
+    gates: &burn::tensor::ops::FloatTensor<Fused>,
+    c: &burn::tensor::ops::FloatTensor<Fused>,
+) -> Option<burn::tensor::ops::FloatTensor<Fused>> {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    FUSED_STEPS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    kiln_cpu::lstm_cell_autodiff::<burn_flex::Flex, NoCheckpointing>(gates, c)
+}
+
+/// The golden cell stepped through its sequence on backend `B`: the states after each step and
+/// the gradient of `Σ_t Σ h_t` with respect to the hidden-to-hidden weight.
+fn golden_run<B: burn::tensor::backend::AutodiffBackend>(g: &Golden) -> (Vec<Vec<f32>>, Vec<f32>) {
+    let device = Default::default();
+    let m = |rows: &[Vec<f64>]| {
+        let flat: Vec<f32> = rows.iter().flatten().map(|&v| v as f32).collect();
+        Tensor::<B, 2>::from_data(TensorData::new(flat, [rows.len(), rows[0].len()]), &device)
+    };
+    let v = |x: &[f64]| {
+        Tensor::<B, 1>::from_data(TensorData::new(x.iter().map(|&x| x as f32).collect::<Vec<_>>(), [x.len()]), &device)
+    };
+    let mut cell = LstmCellConfig::new(g.input, g.hidden).with_forget_bias(0.0).init::<B>(&device);
+    cell.input = Linear {
+        weight: Param::from_tensor(m(&g.weight_ih).transpose()),
+        bias: Some(Param::from_tensor(v(&g.bias_ih))),
+    };
+    cell.hidden = Linear {
+        weight: Param::from_tensor(m(&g.weight_hh).transpose()),
+        bias: Some(Param::from_tensor(v(&g.bias_hh))),
+    };
+    let mut state = LstmCellState { h: m(&g.h0), c: m(&g.c0) };
+    let (mut states, mut total) = (Vec::new(), Tensor::<B, 1>::zeros([1], &device));
+    for x in &g.inputs {
+        state = cell.step(m(x), &state);
+        states.push(state.h.clone().into_data().to_vec::<f32>().unwrap());
+        states.push(state.c.clone().into_data().to_vec::<f32>().unwrap());
+        total = total + state.h.clone().sum();
+    }
+    let grads = total.backward();
+    let weight = cell.hidden.weight.val();
+    (states, weight.grad(&grads).expect("W_hh gradient").into_data().to_vec::<f32>().unwrap())
+}
+
+#[test]
+fn a_registered_fused_lstm_step_is_used_and_agrees_with_the_composed_one() {
+    use kiln_kernels::fused::{LstmCellKernel, find, register};
+    let g: Golden = serde_json::from_str(include_str!("../golden/lstm_cell.json")).unwrap();
+    assert!(find::<LstmCellKernel<Fused>>().is_none(), "nothing registered yet");
+    register(LstmCellKernel::<Fused>(counted_step));
+    let (fused_states, fused_grad) = golden_run::<Fused>(&g);
+    assert_eq!(FUSED_STEPS.load(std::sync::atomic::Ordering::SeqCst), g.inputs.len(), "one fused call per step");
+    let (states, grad) = golden_run::<TestAutodiff>(&g);
+    let close = |a: &[f32], b: &[f32], what: &str| {
+        let err = a.iter().zip(b).fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+        assert!(err <= 1e-5, "{what}: the fused step is {err:e} away from the composed one");
+    };
+    for (t, (a, b)) in fused_states.iter().zip(&states).enumerate() {
+        close(a, b, &format!("state {t}"));
+    }
+    close(&fused_grad, &grad, "W_hh gradient");
+}

@@ -1,9 +1,10 @@
 //! Fused kernels that a backend crate supplies for kiln's composite ops, found by backend type.
 //!
 //! kiln's kernels are generic over burn's `Backend` and compose tensor ops, which runs anywhere.
-//! A few have a much faster fused form on one backend — attention in blocks with its own backward
-//! pass on kiln-cpu — that generic code cannot call without naming that backend, and burn 0.21
-//! gives no op to override (its `Autodiff` always decomposes `module::attention`). So the crate
+//! A few have a much faster fused form on one backend — on kiln-cpu, attention in blocks with its
+//! own backward pass, and an LSTM step's gates as one autodiff node — that generic code cannot call without naming that backend, and burn 0.21
+//! gives no op to override (its `Autodiff` always decomposes `module::attention`, and has no
+//! LSTM cell op at all). So the crate
 //! that picks the backend (kiln-device, for the binaries) registers the fused kernel for that
 //! backend type, and the generic op looks it up and uses it when there is one. Without
 //! specialisation in Rust the lookup is by type: a read lock and a scan of a short list per
@@ -49,3 +50,17 @@ impl<B: Backend> Clone for AttentionKernel<B> {
 }
 
 impl<B: Backend> Copy for AttentionKernel<B> {}
+
+/// The element-wise half of an LSTM step with its gradient on backend `B` (an autodiff
+/// backend): `(gates, c)` → `[2, B, H]` holding `h'` then `c'`, for gate pre-activations
+/// `[B, 4H]` in PyTorch's order i, f, g, o and the cell state `[B, H]`:
+/// `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`. `None` where the kernel does not apply.
+pub struct LstmCellKernel<B: Backend>(pub fn(&FloatTensor<B>, &FloatTensor<B>) -> Option<FloatTensor<B>>);
+
+impl<B: Backend> Clone for LstmCellKernel<B> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<B: Backend> Copy for LstmCellKernel<B> {}
