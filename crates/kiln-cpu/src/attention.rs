@@ -52,7 +52,9 @@ struct Geometry {
     lk: usize,
     d: usize,
     dv: usize,
-    causal: bool,
+    /// With a causal mask, query `r` sees keys `j ≤ r + offset` (0: PyTorch's top-left
+    /// alignment; `L_k − L_q`: burn's bottom-right one); `None` without a mask.
+    causal_offset: Option<usize>,
     scale: f32,
 }
 
@@ -70,13 +72,14 @@ impl Geometry {
     fn blocks(&self) -> impl Iterator<Item = Block> + '_ {
         (0..self.lq).step_by(BLOCK).map(|r0| {
             let rows = BLOCK.min(self.lq - r0);
-            Block { r0, rows, keys: if self.causal { (r0 + rows).min(self.lk) } else { self.lk } }
+            let keys = self.causal_offset.map_or(self.lk, |o| (r0 + rows + o).min(self.lk));
+            Block { r0, rows, keys }
         })
     }
 
     /// How many keys row `r` (absolute) sees, in a block that computed `keys` of them.
     fn visible(&self, r: usize, keys: usize) -> usize {
-        if self.causal { (r + 1).min(keys) } else { keys }
+        self.causal_offset.map_or(keys, |o| (r + o + 1).min(keys))
     }
 
     /// Heads go to separate tasks with serial GEMMs, or (fewer heads than threads) run in turn
@@ -259,6 +262,55 @@ impl<B: CpuInner> Backward<KilnCpu<B>, 3> for BlockedAttention {
     }
 }
 
+/// The sizes of `q` `[B, H, L_q, D]`, `k` `[B, H, L_k, D]`, `v` `[B, H, L_k, D_v]` without a
+/// mask, or `None` if they are not such tensors or an axis is empty.
+fn geometry<B: CpuInner>(q: &FloatTensor<B>, k: &FloatTensor<B>, v: &FloatTensor<B>, scale: f64) -> Option<Geometry> {
+    let dims = |t: &FloatTensor<B>| {
+        let s = t.shape();
+        (s.num_dims() == 4).then(|| [s[0], s[1], s[2], s[3]])
+    };
+    let [b, h, lq, d] = dims(q)?;
+    let [kb, kh, lk, kd] = dims(k)?;
+    let [vb, vh, vl, dv] = dims(v)?;
+    let agree = [kb, kh, kd] == [b, h, d] && [vb, vh, vl] == [b, h, lk];
+    (agree && ![b, h, lq, lk, d, dv].contains(&0)).then_some(Geometry {
+        bh: b * h,
+        lq,
+        lk,
+        d,
+        dv,
+        causal_offset: None,
+        scale: scale as f32,
+    })
+}
+
+/// burn's `attention` op without autodiff (`ModuleOps::attention` of `KilnCpu`): the blocked
+/// forward pass when there is no bool mask, bias or soft cap and the inputs are f32, with burn's
+/// bottom-right causal alignment; `None` otherwise, for the inner backend. flex's own kernel
+/// copies permuted views one element at a time and runs libm's `expf`: 28 % of W4's sampling
+/// by recomputation in perf.
+pub(crate) fn attention_inference<B: CpuInner>(
+    q: &FloatTensor<B>,
+    k: &FloatTensor<B>,
+    v: &FloatTensor<B>,
+    masked: bool,
+    options: &burn_backend::ops::AttentionModuleOptions,
+) -> Option<FloatTensor<B>> {
+    if masked || options.softcap.is_some() {
+        return None;
+    }
+    let d = q.shape()[q.shape().num_dims().checked_sub(1)?];
+    let mut g = geometry::<B>(q, k, v, options.scale.unwrap_or(1.0 / (d as f64).sqrt()))?;
+    if options.is_causal {
+        // Bottom-right: the last query sees every key. With more queries than keys the first
+        // rows would see none; leave that to the inner backend.
+        g.causal_offset = Some(g.lk.checked_sub(g.lq)?);
+    }
+    let shape = q.shape();
+    let (out, _) = forward(&B::f32_view(q)?, &B::f32_view(k)?, &B::f32_view(v)?, g);
+    Some(B::f32_tensor(out, Shape::from(vec![shape[0], shape[1], g.lq, g.dv])))
+}
+
 /// `softmax(Q·Kᵀ · scale) · V` on `Autodiff<KilnCpu<B>>` with its gradient, in blocks (module
 /// docs), for `q` `[B, H, L_q, D]`, `k` `[B, H, L_k, D]`, `v` `[B, H, L_k, D_v]`; `causal` masks
 /// key `j > i` for query `i` (top-left aligned).
@@ -272,25 +324,16 @@ pub fn attention_autodiff<B: CpuInner, C: CheckpointStrategy>(
     causal: bool,
     scale: f64,
 ) -> Option<FloatTensor<Autodiff<KilnCpu<B>, C>>> {
-    let dims = |t: &FloatTensor<B>| {
-        let s = t.shape();
-        (s.num_dims() == 4).then(|| [s[0], s[1], s[2], s[3]])
-    };
-    let [b, h, lq, d] = dims(&q.primitive)?;
-    let [kb, kh, lk, kd] = dims(&k.primitive)?;
-    let [vb, vh, vl, dv] = dims(&v.primitive)?;
-    let agree = [kb, kh, kd] == [b, h, d] && [vb, vh, vl] == [b, h, lk];
-    if !agree || [b, h, lq, lk, d, dv].contains(&0) {
-        return None;
-    }
-    let g = Geometry { bh: b * h, lq, lk, d, dv, causal, scale: scale as f32 };
+    let mut g = geometry::<B>(&q.primitive, &k.primitive, &v.primitive, scale)?;
+    g.causal_offset = causal.then_some(0);
     let (qc, kc, vc) = (contiguous::<B>(&q.primitive), contiguous::<B>(&k.primitive), contiguous::<B>(&v.primitive));
     let (out, lse) = forward(&B::f32_view(&qc)?, &B::f32_view(&kc)?, &B::f32_view(&vc)?, g);
-    let out = B::f32_tensor(out, Shape::from(vec![b, h, lq, dv]));
+    let shape = qc.shape();
+    let out = B::f32_tensor(out, Shape::from(vec![shape[0], shape[1], g.lq, g.dv]));
     let nodes = [q.node.clone(), k.node.clone(), v.node.clone()];
     Some(match BlockedAttention.prepare::<C>(nodes).compute_bound().stateful() {
         OpsKind::Tracked(prep) => {
-            let lse = B::f32_tensor(lse, Shape::from(vec![b * h, lq]));
+            let lse = B::f32_tensor(lse, Shape::from(vec![g.bh, g.lq]));
             let state = State { q: qc, k: kc, v: vc, out: out.clone(), lse, geometry: g };
             prep.finish(state, out)
         }

@@ -367,6 +367,21 @@ impl<B: CpuInner> BoolTensorOps<Self> for KilnCpu<B> {
 }
 
 impl<B: CpuInner> ModuleOps<Self> for KilnCpu<B> {
+    // Attention in blocks of query rows when it applies (no bool mask, bias or soft cap; see
+    // `crate::attention`), the inner backend's kernel otherwise.
+    fn attention(
+        query: FloatTensor<Self>,
+        key: FloatTensor<Self>,
+        value: FloatTensor<Self>,
+        mask: Option<BoolTensor<Self>>,
+        attn_bias: Option<FloatTensor<Self>>,
+        options: AttentionModuleOptions,
+    ) -> FloatTensor<Self> {
+        let masked = mask.is_some() || attn_bias.is_some();
+        crate::attention::attention_inference::<B>(&query, &key, &value, masked, &options)
+            .unwrap_or_else(|| B::attention(query, key, value, mask, attn_bias, options))
+    }
+
     // The overridden convolutions: each tries the f32 kernel and otherwise hands its
     // arguments back for the inner backend (see `crate::conv`).
     fn conv2d(
@@ -574,7 +589,6 @@ impl<B: CpuInner> ModuleOps<Self> for KilnCpu<B> {
         fn max_pool2d(x: FloatTensor<Self>, kernel_size: [usize; 2], stride: [usize; 2], padding: [usize; 2], dilation: [usize; 2], ceil_mode: bool) -> FloatTensor<Self>;
         fn interpolate(x: FloatTensor<Self>, output_size: [usize; 2], options: InterpolateOptions) -> FloatTensor<Self>;
         fn interpolate_backward(x: FloatTensor<Self>, grad: FloatTensor<Self>, output_size: [usize; 2], options: InterpolateOptions) -> FloatTensor<Self>;
-        fn attention(query: FloatTensor<Self>, key: FloatTensor<Self>, value: FloatTensor<Self>, mask: Option<BoolTensor<Self>>, attn_bias: Option<FloatTensor<Self>>, options: AttentionModuleOptions) -> FloatTensor<Self>;
         fn layer_norm(tensor: FloatTensor<Self>, gamma: FloatTensor<Self>, beta: Option<FloatTensor<Self>>, epsilon: f64) -> FloatTensor<Self>;
         fn ctc_loss(log_probs: FloatTensor<Self>, targets: IntTensor<Self>, input_lengths: IntTensor<Self>, target_lengths: IntTensor<Self>, blank: usize) -> FloatTensor<Self>;
         fn has_ctc_loss_backward() -> bool;

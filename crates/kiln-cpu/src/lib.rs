@@ -18,6 +18,7 @@
 //! | `conv_transpose2d_x_backward`       | `dx = W · im2col(dy)`                    |
 //! | `conv_transpose2d_weight_backward`  | `dW = x · im2col(dy)ᵀ`                   |
 //! | `conv2d_bias_backward`, `conv_transpose2d_bias_backward` | `db[c] = Σ dy[·, c, ·, ·]` |
+//! | `attention` (no bool mask, bias or soft cap)             | blocked, see `src/attention.rs` |
 //!
 //! Beside the backend ops, [`attention_autodiff`] is attention with its own backward pass on
 //! `Autodiff<KilnCpu<B>>`, computed in blocks of query rows without the `[L_q, L_k]` scores

@@ -581,3 +581,41 @@ fn fused_lstm_cell_matches_the_composed_step() {
     assert!(step(t([2, 12]), t([2, 4])).is_none(), "gates must be 4 × H wide");
     assert!(step(t([3, 16]), t([2, 4])).is_none(), "batch sizes differ");
 }
+
+/// burn's `module::attention` without autodiff on `KilnCpu<Flex>` or `Flex`, inputs given as
+/// `[B, L, H, D]` tensors seen as `[B, H, L, D]` (the permuted views a transformer passes).
+fn run_inference_attention<B: Backend>(
+    shape: [usize; 5],
+    causal: bool,
+    masked: bool,
+    scale: Option<f64>,
+) -> TensorData {
+    use burn::tensor::module::attention;
+    use burn::tensor::ops::AttentionModuleOptions;
+    let [b, h, lq, lk, d] = shape;
+    let device = Default::default();
+    let view = |l: usize, seed: u64| Tensor::<B, 4>::from_data(random([b, l, h, d], seed), &device).swap_dims(1, 2);
+    let (q, k, v) = (view(lq, 31), view(lk, 32), view(lk, 33));
+    let mask = masked.then(|| {
+        let keep: Vec<bool> = (0..lq * lk).map(|i| i % 3 == 0).collect();
+        Tensor::<B, 2, Bool>::from_data(TensorData::new(keep, [lq, lk]), &device)
+            .unsqueeze::<4>()
+            .expand([b, h, lq, lk])
+    });
+    attention(q, k, v, mask, None, AttentionModuleOptions { scale, softcap: None, is_causal: causal }).into_data()
+}
+
+#[test]
+fn inference_attention_matches_flex() {
+    // Square and rectangular (more keys than queries: burn aligns the causal mask bottom-right),
+    // more queries than keys under the mask and a bool mask (both left to flex).
+    for shape in [[2, 3, 70, 70, 8], [1, 2, 5, 130, 16], [1, 1, 1, 9, 4], [1, 2, 9, 4, 4]] {
+        for (causal, masked, scale) in
+            [(false, false, None), (true, false, None), (false, false, Some(0.3)), (true, true, None)]
+        {
+            let kiln = run_inference_attention::<KilnCpu<Flex>>(shape, causal, masked, scale);
+            let flex = run_inference_attention::<Flex>(shape, causal, masked, scale);
+            assert_close(&format!("attention {shape:?} causal {causal} masked {masked} scale {scale:?}"), kiln, flex);
+        }
+    }
+}
