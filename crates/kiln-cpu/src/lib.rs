@@ -20,10 +20,12 @@
 //! | `conv2d_bias_backward`, `conv_transpose2d_bias_backward` | `db[c] = Σ dy[·, c, ·, ·]` |
 //! | `attention` (no bool mask, bias or soft cap)             | blocked, see `src/attention.rs` |
 //!
-//! Beside the backend ops, [`attention_autodiff`] is attention with its own backward pass on
-//! `Autodiff<KilnCpu<B>>`, computed in blocks of query rows without the `[L_q, L_k]` scores
-//! (`src/attention.rs`): burn's autodiff would decompose it. kiln-kernels' attention picks it
-//! up once it is registered (`kiln_device::register_cpu_kernels`).
+//! Beside the backend ops, four fused kernels that burn's autodiff would otherwise decompose into
+//! many single-pass ops: [`attention_autodiff`] (blocks of query rows without the `[L_q, L_k]`
+//! scores, `src/attention.rs`), [`lstm_cell_autodiff`] (an LSTM step's gates as one node),
+//! [`norm_autodiff`] (batch or group norm with its affine transform, `src/norm.rs`) and
+//! [`adam_update`] (Adam's update in one pass). kiln-kernels and kiln-optim pick them up once
+//! they are registered (`kiln_device::register_cpu_kernels`).
 //!
 //! Every other op, and any convolution these kernels do not handle (a dtype other than `f32`,
 //! `groups > 1`, empty tensors), is forwarded unchanged to the inner backend, whose tensor
@@ -48,6 +50,7 @@
 #![warn(missing_docs)]
 
 mod activation;
+mod adam;
 mod alloc;
 mod attention;
 mod conv;
@@ -56,15 +59,18 @@ mod gemm;
 mod inner;
 mod linear;
 mod lstm;
+mod norm;
 mod rows;
 mod strided;
 mod threads;
 mod transpose;
 
+pub use adam::{AdamStep, adam_update};
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use attention::attention_autodiff;
 pub use inner::CpuInner;
 pub use lstm::lstm_cell_autodiff;
+pub use norm::norm_autodiff;
 pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};

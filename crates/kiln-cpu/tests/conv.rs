@@ -619,3 +619,112 @@ fn inference_attention_matches_flex() {
         }
     }
 }
+
+/// `y`, the gradients of `x`, `γ` and `β` under `Σ y · r`, and the statistics, for a
+/// normalisation layer computed by `norm` (`x` `[N, C, H, W]`, `γ`/`β` `[R, C]`).
+/// `strided` feeds `x` as a permuted view.
+fn run_norm<B: AutodiffBackend>(
+    [n, c, h, w]: [usize; 4],
+    rows: usize,
+    strided: bool,
+    norm: impl Fn(Tensor<B, 4>, Tensor<B, 2>, Tensor<B, 2>) -> (Tensor<B, 4>, Vec<f32>),
+) -> [TensorData; 5] {
+    let device = Default::default();
+    // An offset and a spread that differ per channel, as activations have.
+    let x = if strided {
+        Tensor::<B, 4>::from_data(random([n, h, w, c], 31), &device).permute([0, 3, 1, 2])
+    } else {
+        Tensor::<B, 4>::from_data(random([n, c, h, w], 31), &device)
+    };
+    let x = (x.mul_scalar(3.0).add_scalar(1.5)).detach().require_grad();
+    let gamma = Tensor::<B, 4>::from_data(random([1, 1, rows, c], 32), &device).reshape([rows, c]).add_scalar(1.0);
+    let beta = Tensor::<B, 4>::from_data(random([1, 1, rows, c], 33), &device).reshape([rows, c]);
+    let (gamma, beta) = (gamma.require_grad(), beta.require_grad());
+    let (y, stats) = norm(x.clone(), gamma.clone(), beta.clone());
+    let r = Tensor::<B, 4>::from_data(random([n, c, h, w], 34), &device);
+    let grads = (y.clone() * r).sum().backward();
+    let len = stats.len();
+    [
+        y.into_data(),
+        x.grad(&grads).expect("x grad").into_data(),
+        gamma.grad(&grads).expect("γ grad").into_data(),
+        beta.grad(&grads).expect("β grad").into_data(),
+        TensorData::new(stats, [len]),
+    ]
+}
+
+/// The layer from tensor ops, straight from the definition: statistics over each group,
+/// `(x − μ)/√(σ² + ε)·γ + β`. Returns the means then the variances.
+fn composed_norm<B: Backend>(
+    x: Tensor<B, 4>,
+    gamma: Tensor<B, 2>,
+    beta: Tensor<B, 2>,
+    groups: Option<usize>,
+) -> (Tensor<B, 4>, Vec<f32>) {
+    let [n, c, h, w] = x.dims();
+    let rows = gamma.dims()[0];
+    let (normed, mean, var) = match groups {
+        None => {
+            let t = x.swap_dims(0, 1).reshape([c, n * h * w]); // [C, N·H·W]
+            let mean = t.clone().mean_dim(1);
+            let var = (t.clone() - mean.clone()).square().mean_dim(1);
+            let normed =
+                ((t - mean.clone()) / var.clone().add_scalar(1e-5).sqrt()).reshape([c, n, h, w]).swap_dims(0, 1);
+            (normed, mean, var)
+        }
+        Some(g) => {
+            let t = x.reshape([n * g, c / g * h * w]);
+            let mean = t.clone().mean_dim(1);
+            let var = (t.clone() - mean.clone()).square().mean_dim(1);
+            (((t - mean.clone()) / var.clone().add_scalar(1e-5).sqrt()).reshape([n, c, h, w]), mean, var)
+        }
+    };
+    let stats = Tensor::cat(vec![mean.reshape([-1]), var.reshape([-1])], 0).into_data().into_vec::<f32>().expect("f32");
+    (normed * gamma.reshape([rows, c, 1, 1]) + beta.reshape([rows, c, 1, 1]), stats)
+}
+
+#[test]
+fn fused_norm_matches_the_composed_ops() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    let cases = [
+        // shape, affine rows, groups, strided x
+        ([2, 3, 4, 5], 1, None, false),    // batch norm, rows of 20 (not a multiple of 16)
+        ([4, 6, 8, 8], 4, None, true),     // conditional batch norm (a γ row per image), permuted x
+        ([1, 2, 1, 1], 1, None, false),    // one value per channel: zero variance
+        ([16, 5, 4, 4], 1, None, false),   // many small rows per task
+        ([2, 6, 3, 5], 1, Some(3), false), // group norm
+        ([3, 8, 16, 16], 1, Some(1), true), // one group (layer norm over C·H·W)
+        ([2, 4, 2, 2], 2, Some(4), false), // a group per channel (instance norm), a γ row per image
+    ];
+    for (shape, rows, groups, strided) in cases {
+        let fused = run_norm::<Kiln>(shape, rows, strided, |x, g, b| {
+            let p = |t: Tensor<Kiln, 2>| t.into_primitive().tensor();
+            let (y, mean, var) = kiln_cpu::norm_autodiff::<Flex, NoCheckpointing>(
+                &x.into_primitive().tensor(),
+                &p(g),
+                &p(b),
+                groups,
+                1e-5,
+            )
+            .expect("an f32 layer it handles");
+            (Tensor::from_primitive(TensorPrimitive::Float(y)), [mean, var].concat())
+        });
+        let composed = run_norm::<Ref>(shape, rows, strided, |x, g, b| composed_norm(x, g, b, groups));
+        let what = format!("{shape:?}, {rows} affine rows, groups {groups:?}, strided {strided}");
+        for (name, (a, f)) in
+            ["y", "x grad", "γ grad", "β grad", "mean and var"].iter().zip(fused.into_iter().zip(composed))
+        {
+            assert_close(&format!("{name} of {what}"), a, f);
+        }
+    }
+    let device = Default::default();
+    let t = |shape: [usize; 4]| Tensor::<Kiln, 4>::zeros(shape, &device).into_primitive().tensor();
+    let a = |shape: [usize; 2]| Tensor::<Kiln, 2>::zeros(shape, &device).into_primitive().tensor();
+    let norm = |x, g, b, groups| kiln_cpu::norm_autodiff::<Flex, NoCheckpointing>(&x, &g, &b, groups, 1e-5).is_some();
+    assert!(!norm(t([2, 6, 2, 2]), a([1, 6]), a([1, 6]), Some(4)), "4 groups do not divide 6 channels");
+    assert!(!norm(t([2, 6, 2, 2]), a([1, 5]), a([1, 5]), None), "γ must have a column per channel");
+    assert!(!norm(t([2, 6, 2, 2]), a([3, 6]), a([3, 6]), None), "γ rows must be 1 or N");
+    assert!(!norm(t([2, 6, 2, 2]), a([1, 6]), a([2, 6]), None), "γ and β shapes differ");
+    assert!(!norm(t([0, 6, 2, 2]), a([1, 6]), a([1, 6]), None), "an empty batch");
+    assert!(norm(t([2, 6, 2, 2]), a([2, 6]), a([2, 6]), Some(3)), "a layer it handles");
+}

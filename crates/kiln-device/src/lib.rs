@@ -14,18 +14,51 @@ use burn::tensor::backend::AutodiffBackend;
 #[cfg(feature = "flex")]
 pub type Cpu = kiln_cpu::KilnCpu<burn::backend::Flex>;
 
+/// The environment variable that, set to `0`, leaves kiln-cpu's fused kernels unregistered, so
+/// that `--device cpu` runs the composed tensor ops instead: for measuring what the fused kernels
+/// change (speed, and that training curves agree), not for everyday use.
+pub const FUSED_ENV: &str = "KILN_FUSED";
+
 /// Registers kiln-cpu's fused kernels for the backend `--device cpu` trains on, so that
 /// kiln's generic ops use them (see `kiln_kernels::fused`): attention in blocks with its own
-/// backward pass, and the LSTM step of kiln-draw's cell as one autodiff node. [`run_on`] calls
-/// it; a program that uses kiln's libraries on `Autodiff<Cpu>` directly calls it once before
-/// training.
+/// backward pass, the LSTM step of kiln-draw's cell, batch and group norm as one autodiff node
+/// each, and Adam's update in one pass. [`run_on`] calls it; a program that uses kiln's
+/// libraries on `Autodiff<Cpu>` directly calls it once before training. Does nothing when
+/// [`FUSED_ENV`] is `0`.
 #[cfg(feature = "flex")]
 pub fn register_cpu_kernels() {
     use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
-    use kiln_kernels::fused::{AttentionKernel, LstmCellKernel, register};
+    use kiln_kernels::fused::{AdamKernel, AttentionKernel, LstmCellKernel, NormKernel, register};
+    if std::env::var(FUSED_ENV).is_ok_and(|v| v.trim() == "0") {
+        return;
+    }
     register(AttentionKernel::<Autodiff<Cpu>>(kiln_cpu::attention_autodiff::<Flex, NoCheckpointing>));
     register(LstmCellKernel::<Autodiff<Cpu>>(kiln_cpu::lstm_cell_autodiff::<Flex, NoCheckpointing>));
+    register(NormKernel::<Autodiff<Cpu>>(kiln_cpu::norm_autodiff::<Flex, NoCheckpointing>));
+    register(AdamKernel::<Cpu>(adam_on_cpu));
+}
+
+/// kiln-kernels' Adam kernel signature over kiln-cpu's: the same scalars, passed through.
+#[cfg(feature = "flex")]
+#[allow(clippy::type_complexity)] // the kernel signature kiln-kernels names
+fn adam_on_cpu(
+    u: &kiln_kernels::fused::AdamUpdate,
+    w: &burn::tensor::ops::FloatTensor<Cpu>,
+    g: &burn::tensor::ops::FloatTensor<Cpu>,
+    moments: Option<(&burn::tensor::ops::FloatTensor<Cpu>, &burn::tensor::ops::FloatTensor<Cpu>)>,
+) -> Option<[burn::tensor::ops::FloatTensor<Cpu>; 3]> {
+    let step = kiln_cpu::AdamStep {
+        grad_scale: u.grad_scale,
+        l2: u.l2,
+        beta1: (u.beta1, u.one_minus_beta1),
+        beta2: (u.beta2, u.one_minus_beta2),
+        inv_sqrt_bc2: u.inv_sqrt_bc2,
+        eps: u.eps,
+        decay: u.decay,
+        step_size: u.step_size,
+    };
+    kiln_cpu::adam_update::<burn::backend::Flex>(&step, w, g, moments)
 }
 
 /// `job` on kiln-cpu, its fused kernels registered first.

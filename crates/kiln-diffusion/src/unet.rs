@@ -242,28 +242,14 @@ impl<B: Backend> ResBlock<B> {
     }
 }
 
-/// burn's `GroupNorm` with the same parameters (so checkpoints keep their layout), computed so
-/// that every broadcast is one burn-flex accelerates. burn's own forward multiplies `[B, C, H, W]`
-/// by `γ` reshaped to `[1, C, 1, 1]`, a broadcast over the batch *and* the pixels that flex walks
-/// element by element with a strided iterator, forward and backward: 19 % of a W7 step (the
-/// emoji U-Net, batch 64) in `perf`. Repeating `γ` and `β` over the batch first (`[B, C, 1, 1]`,
-/// B·C floats) leaves a per-row scalar over `H·W`, which flex runs with SIMD.
+/// burn's `GroupNorm` with the same parameters (so checkpoints keep their layout), computed by
+/// kiln's group norm (`kiln_kernels::norm`): one fused node on kiln-cpu, and elsewhere with
+/// per-image operands that burn-flex runs with SIMD. burn's own forward multiplies by `γ` as
+/// `[1, C, 1, 1]`, a broadcast over the batch and the pixels that flex walks element by element,
+/// forward and backward: 19 % of a W7 step (the emoji U-Net, batch 64) in `perf`.
 pub(crate) fn group_norm<B: Backend>(norm: &GroupNorm<B>, x: Tensor<B, 4>) -> Tensor<B, 4> {
-    let [b, c, h, w] = x.dims();
-    let g = norm.num_groups;
-    let n = c / g * h * w;
-    let grouped = x.reshape([b, g, n]); // [B, G, C/G·H·W]
-    let mean = grouped.clone().sum_dim(2) / n as f64; // [B, G, 1]
-    let centered = grouped - mean; // [B, G, n]
-    let var = centered.clone().square().sum_dim(2) / n as f64; // [B, G, 1]
-    let normed = (centered / var.add_scalar(norm.epsilon).sqrt()).reshape([b, c, h, w]); // [B, C, H, W]
-    let per_image = |p: &Option<Param<Tensor<B, 1>>>| {
-        p.as_ref().map(|p| p.val().reshape([1, c]).repeat_dim(0, b).reshape([b, c, 1, 1])) // [B, C, 1, 1]
-    };
-    match (per_image(&norm.gamma), per_image(&norm.beta)) {
-        (Some(scale), Some(shift)) => normed * scale + shift,
-        _ => normed,
-    }
+    let (gamma, beta) = (norm.gamma.as_ref().map(Param::val), norm.beta.as_ref().map(Param::val));
+    kiln_kernels::norm::group_norm(x, norm.num_groups, gamma, beta, norm.epsilon)
 }
 
 /// The largest group count up to `groups` that divides `channels`.

@@ -159,34 +159,21 @@ impl<B: Backend> BatchNorm<B> {
     /// Normalises `x` `[N, C, H, W]`; `code` `[N, K]` (one-hot, or any mixture of classes) picks
     /// each image's `γ`, `β` row in a conditional layer and must be `None` otherwise.
     pub fn forward(&self, x: Tensor<B, 4>, code: Option<&Tensor<B, 2>>) -> Tensor<B, 4> {
-        let [n, c, h, w] = x.dims();
+        let [n, _, h, w] = x.dims();
         let device = x.device();
-        // The per-channel operands are laid out [N, C, 1, 1] (or [N, C, 1]) rather than left to
-        // broadcast from [1, C, 1, 1]: burn-flex has SIMD kernels for a scalar per (n, c) row but
-        // walks a batch-broadcast operand element by element, which made batch norm the slowest
-        // part of a DCGAN step. The copies are N·C values.
-        let (mean, var) = if B::ad_enabled(&device) {
-            let flat = x.clone().reshape([n, c, h * w]);
-            let count = (n * h * w) as f64;
-            let mean = flat.clone().sum_dim(2).sum_dim(0).div_scalar(count); // [1, C, 1]
-            let centred = flat - mean.clone().repeat_dim(0, n); // [N, C, HW]
-            let var = centred.square().sum_dim(2).sum_dim(0).div_scalar(count); // [1, C, 1]
-            self.update_running(mean.clone().detach().reshape([c]), var.clone().detach().reshape([c]), count);
-            (mean.reshape([1, c, 1, 1]), var.reshape([1, c, 1, 1]))
-        } else {
-            let mean = self.running_mean.value_sync().to_device(&device).reshape([1, c, 1, 1]);
-            let var = self.running_var.value_sync().to_device(&device).reshape([1, c, 1, 1]);
-            (mean, var)
-        };
         let (gamma, beta) = match code {
             Some(code) => (code.clone().matmul(self.gamma.val()), code.clone().matmul(self.beta.val())), // [N, C]
             None => (self.gamma.val(), self.beta.val()),                                                 // [1, C]
         };
-        let rows = gamma.dims()[0];
-        let scale = gamma.reshape([rows, c, 1, 1]) / var.add_scalar(self.eps).sqrt(); // [N|1, C, 1, 1]
-        let shift = beta.reshape([rows, c, 1, 1]) - mean * scale.clone();
-        let (scale, shift) = if rows == n { (scale, shift) } else { (scale.repeat_dim(0, n), shift.repeat_dim(0, n)) }; // [N, C, 1, 1]
-        x * scale + shift // [N, C, H, W]
+        if B::ad_enabled(&device) {
+            let (y, mean, var) = kiln_kernels::norm::batch_norm(x, gamma, beta, self.eps);
+            self.update_running(mean, var, (n * h * w) as f64);
+            y
+        } else {
+            let mean = self.running_mean.value_sync().to_device(&device);
+            let var = self.running_var.value_sync().to_device(&device);
+            kiln_kernels::norm::normalize_with(x, mean, var, gamma, beta, self.eps)
+        }
     }
 
     fn update_running(&self, mean: Tensor<B, 1>, var: Tensor<B, 1>, count: f64) {

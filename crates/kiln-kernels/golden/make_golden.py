@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """Reference values for kiln-kernels' golden tests.
 
-Writes golden/resize.json, golden/pool.json and golden/attention.json beside this script. Each
+Writes golden/resize.json, golden/pool.json, golden/attention.json and golden/norm.json beside
+this script, or only the files named as arguments (norm.json has its own seed; the other three
+share one random stream, so regenerate those together). Each
 file maps a case name to its arguments, a flat float32 input (row-major, with its shape) and the
 expected output; some cases also carry the gradient of `sum(output * grad_out)` with respect to
 the inputs. The Rust tests (src/tests/golden_*.rs) read these files; regenerate them with
@@ -252,8 +254,52 @@ def attention_cases():
     return cases
 
 
+# ---------------------------------------------------------------------------------------------
+# Batch and group normalisation (training mode: the batch's own statistics)
+# ---------------------------------------------------------------------------------------------
+def norm_cases():
+    torch.manual_seed(1)  # its own stream, so the files before it keep their values
+    cases = {}
+
+    def add(name, shape, groups=None, per_image=False, eps=1e-5):
+        n, c = shape[0], shape[1]
+        x = (torch.randn(*shape) * 3.0 + 1.5).requires_grad_()
+        rows = n if per_image else 1
+        gamma = (torch.rand(rows, c) + 0.5).requires_grad_()
+        beta = torch.randn(rows, c).requires_grad_()
+        if groups is None:
+            normed = F.batch_norm(x, None, None, training=True, eps=eps)
+        else:
+            normed = F.group_norm(x, groups, eps=eps)
+        y = normed * gamma[:, :, None, None] + beta[:, :, None, None]
+        g = torch.randn_like(y)
+        (y * g).sum().backward()
+        case = {"groups": groups, "eps": eps}
+        if groups is None:
+            case["mean"] = tensor_entry(x.mean(dim=(0, 2, 3)))
+            case["var"] = tensor_entry(x.var(dim=(0, 2, 3), unbiased=False))
+        case.update({
+            "x": tensor_entry(x), "gamma": tensor_entry(gamma), "beta": tensor_entry(beta),
+            "output": tensor_entry(y), "grad_out": tensor_entry(g),
+            "grad_x": tensor_entry(x.grad), "grad_gamma": tensor_entry(gamma.grad),
+            "grad_beta": tensor_entry(beta.grad),
+        })
+        cases[name] = case
+
+    add("batch", (3, 4, 5, 6))
+    add("batch_per_image", (4, 3, 4, 4), per_image=True)
+    add("batch_one_pixel", (8, 5, 1, 1))
+    add("group", (2, 6, 3, 5), groups=3)
+    add("group_one", (2, 4, 4, 4), groups=1)
+    add("group_instance", (3, 4, 2, 3), groups=4, eps=1e-6)
+    return cases
+
+
+FILES = {"resize.json": lambda: resize_cases(), "pool.json": lambda: pool_cases(),
+         "attention.json": lambda: attention_cases(), "norm.json": lambda: norm_cases()}
+
 if __name__ == "__main__":
+    import sys
     torch.set_num_threads(1)
-    write("resize.json", resize_cases())
-    write("pool.json", pool_cases())
-    write("attention.json", attention_cases())
+    for name in sys.argv[1:] or FILES:
+        write(name, FILES[name]())

@@ -2,9 +2,11 @@
 //!
 //! kiln's kernels are generic over burn's `Backend` and compose tensor ops, which runs anywhere.
 //! A few have a much faster fused form on one backend — on kiln-cpu, attention in blocks with its
-//! own backward pass, and an LSTM step's gates as one autodiff node — that generic code cannot call without naming that backend, and burn 0.21
-//! gives no op to override (its `Autodiff` always decomposes `module::attention`, and has no
-//! LSTM cell op at all). So the crate
+//! own backward pass, an LSTM step's gates as one autodiff node, batch and group normalisation
+//! in two or three passes over the data, Adam's update in one — that generic code cannot call
+//! without naming that backend, and burn 0.21 gives no op to override (its `Autodiff` always
+//! decomposes `module::attention`, and has no LSTM cell, normalisation or optimiser op at all).
+//! So the crate
 //! that picks the backend (kiln-device, for the binaries) registers the fused kernel for that
 //! backend type, and the generic op looks it up and uses it when there is one. Without
 //! specialisation in Rust the lookup is by type: a read lock and a scan of a short list per
@@ -43,24 +45,87 @@ pub struct AttentionKernel<B: Backend>(
     pub  fn(&FloatTensor<B>, &FloatTensor<B>, &FloatTensor<B>, bool, f64) -> Option<FloatTensor<B>>,
 );
 
-impl<B: Backend> Clone for AttentionKernel<B> {
-    fn clone(&self) -> Self {
-        *self
-    }
-}
-
-impl<B: Backend> Copy for AttentionKernel<B> {}
-
 /// The element-wise half of an LSTM step with its gradient on backend `B` (an autodiff
 /// backend): `(gates, c)` → `[2, B, H]` holding `h'` then `c'`, for gate pre-activations
 /// `[B, 4H]` in PyTorch's order i, f, g, o and the cell state `[B, H]`:
 /// `c' = σ(f)·c + σ(i)·tanh(g)`, `h' = σ(o)·tanh(c')`. `None` where the kernel does not apply.
 pub struct LstmCellKernel<B: Backend>(pub fn(&FloatTensor<B>, &FloatTensor<B>) -> Option<FloatTensor<B>>);
 
-impl<B: Backend> Clone for LstmCellKernel<B> {
-    fn clone(&self) -> Self {
-        *self
-    }
+/// Normalisation with a per-image affine transform and its gradient on backend `B` (an autodiff
+/// backend), for [`crate::norm`]: `(x, gamma, beta, groups, eps)` → `(y, mean, var)`.
+///
+/// `x` is `[N, C, H, W]`; `gamma` and `beta` are `[R, C]` with `R` = 1 (one row for every image)
+/// or `R` = N (a row per image, as in conditional batch norm). `groups` `None` normalises each
+/// channel over the batch and the image (batch norm); `Some(G)` each image's `G` groups of
+/// `C / G` channels (group norm). `y = (x − mean)/√(var + eps)·γ + β`; `mean` and `var` (biased)
+/// are the statistics per group, `[C]` or `[N, G]` flattened, for a running average. `None`
+/// where the kernel does not apply.
+pub struct NormKernel<B: Backend>(
+    #[allow(clippy::type_complexity)] // the op's signature, spelled once
+    pub  fn(
+        &FloatTensor<B>,
+        &FloatTensor<B>,
+        &FloatTensor<B>,
+        Option<usize>,
+        f64,
+    ) -> Option<(FloatTensor<B>, Vec<f32>, Vec<f32>)>,
+);
+
+/// The scalars of one Adam or AdamW update (kiln-optim's `Optim::step`), already in `f32`.
+///
+/// Applied element by element in this order, each optional step skipped when `None`:
+/// `g ← g·grad_scale`; `g ← g + w·l2`; `m ← m·β₁ + g·(1 − β₁)` (`g·(1 − β₁)` on the first update);
+/// `v ← v·β₂ + (g·g)·(1 − β₂)` (likewise); `w ← w·decay`; `w ← w − (m / (√v·inv_sqrt_bc2 + eps))·step_size`.
+/// A kernel that keeps this order and rounds each product and sum to `f32` gives the same bits
+/// as the composed tensor ops.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct AdamUpdate {
+    /// Gradient scale (accumulation mean, clipping).
+    pub grad_scale: Option<f32>,
+    /// Adam's L2 weight decay, added to the gradient.
+    pub l2: Option<f32>,
+    /// β₁.
+    pub beta1: f32,
+    /// 1 − β₁, rounded once in `f64`.
+    pub one_minus_beta1: f32,
+    /// β₂.
+    pub beta2: f32,
+    /// 1 − β₂, rounded once in `f64`.
+    pub one_minus_beta2: f32,
+    /// `1/√(1 − β₂ᵗ)`, the second moment's bias correction.
+    pub inv_sqrt_bc2: f32,
+    /// Added to the denominator.
+    pub eps: f32,
+    /// AdamW's weight factor `1 − lr·wd`.
+    pub decay: Option<f32>,
+    /// `lr / (1 − β₁ᵗ)`.
+    pub step_size: f32,
 }
 
-impl<B: Backend> Copy for LstmCellKernel<B> {}
+/// One Adam/AdamW update of a flattened parameter on backend `B` (an optimiser's inner,
+/// non-autodiff backend): `(update, w, g, Some((m, v)))` → `[w', m', v']`; no moments yet on the
+/// first update. `None` where the kernel does not apply.
+pub struct AdamKernel<B: Backend>(
+    #[allow(clippy::type_complexity)] // the op's signature, spelled once
+    pub  fn(
+        &AdamUpdate,
+        &FloatTensor<B>,
+        &FloatTensor<B>,
+        Option<(&FloatTensor<B>, &FloatTensor<B>)>,
+    ) -> Option<[FloatTensor<B>; 3]>,
+);
+
+/// Kernel types are function-pointer wrappers: `Copy` whatever `B` is (a derive would ask `B: Copy`).
+macro_rules! copy_kernel {
+    ($($kernel:ident),*) => {$(
+        impl<B: Backend> Clone for $kernel<B> {
+            fn clone(&self) -> Self {
+                *self
+            }
+        }
+
+        impl<B: Backend> Copy for $kernel<B> {}
+    )*};
+}
+
+copy_kernel!(AttentionKernel, LstmCellKernel, NormKernel, AdamKernel);

@@ -11,6 +11,7 @@ pub mod attention;
 pub mod draw;
 pub mod error;
 pub mod fused;
+pub mod norm;
 pub mod pool;
 pub mod resize;
 pub mod self_attention;

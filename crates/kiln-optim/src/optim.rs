@@ -6,7 +6,8 @@ use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::{AutodiffBackend, Backend};
-use burn::tensor::{Device, ElementConversion, Tensor, TensorData};
+use burn::tensor::{Device, ElementConversion, Tensor, TensorData, TensorPrimitive};
+use kiln_kernels::fused::{self, AdamKernel, AdamUpdate};
 use serde::{Deserialize, Serialize};
 
 use crate::params::{PathStack, UpdateFloats, VisitGrads};
@@ -247,10 +248,35 @@ impl<B: AutodiffBackend> Optim<B> {
         let inv_sqrt_bc2 = 1.0 / (1.0 - b2.powi(t)).sqrt();
         let (eps, wd, kind) = (c.eps, c.weight_decay, c.kind);
         let moments = &mut self.moments;
+        // A backend's one-pass update (kiln-cpu's), on the same scalars rounded to f32 as the
+        // tensor ops below would round them, and giving the same bits.
+        let fused = fused::find::<AdamKernel<B::InnerBackend>>();
+        let update = AdamUpdate {
+            grad_scale: (scale != 1.0).then_some(scale as f32),
+            l2: (kind == OptimKind::Adam && wd > 0.0).then_some(wd as f32),
+            beta1: b1 as f32,
+            one_minus_beta1: (1.0 - b1) as f32,
+            beta2: b2 as f32,
+            one_minus_beta2: (1.0 - b2) as f32,
+            inv_sqrt_bc2: inv_sqrt_bc2 as f32,
+            eps: eps as f32,
+            decay: (kind == OptimKind::Adamw && wd > 0.0).then_some((1.0 - lr * wd) as f32),
+            step_size: step_size as f32,
+        };
         let model = model.map(&mut UpdateFloats {
             path: PathStack::default(),
             f: |path: &str, mut w: Tensor<B::InnerBackend, 1>| {
                 let mut g = grads.remove(path)?;
+                if let Some(AdamKernel(kernel)) = fused {
+                    let primitive = |t: &Tensor<B::InnerBackend, 1>| t.clone().into_primitive().tensor();
+                    let tensor = |p| Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(p));
+                    let old = moments.get(path).map(|Moments { m, v }| (primitive(m), primitive(v)));
+                    let out = kernel(&update, &primitive(&w), &primitive(&g), old.as_ref().map(|(m, v)| (m, v)));
+                    if let Some([w, m, v]) = out {
+                        moments.insert(path.to_string(), Moments { m: tensor(m), v: tensor(v) });
+                        return Some(tensor(w));
+                    }
+                }
                 if scale != 1.0 {
                     g = g.mul_scalar(scale);
                 }

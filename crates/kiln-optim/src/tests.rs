@@ -328,3 +328,46 @@ fn ranks_averaging_through_the_seam_train_like_one_optimizer_accumulating_their_
     // Without an engine installed (this thread), the optimizer trains alone.
     assert!(crate::sync::installed().is_none());
 }
+
+/// `w` after each of three updates with gradients `c_t` (the gradient of `Σ c_t·w`), on `Bk`.
+fn three_updates<Bk: burn::tensor::backend::AutodiffBackend>(config: &OptimConfig, n: usize) -> Vec<Vec<u32>> {
+    let dev = Device::<Bk>::default();
+    let wave =
+        |k: usize, scale: f32| -> Vec<f32> { (0..n).map(|i| ((i * (7 + 4 * k) % 97) as f32 - 48.0) * scale).collect() };
+    let tensor = |v: Vec<f32>| Tensor::<Bk, 1>::from_data(TensorData::new(v, [n]), &dev);
+    let mut m = Scalar::<Bk> { w: Param::from_tensor(tensor(wave(0, 0.01))) };
+    let mut optim = Optim::<Bk>::new(config.clone(), 100).unwrap();
+    let mut after = Vec::new();
+    for step in 1..=3 {
+        let grads = (m.w.val() * tensor(wave(step, 0.1))).sum().backward();
+        m = optim.step(m, &grads);
+        after.push(m.w.val().into_data().to_vec::<f32>().unwrap().iter().map(|v| v.to_bits()).collect());
+    }
+    after
+}
+
+/// kiln-cpu's one-pass Adam (registered by kiln-device) against the composed tensor ops on
+/// burn-flex: the same bits after every update, for Adam with and without L2 decay, AdamW,
+/// a clipped gradient and an accumulated one, on a parameter long enough to be split between
+/// threads.
+#[test]
+fn the_fused_update_gives_the_composed_bits() {
+    type Fused = burn::backend::Autodiff<kiln_cpu::KilnCpu<burn::backend::Flex>>;
+    kiln_device::register_cpu_kernels();
+    assert!(
+        kiln_kernels::fused::find::<kiln_kernels::fused::AdamKernel<kiln_cpu::KilnCpu<burn::backend::Flex>>>()
+            .is_some(),
+        "kiln-device registers the fused update"
+    );
+    let base = OptimConfig { lr: 0.01, beta1: 0.8, beta2: 0.95, ..OptimConfig::default() };
+    let configs = [
+        base.clone(),
+        OptimConfig { weight_decay: 0.1, ..base.clone() },
+        OptimConfig { kind: OptimKind::Adamw, weight_decay: 0.1, ..base.clone() },
+        OptimConfig { clip_norm: Some(1.0), ..base.clone() },
+        OptimConfig { accumulate: 2, ..base.clone() },
+    ];
+    for config in configs {
+        assert_eq!(three_updates::<Fused>(&config, 70_001), three_updates::<B>(&config, 70_001), "{config:?}");
+    }
+}

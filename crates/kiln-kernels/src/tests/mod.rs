@@ -6,6 +6,7 @@ use serde_json::Value;
 
 mod attention;
 mod draw;
+mod norm;
 mod pool;
 mod resize;
 mod spectral;
