@@ -115,7 +115,7 @@ pub(crate) fn tanh_f32(x: f32) -> f32 {
 /// Elements per parallel task: below this a tensor is mapped on the calling thread.
 const CHUNK: usize = 1 << 15;
 
-fn map1(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn map1(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; src.len()];
     if src.len() > CHUNK {
         out.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(o, s)| rows::map(o, s, &f));
@@ -125,7 +125,7 @@ fn map1(src: &[f32], f: impl Fn(f32) -> f32 + Sync) -> Vec<f32> {
     out
 }
 
-fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
+pub(crate) fn map2(a: &[f32], b: &[f32], f: impl Fn(f32, f32) -> f32 + Sync) -> Vec<f32> {
     let mut out = vec![0.0f32; a.len()];
     if a.len() > CHUNK {
         let chunks = out.par_chunks_mut(CHUNK).zip(a.par_chunks(CHUNK)).zip(b.par_chunks(CHUNK));

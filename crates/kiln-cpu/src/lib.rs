@@ -20,11 +20,12 @@
 //! | `conv2d_bias_backward`, `conv_transpose2d_bias_backward` | `db[c] = Σ dy[·, c, ·, ·]` |
 //! | `attention` (no bool mask, bias or soft cap)             | blocked, see `src/attention.rs` |
 //!
-//! Beside the backend ops, four fused kernels that burn's autodiff would otherwise decompose into
+//! Beside the backend ops, fused kernels that burn's autodiff would otherwise decompose into
 //! many single-pass ops: [`attention_autodiff`] (blocks of query rows without the `[L_q, L_k]`
 //! scores, `src/attention.rs`), [`lstm_cell_autodiff`] (an LSTM step's gates as one node),
-//! [`norm_autodiff`] (batch or group norm with its affine transform, `src/norm.rs`) and
-//! [`adam_update`] (Adam's update in one pass). kiln-kernels and kiln-optim pick them up once
+//! [`norm_autodiff`] (batch or group norm with its affine transform, `src/norm.rs`),
+//! [`leaky_relu_autodiff`] and [`silu_autodiff`] (one node each), and [`adam_update`] (Adam's
+//! update in one pass). kiln-kernels and kiln-optim pick them up once
 //! they are registered (`kiln_device::register_cpu_kernels`).
 //!
 //! Every other op, and any convolution these kernels do not handle (a dtype other than `f32`,
@@ -60,6 +61,7 @@ mod inner;
 mod linear;
 mod lstm;
 mod norm;
+mod pointwise;
 mod rows;
 mod strided;
 mod threads;
@@ -71,6 +73,7 @@ pub use attention::attention_autodiff;
 pub use inner::CpuInner;
 pub use lstm::lstm_cell_autodiff;
 pub use norm::norm_autodiff;
+pub use pointwise::{leaky_relu_autodiff, silu_autodiff};
 pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};

@@ -728,3 +728,44 @@ fn fused_norm_matches_the_composed_ops() {
     assert!(!norm(t([0, 6, 2, 2]), a([1, 6]), a([1, 6]), None), "an empty batch");
     assert!(norm(t([2, 6, 2, 2]), a([2, 6]), a([2, 6]), Some(3)), "a layer it handles");
 }
+
+/// `f(x)` and the gradient of `Σ f(x) · r` for `x` of `shape` in ±4 (`strided`: a transposed view).
+fn run_pointwise<B: AutodiffBackend>(strided: bool, f: impl Fn(Tensor<B, 2>) -> Tensor<B, 2>) -> [TensorData; 2] {
+    let device = Default::default();
+    let x = Tensor::<B, 4>::from_data(random([1, 1, 37, 1000], 41), &device).reshape([37, 1000]).mul_scalar(4.0);
+    let x = if strided { x.transpose() } else { x }.detach().require_grad();
+    let y = f(x.clone());
+    let r = Tensor::<B, 2>::from_data(TensorData::new(values(37_000, 42), y.dims()), &device);
+    let grads = (y.clone() * r).sum().backward();
+    [y.into_data(), x.grad(&grads).expect("x grad").into_data()]
+}
+
+#[test]
+fn fused_leaky_relu_and_silu_match_the_composed_ops() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    use burn::tensor::activation::{leaky_relu, silu};
+    let fused_leaky = |x: Tensor<Kiln, 2>| {
+        let y = kiln_cpu::leaky_relu_autodiff::<Flex, NoCheckpointing>(&x.into_primitive().tensor(), 0.2);
+        Tensor::from_primitive(TensorPrimitive::Float(y.expect("f32")))
+    };
+    let fused_silu = |x: Tensor<Kiln, 2>| {
+        let y = kiln_cpu::silu_autodiff::<Flex, NoCheckpointing>(&x.into_primitive().tensor());
+        Tensor::from_primitive(TensorPrimitive::Float(y.expect("f32")))
+    };
+    for strided in [false, true] {
+        let [leaky_y, leaky_dx] = run_pointwise::<Kiln>(strided, fused_leaky);
+        let [silu_y, silu_dx] = run_pointwise::<Kiln>(strided, fused_silu);
+        // The forward values are the composed ops' on this backend, bit for bit.
+        let composed_leaky = run_pointwise::<Kiln>(strided, |x| leaky_relu(x, 0.2));
+        let composed_silu = run_pointwise::<Kiln>(strided, silu);
+        assert_eq!(leaky_y, composed_leaky[0], "leaky ReLU forward, strided {strided}");
+        assert_eq!(silu_y, composed_silu[0], "SiLU forward, strided {strided}");
+        // The gradients against flex's composed ops.
+        let flex_leaky = run_pointwise::<Ref>(strided, |x| leaky_relu(x, 0.2));
+        let flex_silu = run_pointwise::<Ref>(strided, silu);
+        assert_close(&format!("leaky ReLU gradient, strided {strided}"), leaky_dx, flex_leaky[1].clone());
+        assert_close(&format!("leaky ReLU, strided {strided}"), leaky_y, flex_leaky[0].clone());
+        assert_close(&format!("SiLU gradient, strided {strided}"), silu_dx, flex_silu[1].clone());
+        assert_close(&format!("SiLU, strided {strided}"), silu_y, flex_silu[0].clone());
+    }
+}

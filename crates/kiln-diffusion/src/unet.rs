@@ -25,9 +25,9 @@ use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, GroupNorm, GroupNormConfig, Linear, LinearConfig,
     PaddingConfig2d,
 };
-use burn::tensor::activation::silu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use kiln_kernels::activation::silu;
 use kiln_kernels::attention::{AttentionMask, SdpaOptions, scaled_dot_product_attention};
 
 use crate::DiffusionError;

@@ -11,9 +11,9 @@
 //! element-wise ops, sums), which is what lets the gradient penalties train it.
 
 use burn::module::{Initializer, Module, Param};
-use burn::tensor::activation::leaky_relu;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Int, Tensor};
+use kiln_kernels::activation::leaky_relu;
 use kiln_kernels::{SelfAttention2d, SelfAttention2dConfig};
 
 use crate::config::{GanConfig, Norm};

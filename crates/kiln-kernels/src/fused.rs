@@ -129,3 +129,14 @@ macro_rules! copy_kernel {
 }
 
 copy_kernel!(AttentionKernel, LstmCellKernel, NormKernel, AdamKernel);
+
+/// Leaky ReLU with its gradient on backend `B` (an autodiff backend), for
+/// [`crate::activation::leaky_relu`]: `(x, negative_slope)` → `y`, any shape. `None` where the
+/// kernel does not apply.
+pub struct LeakyReluKernel<B: Backend>(pub fn(&FloatTensor<B>, f64) -> Option<FloatTensor<B>>);
+
+/// SiLU (`x·σ(x)`) with its gradient on backend `B` (an autodiff backend), for
+/// [`crate::activation::silu`]. `None` where the kernel does not apply.
+pub struct SiluKernel<B: Backend>(pub fn(&FloatTensor<B>) -> Option<FloatTensor<B>>);
+
+copy_kernel!(LeakyReluKernel, SiluKernel);

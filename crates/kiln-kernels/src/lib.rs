@@ -7,6 +7,7 @@
 //! factors, window geometry) are checked and reported as [`KernelError`].
 #![warn(missing_docs)]
 
+pub mod activation;
 pub mod attention;
 pub mod draw;
 pub mod error;

@@ -13,10 +13,11 @@ use burn::config::Config;
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig, ConvTranspose2d, ConvTranspose2dConfig};
 use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
-use burn::tensor::activation::{leaky_relu, sigmoid};
+use burn::tensor::activation::sigmoid;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData};
 use kiln_core::{Generative, LatentSpace, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples};
+use kiln_kernels::activation::leaky_relu;
 
 /// File name of a saved [`VaeConfig`] inside a checkpoint directory.
 pub const CONFIG_FILE: &str = "vae.json";

@@ -4,6 +4,7 @@
 use burn::tensor::{Bool, Int, Tensor, TensorData, backend::Backend};
 use serde_json::Value;
 
+mod activation;
 mod attention;
 mod draw;
 mod norm;
