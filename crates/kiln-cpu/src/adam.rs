@@ -10,8 +10,8 @@
 //! and sum (Rust never fuses a multiply and an add on its own), so the result is the same bits.
 
 use crate::CpuInner;
-use burn_backend::TensorMetadata;
 use burn_backend::tensor::FloatTensor;
+use burn_backend::{DType, TensorMetadata};
 use rayon::prelude::*;
 
 /// The scalars of one update, in the order they are applied (kiln-kernels' `AdamUpdate`
@@ -89,29 +89,50 @@ crate::rows::dispatched! {
     fn first / first_avx512(s: &AdamStep, w: &mut [f32], g: &[f32], m: &mut [f32], v: &mut [f32]) -> () = first_body
 }
 
+/// [`update`] or [`first`].
+type Loop = fn(&AdamStep, &mut [f32], &[f32], &mut [f32], &mut [f32]);
+
+/// The moments of a parameter, handed back when the update does not apply.
+pub type Moments<B> = (FloatTensor<B>, FloatTensor<B>);
+
 /// One Adam/AdamW update of `w` with gradient `g` and moments `moments` (`None` on the first
-/// update): `[w', m', v']`. `None` (and the composed ops should run) when a tensor is not f32
-/// or the lengths differ.
+/// update): `[w', m', v']`. The moments are updated in place when nothing else holds their
+/// buffers (an optimiser that hands them over keeps no copy); `w` is written to a new buffer
+/// if the model still holds the old one.
+///
+/// `Err` with the moments given (and the composed ops should run) when a tensor is not f32 or
+/// the lengths differ.
 pub fn adam_update<B: CpuInner>(
     step: &AdamStep,
     w: &FloatTensor<B>,
     g: &FloatTensor<B>,
-    moments: Option<(&FloatTensor<B>, &FloatTensor<B>)>,
-) -> Option<[FloatTensor<B>; 3]> {
-    let shape = w.shape();
-    let mut wn = B::f32_view(w)?.into_owned();
-    let gs = B::f32_view(g)?;
-    let n = wn.len();
-    let (mut m, mut v, first_update) = match moments {
-        Some((m, v)) => (B::f32_view(m)?.into_owned(), B::f32_view(v)?.into_owned(), false),
-        None => (vec![0.0f32; n], vec![0.0f32; n], true),
+    moments: Option<Moments<B>>,
+) -> Result<[FloatTensor<B>; 3], Option<Moments<B>>> {
+    let n = w.shape().num_elements();
+    let f32_of_len = |t: &FloatTensor<B>| t.dtype() == DType::F32 && t.shape().num_elements() == n;
+    let usable = f32_of_len(w) && f32_of_len(g) && moments.as_ref().is_none_or(|(m, v)| f32_of_len(m) && f32_of_len(v));
+    let gs = match B::f32_view(g) {
+        Some(gs) if usable => gs,
+        _ => return Err(moments),
     };
-    if gs.len() != n || m.len() != n || v.len() != n {
-        return None;
+    let shape = w.shape();
+    let (m, v, kernel): (_, _, Loop) = match moments {
+        Some((m, v)) => (m, v, update),
+        None => (B::f32_tensor(vec![0.0; n], shape.clone()), B::f32_tensor(vec![0.0; n], shape.clone()), first),
+    };
+    // Three nested in-place rewrites, so the one loop sees all three buffers.
+    let (mut m_out, mut v_out) = (None, None);
+    let w_out = B::f32_update(w.clone(), |ws| {
+        m_out = B::f32_update(m, |ms| {
+            v_out = B::f32_update(v, |vs| {
+                let chunks = ws.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK));
+                let moments = ms.par_chunks_mut(CHUNK).zip(vs.par_chunks_mut(CHUNK));
+                chunks.zip(moments).for_each(|((w, g), (m, v))| kernel(step, w, g, m, v));
+            });
+        });
+    });
+    match (w_out, m_out, v_out) {
+        (Some(w), Some(m), Some(v)) => Ok([w, m, v]),
+        _ => unreachable!("every tensor was checked to be f32"),
     }
-    let kernel = if first_update { first } else { update };
-    let chunks =
-        wn.par_chunks_mut(CHUNK).zip(gs.par_chunks(CHUNK)).zip(m.par_chunks_mut(CHUNK).zip(v.par_chunks_mut(CHUNK)));
-    chunks.for_each(|((w, g), (m, v))| kernel(step, w, g, m, v));
-    Some([B::f32_tensor(wn, shape.clone()), B::f32_tensor(m, shape.clone()), B::f32_tensor(v, shape)])
 }

@@ -24,6 +24,11 @@ pub trait CpuInner: Backend {
     /// it is an f32 view that is not contiguous and has a layout that copy handles; `None`
     /// otherwise.
     fn f32_contiguous(tensor: &FloatTensor<Self>) -> Option<FloatTensor<Self>>;
+
+    /// `tensor` with its elements (contiguous, row-major) rewritten by `f`: in place when its
+    /// buffer is not shared with another tensor, on a copy otherwise. `None` for a dtype other
+    /// than f32, and `f` is not called.
+    fn f32_update(tensor: FloatTensor<Self>, f: impl FnOnce(&mut [f32])) -> Option<FloatTensor<Self>>;
 }
 
 /// A contiguous tensor with `t`'s elements, for a kernel that keeps its inputs for a backward
@@ -59,6 +64,22 @@ impl CpuInner for Flex {
         }
         let shape = tensor.layout().shape().clone();
         strided_copy(tensor).map(|data| FlexTensor::from_data(TensorData::new(data, shape)))
+    }
+
+    fn f32_update(tensor: FlexTensor, f: impl FnOnce(&mut [f32])) -> Option<FlexTensor> {
+        if tensor.dtype() != DType::F32 {
+            return None;
+        }
+        let layout = tensor.layout();
+        let mut tensor = if layout.is_contiguous() && layout.start_offset() == 0 {
+            tensor
+        } else {
+            Self::f32_contiguous(&tensor).unwrap_or_else(|| tensor.to_contiguous())
+        };
+        let n = tensor.layout().num_elements();
+        // Copy on write: flex clones the buffer first if another tensor holds it.
+        f(&mut tensor.storage_mut::<f32>()[..n]);
+        Some(tensor)
     }
 
     fn f32_tensor(data: Vec<f32>, shape: Shape) -> FlexTensor {

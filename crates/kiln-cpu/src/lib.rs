@@ -67,7 +67,7 @@ mod strided;
 mod threads;
 mod transpose;
 
-pub use adam::{AdamStep, adam_update};
+pub use adam::{AdamStep, Moments, adam_update};
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use attention::attention_autodiff;
 pub use inner::CpuInner;

@@ -45,13 +45,13 @@ pub fn register_cpu_kernels() {
 
 /// kiln-kernels' Adam kernel signature over kiln-cpu's: the same scalars, passed through.
 #[cfg(feature = "flex")]
-#[allow(clippy::type_complexity)] // the kernel signature kiln-kernels names
+#[allow(clippy::type_complexity, clippy::result_large_err)] // the signature kiln-kernels names: `Err` moves the moments back
 fn adam_on_cpu(
     u: &kiln_kernels::fused::AdamUpdate,
     w: &burn::tensor::ops::FloatTensor<Cpu>,
     g: &burn::tensor::ops::FloatTensor<Cpu>,
-    moments: Option<(&burn::tensor::ops::FloatTensor<Cpu>, &burn::tensor::ops::FloatTensor<Cpu>)>,
-) -> Option<[burn::tensor::ops::FloatTensor<Cpu>; 3]> {
+    moments: Option<kiln_cpu::Moments<burn::backend::Flex>>,
+) -> Result<[burn::tensor::ops::FloatTensor<Cpu>; 3], Option<kiln_cpu::Moments<burn::backend::Flex>>> {
     let step = kiln_cpu::AdamStep {
         grad_scale: u.grad_scale,
         l2: u.l2,

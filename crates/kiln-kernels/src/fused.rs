@@ -104,15 +104,16 @@ pub struct AdamUpdate {
 
 /// One Adam/AdamW update of a flattened parameter on backend `B` (an optimiser's inner,
 /// non-autodiff backend): `(update, w, g, Some((m, v)))` → `[w', m', v']`; no moments yet on the
-/// first update. `None` where the kernel does not apply.
+/// first update. The moments are handed over so that the kernel may update them in place; where
+/// the kernel does not apply it gives them back (`Err`).
 pub struct AdamKernel<B: Backend>(
     #[allow(clippy::type_complexity)] // the op's signature, spelled once
     pub  fn(
         &AdamUpdate,
         &FloatTensor<B>,
         &FloatTensor<B>,
-        Option<(&FloatTensor<B>, &FloatTensor<B>)>,
-    ) -> Option<[FloatTensor<B>; 3]>,
+        Option<(FloatTensor<B>, FloatTensor<B>)>,
+    ) -> Result<[FloatTensor<B>; 3], Option<(FloatTensor<B>, FloatTensor<B>)>>,
 );
 
 /// Kernel types are function-pointer wrappers: `Copy` whatever `B` is (a derive would ask `B: Copy`).

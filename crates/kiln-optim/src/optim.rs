@@ -270,11 +270,20 @@ impl<B: AutodiffBackend> Optim<B> {
                 if let Some(AdamKernel(kernel)) = fused {
                     let primitive = |t: &Tensor<B::InnerBackend, 1>| t.clone().into_primitive().tensor();
                     let tensor = |p| Tensor::<B::InnerBackend, 1>::from_primitive(TensorPrimitive::Float(p));
-                    let old = moments.get(path).map(|Moments { m, v }| (primitive(m), primitive(v)));
-                    let out = kernel(&update, &primitive(&w), &primitive(&g), old.as_ref().map(|(m, v)| (m, v)));
-                    if let Some([w, m, v]) = out {
-                        moments.insert(path.to_string(), Moments { m: tensor(m), v: tensor(v) });
-                        return Some(tensor(w));
+                    // Handed over, not cloned: the kernel may then update them in place.
+                    let old = moments
+                        .remove(path)
+                        .map(|Moments { m, v }| (m.into_primitive().tensor(), v.into_primitive().tensor()));
+                    match kernel(&update, &primitive(&w), &primitive(&g), old) {
+                        Ok([w, m, v]) => {
+                            moments.insert(path.to_string(), Moments { m: tensor(m), v: tensor(v) });
+                            return Some(tensor(w));
+                        }
+                        Err(old) => {
+                            if let Some((m, v)) = old {
+                                moments.insert(path.to_string(), Moments { m: tensor(m), v: tensor(v) });
+                            }
+                        }
                     }
                 }
                 if scale != 1.0 {
