@@ -24,8 +24,8 @@
 //! many single-pass ops: [`attention_autodiff`] (blocks of query rows without the `[L_q, L_k]`
 //! scores, `src/attention.rs`), [`lstm_cell_autodiff`] (an LSTM step's gates as one node),
 //! [`norm_autodiff`] (batch or group norm with its affine transform, `src/norm.rs`),
-//! [`leaky_relu_autodiff`] and [`silu_autodiff`] (one node each), and [`adam_update`] (Adam's
-//! update in one pass). kiln-kernels and kiln-optim pick them up once
+//! [`leaky_relu_autodiff`] and [`silu_autodiff`] (one node each), [`adam_update`] (Adam's
+//! update in one pass), and [`resample`] (a separable resize as tap loops, without autodiff). kiln-kernels and kiln-optim pick them up once
 //! they are registered (`kiln_device::register_cpu_kernels`).
 //!
 //! Every other op, and any convolution these kernels do not handle (a dtype other than `f32`,
@@ -62,6 +62,7 @@ mod linear;
 mod lstm;
 mod norm;
 mod pointwise;
+mod resample;
 mod rows;
 mod strided;
 mod threads;
@@ -74,6 +75,7 @@ pub use inner::CpuInner;
 pub use lstm::lstm_cell_autodiff;
 pub use norm::norm_autodiff;
 pub use pointwise::{leaky_relu_autodiff, silu_autodiff};
+pub use resample::resample;
 pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};

@@ -22,7 +22,8 @@ pub const FUSED_ENV: &str = "KILN_FUSED";
 /// Registers kiln-cpu's fused kernels for the backend `--device cpu` trains on, so that
 /// kiln's generic ops use them (see `kiln_kernels::fused`): attention in blocks with its own
 /// backward pass, the LSTM step of kiln-draw's cell, batch and group norm, leaky ReLU and SiLU
-/// as one autodiff node each, and Adam's update in one pass. [`run_on`] calls it; a program that uses kiln's
+/// as one autodiff node each, Adam's update in one pass, and resizes outside autodiff as tap
+/// loops. [`run_on`] calls it; a program that uses kiln's
 /// libraries on `Autodiff<Cpu>` directly calls it once before training. Does nothing when
 /// [`FUSED_ENV`] is `0`.
 #[cfg(feature = "flex")]
@@ -30,7 +31,7 @@ pub fn register_cpu_kernels() {
     use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use kiln_kernels::fused::{
-        AdamKernel, AttentionKernel, LeakyReluKernel, LstmCellKernel, NormKernel, SiluKernel, register,
+        AdamKernel, AttentionKernel, LeakyReluKernel, LstmCellKernel, NormKernel, ResampleKernel, SiluKernel, register,
     };
     if std::env::var(FUSED_ENV).is_ok_and(|v| v.trim() == "0") {
         return;
@@ -41,6 +42,7 @@ pub fn register_cpu_kernels() {
     register(LeakyReluKernel::<Autodiff<Cpu>>(kiln_cpu::leaky_relu_autodiff::<Flex, NoCheckpointing>));
     register(SiluKernel::<Autodiff<Cpu>>(kiln_cpu::silu_autodiff::<Flex, NoCheckpointing>));
     register(AdamKernel::<Cpu>(adam_on_cpu));
+    register(ResampleKernel::<Cpu>(kiln_cpu::resample::<Flex>));
 }
 
 /// kiln-kernels' Adam kernel signature over kiln-cpu's: the same scalars, passed through.

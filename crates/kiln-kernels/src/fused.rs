@@ -141,3 +141,14 @@ pub struct LeakyReluKernel<B: Backend>(pub fn(&FloatTensor<B>, f64) -> Option<Fl
 pub struct SiluKernel<B: Backend>(pub fn(&FloatTensor<B>) -> Option<FloatTensor<B>>);
 
 copy_kernel!(LeakyReluKernel, SiluKernel);
+
+/// A separable resample without autodiff on backend `B`, for [`crate::resize`]:
+/// `(x, rows, cols, [out_h, out_w])` → `rows · x · colsᵀ` per plane of `x` `[N, C, H, W]`, with
+/// the weight matrices `rows` `[out_h, H]` and `cols` `[out_w, W]` row-major. `None` where the
+/// kernel does not apply.
+pub struct ResampleKernel<B: Backend>(
+    #[allow(clippy::type_complexity)] // the op's signature, spelled once
+    pub  fn(&FloatTensor<B>, &[f32], &[f32], [usize; 2]) -> Option<FloatTensor<B>>,
+);
+
+copy_kernel!(ResampleKernel);

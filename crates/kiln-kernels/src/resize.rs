@@ -8,6 +8,8 @@
 //! backward code of our own (the gradient is `R_hᵀ · G · R_w`), and runs on the backend's GEMM.
 //! burn's own `interpolate` has no antialias and no scale-factor coordinate mapping, so it is
 //! used only where it gives PyTorch's numbers and is faster (see `burn_interpolate_mode`).
+//! Outside autodiff, a backend may register tap loops for the same matrices
+//! ([`crate::fused::ResampleKernel`]; kiln-cpu does).
 //!
 //! The weights follow PyTorch's CPU kernels (`aten/src/ATen/native/cpu/UpSampleKernel.cpp` and
 //! `UpSample.h`): `nearest` and `nearest-exact` index arithmetic, `bilinear`/`bicubic` with
@@ -19,9 +21,10 @@ use core::fmt;
 use core::str::FromStr;
 
 use burn::tensor::ops::{InterpolateMode, InterpolateOptions};
-use burn::tensor::{Int, Tensor, TensorData, backend::Backend, module};
+use burn::tensor::{Int, Tensor, TensorData, TensorPrimitive, backend::Backend, module};
 
 use crate::error::{KernelError, Result};
+use crate::fused::{self, ResampleKernel};
 
 /// The coefficient `a` of the Keys cubic convolution kernel.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -233,8 +236,16 @@ pub fn resize<B: Backend>(x: Tensor<B, 4>, target: ResizeTarget, options: &Resiz
         return Ok(x.select(2, rows).select(3, cols));
     }
 
-    let rh = AxisPlan::new(resample_matrix(h, oh, fh, options)?, oh, h);
-    let rw = AxisPlan::new(resample_matrix(w, ow, fw, options)?, ow, w);
+    let (mh, mw) = (resample_matrix(h, oh, fh, options)?, resample_matrix(w, ow, fw, options)?);
+    // A backend's tap loops (kiln-cpu's), where nothing is differentiated.
+    if !differentiating
+        && let Some(ResampleKernel(kernel)) = fused::find::<ResampleKernel<B>>()
+        && let Some(y) = kernel(&x.clone().into_primitive().tensor(), &mh, &mw, [oh, ow])
+    {
+        return Ok(Tensor::from_primitive(TensorPrimitive::Float(y)));
+    }
+    let rh = AxisPlan::new(mh, oh, h);
+    let rw = AxisPlan::new(mw, ow, w);
     let p = n * c;
     let x = x.reshape([p, h, w]);
     // Multiply-adds of each order; the first product dominates when one axis shrinks a lot.

@@ -162,3 +162,36 @@ fn banded_products_equal_the_dense_matrices() {
         assert_slice_close(&y, &want, 1e-5, &format!("{options:?}"));
     }
 }
+
+type KilnCpu = kiln_cpu::KilnCpu<burn_flex::Flex>;
+
+static RESAMPLES: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counted_resample(
+    x: &burn::tensor::ops::FloatTensor<KilnCpu>,
+    rows: &[f32],
+    cols: &[f32],
+    out: [usize; 2],
+) -> Option<burn::tensor::ops::FloatTensor<KilnCpu>> {
+    RESAMPLES.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    kiln_cpu::resample::<burn_flex::Flex>(x, rows, cols, out)
+}
+
+/// kiln-cpu's tap loops, registered as kiln-device does, give PyTorch's and PIL's numbers on
+/// every golden case they run for (at least every antialiased one).
+#[test]
+fn a_registered_resample_kernel_matches_pytorch_and_pil() {
+    use crate::fused::{self, ResampleKernel};
+    fused::register(ResampleKernel::<KilnCpu>(counted_resample));
+    let device = Default::default();
+    let cases = golden("resize.json");
+    for (name, case) in &cases {
+        let (target, options) = case_options(case);
+        let x: Tensor<KilnCpu, 4> = tensor(&case["input"], &device);
+        let y = resize(x, target, &options).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_close(y, &case["output"], TOL, &format!("{name} (tap loops)"));
+    }
+    let antialiased = cases.values().filter(|c| c["antialias"].as_bool() == Some(true)).count();
+    let ran = RESAMPLES.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(antialiased > 10 && ran >= antialiased, "the kernel ran {ran} times for {antialiased} antialiased cases");
+}
