@@ -15,6 +15,7 @@
 //! `dx = rstd·(γ·dy − Σ_g γa / M − x̂·Σ_g γb / M)`, which per row is `p·dy + q·x + s`.
 
 use crate::inner::contiguous;
+use crate::rows::{LANES, lane_sum};
 use crate::{CpuInner, KilnCpu};
 use burn_autodiff::Autodiff;
 use burn_autodiff::checkpoint::base::Checkpointer;
@@ -24,9 +25,6 @@ use burn_autodiff::ops::{Backward, Ops, OpsKind};
 use burn_backend::tensor::FloatTensor;
 use burn_backend::{Shape, TensorMetadata};
 use rayon::prelude::*;
-
-/// Independent accumulators of a row sum (one 512-bit register of lanes, as in `crate::rows`).
-const LANES: usize = 16;
 
 /// Rows handed to one rayon task at least: a 4×4 plane is 16 values, too little to schedule.
 const TASK_VALUES: usize = 1 << 14;
@@ -70,19 +68,6 @@ impl Geometry {
     fn min_rows(&self) -> usize {
         (TASK_VALUES / self.hw).max(1)
     }
-}
-
-#[inline(always)]
-fn sum_body(row: &[f32]) -> f32 {
-    let mut acc = [0.0f32; LANES];
-    let chunks = row.chunks_exact(LANES);
-    let tail = chunks.remainder();
-    for c in chunks {
-        for i in 0..LANES {
-            acc[i] += c[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
 }
 
 #[inline(always)]
@@ -139,8 +124,8 @@ fn grad_x_body(dx: &mut [f32], dy: &[f32], x: &[f32], p: f32, q: f32, s: f32) {
 }
 
 crate::rows::dispatched! {
-    /// [`sum_body`]: `Σ x` over a row.
-    fn row_sum / row_sum_avx512(row: &[f32]) -> f32 = sum_body
+    /// [`lane_sum`]: `Σ x` over a row.
+    fn row_sum / row_sum_avx512(row: &[f32]) -> f32 = lane_sum
 }
 crate::rows::dispatched! {
     /// [`squares_body`]: `Σ (x − mean)²` over a row.
@@ -342,7 +327,7 @@ mod tests {
     fn dispatched_row_loops_match_their_bodies() {
         let x: Vec<f32> = (0..37).map(|i| ((i * 29 % 17) as f32 - 8.0) / 3.0).collect();
         let dy: Vec<f32> = (0..37).map(|i| ((i * 13 % 11) as f32 - 5.0) / 4.0).collect();
-        assert_eq!(row_sum(&x).to_bits(), sum_body(&x).to_bits());
+        assert_eq!(row_sum(&x).to_bits(), lane_sum(&x).to_bits());
         assert_eq!(row_squares(&x, 0.3).to_bits(), squares_body(&x, 0.3).to_bits());
         assert_eq!(row_grad_sums(&dy, &x, 0.3, 1.7), grad_sums_body(&dy, &x, 0.3, 1.7));
         let (mut a, mut b) = (vec![0.0; 37], vec![0.0; 37]);

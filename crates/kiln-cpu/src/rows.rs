@@ -16,7 +16,7 @@
 use crate::activation::exp_f32;
 
 /// Independent accumulators of the reductions: one 512-bit register's worth.
-const LANES: usize = 16;
+pub(crate) const LANES: usize = 16;
 
 /// `max_j (scale · row[j])`; `−∞` for an empty row. NaN elements are skipped (`f32::max`),
 /// and reach the result through the exponentials instead.
@@ -34,12 +34,9 @@ fn scaled_max_body(row: &[f32], scale: f32) -> f32 {
     tail.iter().fold(head, |m, &x| m.max(scale * x))
 }
 
-/// `row[j] ← exp(scale · row[j] − shift)`, and the sum of the results.
+/// `Σ_j row[j]` in [`LANES`] independent accumulators (also the batch norm's row sums).
 #[inline(always)]
-fn exp_sum_body(row: &mut [f32], scale: f32, shift: f32) -> f32 {
-    for x in row.iter_mut() {
-        *x = exp_f32(scale * *x - shift);
-    }
+pub(crate) fn lane_sum(row: &[f32]) -> f32 {
     let mut acc = [0.0f32; LANES];
     let chunks = row.chunks_exact(LANES);
     let tail = chunks.remainder();
@@ -49,6 +46,15 @@ fn exp_sum_body(row: &mut [f32], scale: f32, shift: f32) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail.iter().sum::<f32>()
+}
+
+/// `row[j] ← exp(scale · row[j] − shift)`, and the sum of the results.
+#[inline(always)]
+fn exp_sum_body(row: &mut [f32], scale: f32, shift: f32) -> f32 {
+    for x in row.iter_mut() {
+        *x = exp_f32(scale * *x - shift);
+    }
+    lane_sum(row)
 }
 
 /// `ds[j] ← scale · p[j] · (ds[j] − delta)`.
