@@ -769,3 +769,21 @@ fn fused_leaky_relu_and_silu_match_the_composed_ops() {
         assert_close(&format!("SiLU, strided {strided}"), silu_y, flex_silu[0].clone());
     }
 }
+
+/// `x.permute(axes) + y` and `y + x.permute(axes)`, on `B` without autodiff.
+fn run_permuted_add<B: Backend>(dims: [usize; 4], axes: [usize; 4]) -> [TensorData; 2] {
+    let device = Default::default();
+    let n = dims.iter().product::<usize>();
+    let x = Tensor::<B, 4>::from_data(TensorData::new(values(n, 33), dims), &device).permute(axes);
+    let y = Tensor::<B, 4>::from_data(TensorData::new(values(n, 34), x.dims()), &device);
+    [(x.clone() + y.clone()).into_data(), (y + x).into_data()]
+}
+
+#[test]
+fn adds_of_permuted_views_match_flex() {
+    // NCHW ↔ NHWC views, a head split, and a layout with no contiguous axis (left to flex).
+    for (dims, axes) in [([2, 6, 4, 8], [0, 2, 1, 3]), ([3, 16, 7, 7], [0, 2, 3, 1]), ([2, 3, 2, 5], [3, 1, 0, 2])] {
+        let (kiln, flex) = (run_permuted_add::<KilnCpu<Flex>>(dims, axes), run_permuted_add::<Flex>(dims, axes));
+        assert_eq!(kiln, flex, "{dims:?} by {axes:?}");
+    }
+}
