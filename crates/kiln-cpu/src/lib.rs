@@ -23,6 +23,7 @@
 //! Beside the backend ops, fused kernels that burn's autodiff would otherwise decompose into
 //! many single-pass ops: [`attention_autodiff`] (blocks of query rows without the `[L_q, L_k]`
 //! scores, `src/attention.rs`), [`lstm_cell_autodiff`] (an LSTM step's gates as one node),
+//! [`filterbank_autodiff`] (one axis of DRAW's attention filterbank as one node),
 //! [`norm_autodiff`] (batch or group norm with its affine transform, `src/norm.rs`),
 //! [`leaky_relu_autodiff`] and [`silu_autodiff`] (one node each), [`adam_update`] (Adam's
 //! update in one pass), and [`resample`] (a separable resize as tap loops, without autodiff). kiln-kernels and kiln-optim pick them up once
@@ -56,6 +57,7 @@ mod alloc;
 mod attention;
 mod conv;
 mod delegate;
+mod filterbank;
 mod gemm;
 mod inner;
 mod linear;
@@ -71,6 +73,7 @@ mod transpose;
 pub use adam::{AdamStep, Moments, adam_update};
 pub use alloc::{BlockCache, CACHE_ENV, CacheStats};
 pub use attention::attention_autodiff;
+pub use filterbank::filterbank_autodiff;
 pub use inner::CpuInner;
 pub use lstm::lstm_cell_autodiff;
 pub use norm::norm_autodiff;

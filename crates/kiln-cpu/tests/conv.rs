@@ -787,3 +787,66 @@ fn adds_of_permuted_views_match_flex() {
         assert_eq!(kiln, flex, "{dims:?} by {axes:?}");
     }
 }
+
+/// One DRAW filterbank axis `[B, n, size]` and the gradients of its centre, stride and variance
+/// under `Σ F · r`, computed by `bank`.
+fn run_filterbank<B: AutodiffBackend>(
+    centre: &[f32],
+    n: usize,
+    size: usize,
+    bank: impl Fn(Tensor<B, 1>, Tensor<B, 1>, Tensor<B, 1>) -> Tensor<B, 3>,
+) -> [TensorData; 4] {
+    let device = Default::default();
+    let b = centre.len();
+    let vector = |v: Vec<f32>| Tensor::<B, 1>::from_data(TensorData::new(v, [b]), &device).require_grad();
+    let g = vector(centre.to_vec());
+    let delta = vector((0..b).map(|i| 0.5 + 0.7 * i as f32).collect());
+    let sigma2 = vector((0..b).map(|i| 0.6 + 1.3 * i as f32).collect());
+    let f = bank(g.clone(), delta.clone(), sigma2.clone());
+    let r = Tensor::<B, 3>::from_data(TensorData::new(values(b * n * size, 51), [b, n, size]), &device);
+    let grads = (f.clone() * r).sum().backward();
+    let grad = |t: Tensor<B, 1>| t.grad(&grads).expect("grad").into_data();
+    [f.into_data(), grad(g), grad(delta), grad(sigma2)]
+}
+
+/// The axis from tensor ops, as kiln-kernels' `draw::filterbanks` composes it.
+fn composed_filterbank<B: Backend>(
+    centre: Tensor<B, 1>,
+    delta: Tensor<B, 1>,
+    sigma2: Tensor<B, 1>,
+    n: usize,
+    size: usize,
+) -> Tensor<B, 3> {
+    let device = centre.device();
+    let b = centre.dims()[0];
+    let offsets: Vec<f32> = (1..=n).map(|i| (i as f64 - n as f64 / 2.0 - 0.5) as f32).collect();
+    let offsets = Tensor::<B, 1>::from_floats(offsets.as_slice(), &device).reshape([1, n, 1]);
+    let positions: Vec<f32> = (1..=size).map(|a| a as f32).collect();
+    let positions = Tensor::<B, 1>::from_floats(positions.as_slice(), &device).reshape([1, 1, size]);
+    let mu = centre.reshape([b, 1, 1]) + offsets * delta.reshape([b, 1, 1]);
+    let two_var = sigma2.reshape([b, 1, 1]).mul_scalar(2.0);
+    let f = (positions - mu).square().neg().div(two_var).exp();
+    let z = f.clone().sum_dim(2).clamp_min(1e-8);
+    f / z
+}
+
+#[test]
+fn fused_filterbank_matches_the_composed_ops() {
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    // Centres inside the image, at its edge, and far outside it (every weight underflows: the
+    // clamp keeps the row at zero).
+    let centre = [14.5, 1.0, 27.0, 500.0];
+    for (n, size) in [(1, 28), (2, 28), (5, 28), (12, 9)] {
+        let fused = run_filterbank::<Kiln>(&centre, n, size, |g, d, s| {
+            let p = |t: Tensor<Kiln, 1>| t.into_primitive().tensor();
+            let f = kiln_cpu::filterbank_autodiff::<Flex, NoCheckpointing>(&p(g), &p(d), &p(s), n, size, 1e-8);
+            Tensor::from_primitive(TensorPrimitive::Float(f.expect("an f32 axis it handles")))
+        });
+        let composed = run_filterbank::<Ref>(&centre, n, size, |g, d, s| composed_filterbank(g, d, s, n, size));
+        for (name, (a, f)) in
+            ["F", "centre grad", "stride grad", "variance grad"].iter().zip(fused.into_iter().zip(composed))
+        {
+            assert_close(&format!("{name}, N = {n}, size = {size}"), a, f);
+        }
+    }
+}

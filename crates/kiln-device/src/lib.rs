@@ -21,7 +21,8 @@ pub const FUSED_ENV: &str = "KILN_FUSED";
 
 /// Registers kiln-cpu's fused kernels for the backend `--device cpu` trains on, so that
 /// kiln's generic ops use them (see `kiln_kernels::fused`): attention in blocks with its own
-/// backward pass, the LSTM step of kiln-draw's cell, batch and group norm, leaky ReLU and SiLU
+/// backward pass, the LSTM step of kiln-draw's cell, DRAW's filterbank axes, batch and group
+/// norm, leaky ReLU and SiLU
 /// as one autodiff node each, Adam's update in one pass, and resizes outside autodiff as tap
 /// loops. [`run_on`] calls it; a program that uses kiln's
 /// libraries on `Autodiff<Cpu>` directly calls it once before training. Does nothing when
@@ -31,13 +32,15 @@ pub fn register_cpu_kernels() {
     use burn::backend::Flex;
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use kiln_kernels::fused::{
-        AdamKernel, AttentionKernel, LeakyReluKernel, LstmCellKernel, NormKernel, ResampleKernel, SiluKernel, register,
+        AdamKernel, AttentionKernel, FilterbankKernel, LeakyReluKernel, LstmCellKernel, NormKernel, ResampleKernel,
+        SiluKernel, register,
     };
     if std::env::var(FUSED_ENV).is_ok_and(|v| v.trim() == "0") {
         return;
     }
     register(AttentionKernel::<Autodiff<Cpu>>(kiln_cpu::attention_autodiff::<Flex, NoCheckpointing>));
     register(LstmCellKernel::<Autodiff<Cpu>>(kiln_cpu::lstm_cell_autodiff::<Flex, NoCheckpointing>));
+    register(FilterbankKernel::<Autodiff<Cpu>>(kiln_cpu::filterbank_autodiff::<Flex, NoCheckpointing>));
     register(NormKernel::<Autodiff<Cpu>>(kiln_cpu::norm_autodiff::<Flex, NoCheckpointing>));
     register(LeakyReluKernel::<Autodiff<Cpu>>(kiln_cpu::leaky_relu_autodiff::<Flex, NoCheckpointing>));
     register(SiluKernel::<Autodiff<Cpu>>(kiln_cpu::silu_autodiff::<Flex, NoCheckpointing>));

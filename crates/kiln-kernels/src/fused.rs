@@ -152,3 +152,15 @@ pub struct ResampleKernel<B: Backend>(
 );
 
 copy_kernel!(ResampleKernel);
+
+/// One axis of DRAW's Gaussian filterbank with its gradient on backend `B` (an autodiff
+/// backend), for [`crate::draw::filterbanks`]: `(centre, delta, sigma2, n, size, eps)` →
+/// `F` `[B, n, size]` with `F[b, i, a] ∝ exp(−(a − μ)² / 2σ²)`, `μ = centre + (i − n/2 − 0.5)·δ`
+/// for `i`, `a` from 1, each row divided by its sum clamped to at least `eps`. The three inputs
+/// are `[B]`. `None` where the kernel does not apply.
+pub struct FilterbankKernel<B: Backend>(
+    #[allow(clippy::type_complexity)] // the op's signature, spelled once
+    pub  fn(&FloatTensor<B>, &FloatTensor<B>, &FloatTensor<B>, usize, usize, f64) -> Option<FloatTensor<B>>,
+);
+
+copy_kernel!(FilterbankKernel);

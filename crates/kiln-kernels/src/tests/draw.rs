@@ -69,3 +69,47 @@ fn attention_module_is_differentiable() {
     let dw = att.params.weight.grad(&grads).expect("linear weight gradient");
     assert!(to_vec(dw.abs().sum())[0] > 0.0);
 }
+
+type Fused = burn::backend::Autodiff<kiln_cpu::KilnCpu<burn_flex::Flex>>;
+
+static FILTERBANK_CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+fn counted_filterbank(
+    centre: &burn::tensor::ops::FloatTensor<Fused>,
+    delta: &burn::tensor::ops::FloatTensor<Fused>,
+    sigma2: &burn::tensor::ops::FloatTensor<Fused>,
+    n: usize,
+    size: usize,
+    eps: f64,
+) -> Option<burn::tensor::ops::FloatTensor<Fused>> {
+    FILTERBANK_CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
+    kiln_cpu::filterbank_autodiff::<burn_flex::Flex, NoCheckpointing>(centre, delta, sigma2, n, size, eps)
+}
+
+/// `F_X`, `F_Y` and the gradient of the raw parameters under a weighted sum of both, on `B`.
+fn banks_and_grad<B: burn::tensor::backend::AutodiffBackend>(raw: &[f32], r: &[f32]) -> (Vec<f32>, Vec<f32>) {
+    let device = Default::default();
+    let raw = Tensor::<B, 2>::from_data(TensorData::new(raw.to_vec(), [4, 5]), &device).require_grad();
+    let params = FilterbankParams::from_raw(raw.clone(), 28, 20, 5);
+    let banks = filterbanks(&params, 28, 20, 5, 1e-8);
+    let flat = Tensor::cat(vec![banks.fx.reshape([-1]), banks.fy.reshape([-1])], 0);
+    let r = Tensor::<B, 1>::from_data(TensorData::new(r.to_vec(), [r.len()]), &device);
+    let grads = (flat.clone() * r).sum().backward();
+    (to_vec(flat), to_vec(raw.grad(&grads).expect("raw grad")))
+}
+
+/// A registered fused filterbank (kiln-cpu's, counted) builds both axes and agrees with the
+/// composed one, values and the gradient of the raw parameters (1e-5 absolute).
+#[test]
+fn a_registered_fused_filterbank_runs_and_agrees() {
+    crate::fused::register(crate::fused::FilterbankKernel::<Fused>(counted_filterbank));
+    let raw = to_vec(raw_params(4));
+    let r = to_vec(Tensor::<TestBackend, 1>::random([4 * 5 * 48], Distribution::Default, &device()));
+    let before = FILTERBANK_CALLS.load(std::sync::atomic::Ordering::SeqCst);
+    let fused = banks_and_grad::<Fused>(&raw, &r);
+    assert_eq!(FILTERBANK_CALLS.load(std::sync::atomic::Ordering::SeqCst) - before, 2, "one call per axis");
+    let composed = banks_and_grad::<TestAutodiff>(&raw, &r);
+    assert_slice_close(&fused.0, &composed.0, 1e-5, "filterbanks");
+    assert_slice_close(&fused.1, &composed.1, 1e-5, "raw parameter gradient");
+}
