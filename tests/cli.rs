@@ -1066,8 +1066,8 @@ fn threads_sizes_the_cpu_pool_and_zero_is_an_error() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// A DRAW run samples its drawing sequence: beside the grid, `kiln sample` writes the strip
-/// (samples by steps) and a looping GIF with one frame per drawing step.
+/// A DRAW run (each batch in two shards) samples its drawing sequence: beside the grid, `kiln
+/// sample` writes the strip (samples by steps) and a looping GIF with one frame per drawing step.
 #[test]
 fn a_draw_model_samples_its_drawing_steps_as_a_strip_and_a_looping_gif() {
     let dir = scratch("draw");
@@ -1090,9 +1090,17 @@ log_every = 10
 [train.optim]
 lr = 3e-3
 clip_norm = 10.0
+[train.draw]
+shards = 2
 "#;
-    std::fs::write(&exp, text).unwrap();
+    // More shards than examples in a batch: refused by name before anything runs.
+    std::fs::write(&exp, text.replace("shards = 2", "shards = 17")).unwrap();
     let run = dir.join("run");
+    fails_with(
+        &kiln(&["train", s(&exp), "--out", s(&run), "--quiet"]),
+        "train.draw.shards = 17: must be from 1 to the batch size (16)",
+    );
+    std::fs::write(&exp, text).unwrap();
     let o = kiln(&["train", s(&exp), "--out", s(&run), "--quiet"]);
     assert!(o.status.success(), "train failed: {}", String::from_utf8_lossy(&o.stderr));
     for f in ["samples.png", "steps.png", "eval.json", "kiln.json", "draw.json", "draw.safetensors"] {

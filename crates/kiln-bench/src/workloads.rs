@@ -23,6 +23,9 @@
 //! - **W5** `w5-draw-mnist`: one [`DrawTask`] step of `DrawConfig::mnist()` (the DRAW paper's
 //!   MNIST setup with attention: T = 64 glimpses, LSTMs of 256, z = 100, read 2×2, write 5×5),
 //!   Adam 10⁻³, batch 64 of 1×28×28: the negative ELBO over all 64 steps, backward, update.
+//!   As experiments/draw-mnist.toml trains it: the batch in two shards of 32
+//!   (`DrawTaskConfig::shards`), stepped at the same time, one per core, where kiln-cpu has two
+//!   threads; PyTorch's peer runs the 64 in one pass on its two threads. The same update either way.
 //! - **W7** `w7-unet-emoji`: one [`DiffusionTask`] step of `DiffusionConfig::emoji()` (the
 //!   U-Net kiln's emoji experiment trains: levels 32/16/8 at 32/64/64 channels, one residual
 //!   block per level, GroupNorm 8, attention at 8×8, time MLP of 128; DDPM with the cosine
@@ -402,6 +405,8 @@ pub fn run<B: AutodiffBackend>(
                 optim: OptimConfig { lr: 1e-3, decay: Decay::Constant, ..OptimConfig::default() },
                 ema_decay: None,
                 preview_samples: 8,
+                // As experiments/draw-mnist.toml: the batch in two slices, one per core.
+                shards: 2,
             };
             let mut task =
                 DrawTask::<B>::new(config.clone(), &settings, 1_000_000, device).context("building the DRAW task")?;

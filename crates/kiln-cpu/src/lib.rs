@@ -79,7 +79,7 @@ pub use lstm::lstm_cell_autodiff;
 pub use norm::norm_autodiff;
 pub use pointwise::{leaky_relu_autodiff, silu_autodiff};
 pub use resample::resample;
-pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, threads};
+pub use threads::{ThreadsError, init_threads, on_pool, physical_cores, run_shards, threads};
 
 use burn_backend::{Backend, BackendTypes, DType, DTypeUsageSet, ExecutionError, TensorData};
 use burn_flex::Flex;

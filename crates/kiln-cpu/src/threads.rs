@@ -74,6 +74,66 @@ pub fn threads() -> usize {
     rayon::current_num_threads()
 }
 
+/// One thread pool per shard for [`run_shards`], kept between steps: `(shards, threads each,
+/// pools)`.
+type ShardPools = (usize, usize, Vec<std::sync::Arc<rayon::ThreadPool>>);
+static SHARD_POOLS: std::sync::Mutex<Option<ShardPools>> = std::sync::Mutex::new(None);
+
+/// Calls `f(0)`, …, `f(shards − 1)` at the same time, each on a pool of its own with an equal
+/// share of [`threads`] (at least one), and returns when all have; with fewer threads than
+/// shards, one after the other on the calling thread. kiln-device registers it as kiln-kernels'
+/// `ShardRunner`, which kiln-optim's `backward_shards` uses to step the slices of a batch
+/// through a model concurrently.
+///
+/// Why pools of their own: from threads outside rayon's global pool, every parallel op of a
+/// shard would be queued on that pool and the shards would wait on each other's ops; inside
+/// pools of their own each shard's ops run where the shard runs. What it buys is the model's
+/// business. Measured on the 2-core Intel Xeon: `kiln train experiments/draw-mnist.toml` (the small
+/// preset, 150 steps, two interleaved pairs) 1,051 → 1,204 and 995 → 1,225 img/s with two shards;
+/// kiln-bench's W5 (the paper's DRAW, batch 64) 0.97×, 1.07×, 1.32× in three pairs. Less than two
+/// cores' worth: at 32 images a shard, burn-autodiff's bookkeeping (one graph node per op, hash
+/// maps behind one global lock) is most of a step, and two shards one after the other take 1.33×
+/// the time of the batch in one pass. GEMM-bound steps (DCGAN-64, the VQ-VAE) have nothing to gain:
+/// their GEMMs already fill both cores.
+///
+/// # Panics
+/// If a pool cannot be built (the system refused a thread), or if `f` panics.
+pub fn run_shards(shards: usize, f: &(dyn Fn(usize) + Sync)) {
+    let threads = threads();
+    if shards <= 1 || threads < shards {
+        (0..shards).for_each(f);
+        return;
+    }
+    let each = threads / shards;
+    let pools = {
+        let mut cached = SHARD_POOLS.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        match &*cached {
+            Some((n, t, pools)) if *n == shards && *t == each => pools.clone(),
+            _ => {
+                let pools: Vec<_> = (0..shards)
+                    .map(|i| {
+                        rayon::ThreadPoolBuilder::new()
+                            .num_threads(each)
+                            .stack_size(16 << 20)
+                            .thread_name(move |t| format!("kiln-shard-{i}.{t}"))
+                            .build()
+                            .map(std::sync::Arc::new)
+                            .expect("kiln-cpu: could not start a shard's thread pool")
+                    })
+                    .collect();
+                *cached = Some((shards, each, pools.clone()));
+                pools
+            }
+        }
+    };
+    std::thread::scope(|scope| {
+        for (i, pool) in pools.iter().enumerate().skip(1) {
+            scope.spawn(move || pool.install(|| f(i)));
+        }
+        pools[0].install(|| f(0));
+    });
+}
+
 /// Segments per rayon task for work split into `len`-float segments: at least ~8K floats per
 /// task, or the 1-float segments of DCGAN's last layer become half a million tasks.
 pub(crate) fn grain(len: usize) -> usize {

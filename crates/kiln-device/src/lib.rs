@@ -23,8 +23,8 @@ pub const FUSED_ENV: &str = "KILN_FUSED";
 /// kiln's generic ops use them (see `kiln_kernels::fused`): attention in blocks with its own
 /// backward pass, the LSTM step of kiln-draw's cell, DRAW's filterbank axes, batch and group
 /// norm, leaky ReLU and SiLU
-/// as one autodiff node each, Adam's update in one pass, and resizes outside autodiff as tap
-/// loops. [`run_on`] calls it; a program that uses kiln's
+/// as one autodiff node each, Adam's update in one pass, resizes outside autodiff as tap
+/// loops, and the runner that steps a batch's shards on their own cores. [`run_on`] calls it; a program that uses kiln's
 /// libraries on `Autodiff<Cpu>` directly calls it once before training. Does nothing when
 /// [`FUSED_ENV`] is `0`.
 #[cfg(feature = "flex")]
@@ -33,7 +33,7 @@ pub fn register_cpu_kernels() {
     use burn::backend::autodiff::checkpoint::strategy::NoCheckpointing;
     use kiln_kernels::fused::{
         AdamKernel, AttentionKernel, FilterbankKernel, LeakyReluKernel, LstmCellKernel, NormKernel, ResampleKernel,
-        SiluKernel, register,
+        ShardRunner, SiluKernel, register,
     };
     if std::env::var(FUSED_ENV).is_ok_and(|v| v.trim() == "0") {
         return;
@@ -46,6 +46,7 @@ pub fn register_cpu_kernels() {
     register(SiluKernel::<Autodiff<Cpu>>(kiln_cpu::silu_autodiff::<Flex, NoCheckpointing>));
     register(AdamKernel::<Cpu>(adam_on_cpu));
     register(ResampleKernel::<Cpu>(kiln_cpu::resample::<Flex>));
+    register(ShardRunner::<Autodiff<Cpu>>::new(kiln_cpu::run_shards));
 }
 
 /// kiln-kernels' Adam kernel signature over kiln-cpu's: the same scalars, passed through.

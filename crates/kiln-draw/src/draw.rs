@@ -251,10 +251,11 @@ pub struct DrawTrace<B: Backend> {
 }
 
 /// Which latents the encoder-driven pass feeds the decoder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Latents {
-    /// Reparameterised posterior samples (training, the ELBO).
-    Sample,
+#[derive(Debug, Clone)]
+enum Latents<B: Backend> {
+    /// Reparameterised posterior samples `μ + σ·ε` from this standard normal noise `ε`,
+    /// `[T, N, latent]` (training, the ELBO).
+    Sample(Tensor<B, 3>),
     /// Posterior means (reconstructions without sampling noise).
     Mean,
 }
@@ -344,23 +345,23 @@ impl<B: Backend> Draw<B> {
 
     /// The encoder-driven pass over `x` (already [`Draw::targets`]): the final canvas (logits,
     /// `[N, C, H, W]`) and the KL summed over steps per image (`[N]`).
-    fn infer(&self, x: Tensor<B, 4>, latents: Latents) -> (Tensor<B, 4>, Tensor<B, 1>) {
+    fn infer(&self, x: Tensor<B, 4>, latents: Latents<B>) -> (Tensor<B, 4>, Tensor<B, 1>) {
         let device = x.device();
         let n = x.dims()[0];
         let mut canvas = Tensor::<B, 4>::zeros(x.dims(), &device); // c_0 = 0
         let mut enc = LstmCellState::zeros(n, self.hidden, &device);
         let mut dec = LstmCellState::zeros(n, self.hidden, &device);
         let mut kl = Tensor::<B, 1>::zeros([n], &device);
-        for _ in 0..self.steps {
+        for t in 0..self.steps {
             let x_hat = x.clone() - sigmoid(canvas.clone()); // [N, C, H, W]
             let r = self.read(x.clone(), x_hat, dec.h.clone()); // [N, R]
             enc = self.encoder.step(Tensor::cat(vec![r, dec.h.clone()], 1), &enc); // [N, hidden]
             let stats = self.posterior.forward(enc.h.clone()); // [N, 2·latent]
             let mean = stats.clone().narrow(1, 0, self.latent); // [N, latent]
             let log_var = stats.narrow(1, self.latent, self.latent); // [N, latent]
-            let z = match latents {
-                Latents::Sample => {
-                    let eps = Tensor::random(mean.shape(), Distribution::Normal(0.0, 1.0), &device);
+            let z = match &latents {
+                Latents::Sample(noise) => {
+                    let eps = noise.clone().narrow(0, t, 1).reshape([n, self.latent]); // [N, latent]
                     mean.clone() + (log_var.clone() * 0.5).exp() * eps
                 }
                 Latents::Mean => mean.clone(),
@@ -376,8 +377,28 @@ impl<B: Backend> Draw<B> {
     /// The negative ELBO of images `x` `[N, C, H, W]` in `[0, 1]` with one reparameterised
     /// posterior sample per step, in nats per image (batch means).
     pub fn loss(&self, x: Tensor<B, 4>) -> DrawLoss<B> {
+        let noise = self.posterior_noise(x.dims()[0], &x.device());
+        self.loss_with_noise(x, noise)
+    }
+
+    /// Standard normal noise for [`Draw::loss_with_noise`] on `n` images: `[T, n, latent]`, from
+    /// the backend's generator.
+    pub fn posterior_noise(&self, n: usize, device: &B::Device) -> Tensor<B, 3> {
+        Tensor::random([self.steps, n, self.latent], Distribution::Normal(0.0, 1.0), device)
+    }
+
+    /// [`Draw::loss`] with the reparameterisation noise given, `[T, N, latent]`: step `t`'s
+    /// latents are `μ_t + σ_t·noise[t]`. Drawing the noise apart from the pass lets a batch be cut
+    /// into slices that run on different threads and still see the noise one pass would have
+    /// (`DrawTask`'s shards).
+    ///
+    /// # Panics
+    /// If `noise` is not `[T, N, latent]` for this model and `x` `[N, …]`.
+    pub fn loss_with_noise(&self, x: Tensor<B, 4>, noise: Tensor<B, 3>) -> DrawLoss<B> {
+        let expected = [self.steps, x.dims()[0], self.latent];
+        assert_eq!(noise.dims(), expected, "DRAW's posterior noise must be [T, N, latent]");
         let x = self.targets(x);
-        let (canvas, kl) = self.infer(x.clone(), Latents::Sample);
+        let (canvas, kl) = self.infer(x.clone(), Latents::Sample(noise));
         let recon = bernoulli_nll(canvas, x).mean(); // [1]
         let kl = kl.mean(); // [1]
         DrawLoss { loss: recon.clone() + kl.clone(), recon, kl }

@@ -2,13 +2,14 @@
 //! norm when asked: 64 steps of two LSTMs can spike), with an optional EMA of the weights for
 //! previews and the exported model.
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor};
 use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_train_state, save_train_state};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, backward_shards, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{Draw, DrawConfig};
@@ -25,11 +26,18 @@ pub struct DrawTaskConfig {
     /// Prior samples in the `samples` preview grid (drawn once, fixed for the run); the first
     /// [`STRIP_ROWS`] of them are the rows of the `steps` strip.
     pub preview_samples: usize,
+    /// Slices each batch is cut into for its gradient, stepped through the network at the same
+    /// time where the backend can (kiln-cpu: each slice on its own core; see
+    /// [`kiln_optim::backward_shards`]). DRAW's ops are small — 64 LSTM steps of a few thousand
+    /// floats each — so a second core is wasted splitting each op, and busy with half the batch.
+    /// The update is the whole batch's either way, up to float rounding; a run's numbers depend on
+    /// this setting, never on the machine's cores.
+    pub shards: usize,
 }
 
 impl Default for DrawTaskConfig {
     fn default() -> Self {
-        Self { optim: OptimConfig::default(), ema_decay: None, preview_samples: 64 }
+        Self { optim: OptimConfig::default(), ema_decay: None, preview_samples: 64, shards: 1 }
     }
 }
 
@@ -47,6 +55,8 @@ pub struct DrawTask<B: AutodiffBackend> {
     /// Fixed prior latents, so successive grids show the same draws. `[T, n, latent]`.
     noise: Tensor<B::InnerBackend, 3>,
     device: Device<B>,
+    /// [`DrawTaskConfig::shards`].
+    shards: usize,
 }
 
 impl<B: AutodiffBackend> std::fmt::Debug for DrawTask<B> {
@@ -75,12 +85,19 @@ impl<B: AutodiffBackend> DrawTask<B> {
         task: &DrawTaskConfig,
         total_steps: usize,
     ) -> Result<Self, OptimError> {
+        if task.shards == 0 {
+            return Err(OptimError::Config {
+                field: "train.draw.shards",
+                value: "0".into(),
+                reason: "must be at least 1 (1: the whole batch in one pass)",
+            });
+        }
         let device = model.devices().first().cloned().unwrap_or_default();
         let inner: Device<B::InnerBackend> = device.clone();
         let noise = model.valid().prior_latents(task.preview_samples.max(1), PREVIEW_SEED, None, &inner);
         let optim = Optim::new(task.optim.clone(), total_steps / task.optim.accumulate.max(1))?;
         let ema = task.ema_decay.map(|d| Ema::new(model.valid(), d)).transpose()?;
-        Ok(Self { config, model, optim, ema, noise, device })
+        Ok(Self { config, model, optim, ema, noise, device, shards: task.shards })
     }
 
     /// The model being trained.
@@ -101,16 +118,37 @@ impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
     type Batch = ImageBatch<B>;
 
     fn step(&mut self, batch: ImageBatch<B>, _step: usize) -> StepOutput {
-        let examples = batch.images.dims()[0];
-        let out = self.model.loss(batch.images);
-        let grads = out.loss.backward();
-        self.model = self.optim.step(self.model.clone(), &grads);
+        let n = batch.images.dims()[0];
+        // The whole batch's noise, drawn here: shards on other threads would reach burn's one
+        // generator in no fixed order.
+        let noise = self.model.posterior_noise(n, &batch.images.device()); // [T, N, latent]
+        let images = &batch.images;
+        let shards = backward_shards(&self.model, n, self.shards, |model: &Draw<B>, rows: Range<usize>| {
+            let x = images.clone().narrow(0, rows.start, rows.len()); // [n_s, C, H, W]
+            let eps = noise.clone().narrow(1, rows.start, rows.len()); // [T, n_s, latent]
+            let out = model.loss_with_noise(x, eps);
+            (out.loss.clone(), [out.loss, out.recon, out.kl].map(|t| t.inner()))
+        });
+        // Each shard's terms are means over its slice: weighted by its share, they sum to the
+        // batch's means.
+        let mut terms: [Option<Tensor<B::InnerBackend, 1>>; 3] = [None, None, None];
+        for shard in &shards {
+            let w = shard.weight(n);
+            for (sum, t) in terms.iter_mut().zip(shard.out.clone()) {
+                let t = if w == 1.0 { t } else { t * w };
+                *sum = Some(match sum.take() {
+                    Some(s) => s + t,
+                    None => t,
+                });
+            }
+        }
+        self.model = self.optim.step_shards(self.model.clone(), &shards);
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model.valid());
         }
-        let metrics =
-            read_scalars(vec![("loss", out.loss.inner()), ("recon", out.recon.inner()), ("kl", out.kl.inner())]);
-        StepOutput { metrics, examples }
+        let [loss, recon, kl] = terms.map(|t| t.expect("backward_shards runs at least one shard"));
+        let metrics = read_scalars(vec![("loss", loss), ("recon", recon), ("kl", kl)]);
+        StepOutput { metrics, examples: n }
     }
 
     /// `samples`: the final canvases of the fixed latents, 8 to a row. `steps`: the first

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use burn::backend::Autodiff;
-use burn::module::Param;
+use burn::module::{AutodiffModule, Param};
 use burn::nn::Linear;
 use burn::tensor::backend::Backend;
 use burn::tensor::{Distribution, Tensor, TensorData, Tolerance};
@@ -234,13 +234,15 @@ fn invalid_configs_name_the_field() {
     assert!(DrawConfig::preset("huge").is_none());
 }
 
-/// Trains `config` on 32 real digits for `steps` steps and returns the first and the last loss.
-fn train(config: DrawConfig, steps: usize, lr: f64) -> (f64, f64) {
+/// Trains `config` on 32 real digits for `steps` steps, each batch in `shards` slices, and
+/// returns the first and the last loss.
+fn train(config: DrawConfig, steps: usize, lr: f64, shards: usize) -> (f64, f64) {
     let _rng = rng(4);
     let task_config = DrawTaskConfig {
         optim: kiln_optim::OptimConfig { lr, clip_norm: Some(10.0), ..Default::default() },
         ema_decay: None,
         preview_samples: 8,
+        shards,
     };
     let mut task = DrawTask::<TestAutodiff>::new(config, &task_config, steps, &device()).unwrap();
     let mut batches = Batcher::new(digits(32), 32, PixelRange::ZeroOne, 0).unwrap();
@@ -258,11 +260,11 @@ fn train(config: DrawConfig, steps: usize, lr: f64) -> (f64, f64) {
 }
 
 /// The promise of the crate: a short run on a small batch of real digits lowers the negative ELBO
-/// by a clear margin, with attention and without.
+/// by a clear margin, with attention and without (with attention, each batch in two shards).
 #[test]
 fn it_learns_real_digits_with_attention() {
     let config = DrawConfig::new().with_steps(8).with_hidden(64).with_latent(8);
-    let (first, last) = train(config, 60, 3e-3);
+    let (first, last) = train(config, 60, 3e-3, 2);
     assert!(first > 400.0, "untrained negative ELBO should be near 784·ln 2 ≈ 543, got {first}");
     assert!(last < 0.6 * first, "negative ELBO fell only from {first:.1} to {last:.1}");
 }
@@ -270,7 +272,7 @@ fn it_learns_real_digits_with_attention() {
 #[test]
 fn it_learns_real_digits_without_attention() {
     let config = DrawConfig::new().with_steps(4).with_hidden(32).with_latent(8).with_attention(Attention::None);
-    let (first, last) = train(config, 30, 3e-3);
+    let (first, last) = train(config, 30, 3e-3, 1);
     assert!(first > 400.0, "untrained negative ELBO should be near 784·ln 2 ≈ 543, got {first}");
     assert!(last < 0.6 * first, "negative ELBO fell only from {first:.1} to {last:.1}");
 }
@@ -424,4 +426,41 @@ fn a_registered_fused_lstm_step_is_used_and_agrees_with_the_composed_one() {
         close(a, b, &format!("state {t}"));
     }
     close(&fused_grad, &grad, "W_hh gradient");
+}
+
+/// A step with the batch in two shards, run at the same time by kiln-cpu's runner, against the
+/// same shards one after the other (the same bits) and against the batch in one pass (the same
+/// update up to float rounding); and zero shards are refused by name.
+#[test]
+fn a_sharded_step_gives_the_whole_batch_update_on_any_thread() {
+    use kiln_kernels::fused::{ShardRunner, register};
+    let _rng = rng(6);
+    let config = tiny(gaussian());
+    // Every parameter read once, so that the lazily drawn ones are drawn here, not in the steps.
+    let model = Draw::<Fused>::from_inner(config.init::<Fused>(&Default::default()).valid());
+    let before = values(model.encoder().input.weight.val().inner());
+    // With ε ≫ |g| Adam's first update is g·lr/(|g| + ε) ≈ g: comparing weights compares gradients.
+    let optim = kiln_optim::OptimConfig { lr: 1e4, eps: 1e4, ..Default::default() };
+    let step = |shards: usize| -> Vec<f32> {
+        let settings = DrawTaskConfig { optim: optim.clone(), ema_decay: None, preview_samples: 2, shards };
+        let mut task = DrawTask::<Fused>::from_model(config.clone(), model.clone(), &settings, 10).unwrap();
+        let mut batches = Batcher::new(digits(5), 5, PixelRange::ZeroOne, 0).unwrap();
+        TestBackend::seed(&device(), 6); // the same posterior noise for every variant
+        task.step(batches.next_batch(&Default::default()), 0);
+        values(task.model().encoder().input.weight.val().inner())
+    };
+    register(ShardRunner::<Fused>::new(kiln_cpu::run_shards));
+    let (whole, parallel) = (step(1), step(2));
+    register(ShardRunner::<Fused>::new(|k, f| (0..k).for_each(f)));
+    let serial = step(2);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&parallel), bits(&serial), "shards give the same bits on any thread");
+    let moved = whole.iter().zip(&before).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    let err = parallel.iter().zip(&whole).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(moved > 1e-2, "the update moved the weights ({moved:e})");
+    assert!(err <= 1e-4 * moved, "two shards' update is {err:e} from the batch's (which moved {moved:e})");
+
+    let settings = DrawTaskConfig { shards: 0, ..DrawTaskConfig::default() };
+    let err = DrawTask::<Fused>::from_model(config.clone(), model, &settings, 10).unwrap_err().to_string();
+    assert!(err.starts_with("train.draw.shards = 0: must be at least 1"), "{err}");
 }

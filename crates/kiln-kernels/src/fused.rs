@@ -164,3 +164,24 @@ pub struct FilterbankKernel<B: Backend>(
 );
 
 copy_kernel!(FilterbankKernel);
+
+/// Runs the shards of one batch at the same time on backend `B` (an autodiff backend), for
+/// `kiln_optim::backward_shards`: `(shards, f)` calls `f(0)`, …, `f(shards − 1)`, each from its
+/// own thread, and returns when all have. Every shard's work must stay on its thread (its own
+/// thread pool, not the one the caller runs on), so that shards do not fight over the cores.
+///
+/// Why a backend supplies it: a model of many small ops (DRAW's 64 LSTM steps at batch 64) gains
+/// nothing from splitting each op over the cores — every op is too small to pay for waking the
+/// other threads — but two halves of the batch, each stepped through the whole network on its
+/// own core, keep both busy. How to give a shard its own core is the CPU backend's business;
+/// elsewhere (a GPU) the shards run one after the other, which gives the same result.
+pub struct ShardRunner<B: Backend>(pub fn(usize, &(dyn Fn(usize) + Sync)), pub std::marker::PhantomData<fn() -> B>);
+
+impl<B: Backend> ShardRunner<B> {
+    /// The runner `run` for backend `B`.
+    pub fn new(run: fn(usize, &(dyn Fn(usize) + Sync))) -> Self {
+        Self(run, std::marker::PhantomData)
+    }
+}
+
+copy_kernel!(ShardRunner);

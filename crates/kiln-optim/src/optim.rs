@@ -11,6 +11,7 @@ use kiln_kernels::fused::{self, AdamKernel, AdamUpdate};
 use serde::{Deserialize, Serialize};
 
 use crate::params::{PathStack, UpdateFloats, VisitGrads};
+use crate::shard::Shard;
 use crate::state::state_err;
 use crate::sync::{GradSync, SyncError};
 use crate::{Decay, OptimError, Schedule, TensorFile};
@@ -185,7 +186,22 @@ impl<B: AutodiffBackend> Optim<B> {
     /// updates the model with their mean. Parameters without a gradient (frozen ones, batch-norm
     /// statistics) are left alone.
     pub fn step<M: AutodiffModule<B>>(&mut self, model: M, grads: &B::Gradients) -> M {
-        let accumulate = self.config.accumulate;
+        self.fold(&model, grads);
+        self.update(model)
+    }
+
+    /// [`Optim::step`] for one batch whose gradient was computed in slices
+    /// ([`crate::backward_shards`]): the slices' gradients, each read from the slice's copy of
+    /// the model and added in slice order, are folded in as one call, and `model` is updated.
+    pub fn step_shards<M: AutodiffModule<B>, T>(&mut self, model: M, shards: &[Shard<B, M, T>]) -> M {
+        for shard in shards {
+            self.fold(&shard.model, &shard.grads);
+        }
+        self.update(model)
+    }
+
+    /// Adds the gradients `grads` of `model`'s parameters to the pending sums, by path.
+    fn fold<M: AutodiffModule<B>>(&mut self, model: &M, grads: &B::Gradients) {
         let pending = &mut self.pending;
         model.visit(&mut VisitGrads {
             path: PathStack::default(),
@@ -198,6 +214,11 @@ impl<B: AutodiffBackend> Optim<B> {
                 pending.insert(path.to_string(), sum);
             },
         });
+    }
+
+    /// Counts one folded call and, every `accumulate` calls, updates `model` with the mean.
+    fn update<M: AutodiffModule<B>>(&mut self, model: M) -> M {
+        let accumulate = self.config.accumulate;
         self.micro += 1;
         if self.micro < accumulate {
             return model;

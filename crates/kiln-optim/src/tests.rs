@@ -371,3 +371,59 @@ fn the_fused_update_gives_the_composed_bits() {
         assert_eq!(three_updates::<Fused>(&config, 70_001), three_updates::<B>(&config, 70_001), "{config:?}");
     }
 }
+
+#[test]
+fn shard_ranges_cover_the_batch_in_near_equal_slices() {
+    use crate::shard_ranges;
+    assert_eq!(shard_ranges(7, 3), vec![0..3, 3..5, 5..7]);
+    assert_eq!(shard_ranges(64, 2), vec![0..32, 32..64]);
+    assert_eq!(shard_ranges(2, 5), vec![0..1, 1..2], "no empty slices");
+    assert_eq!(shard_ranges(5, 0), vec![0..5], "zero shards mean the whole batch");
+    assert_eq!(shard_ranges(0, 2), vec![0..0]);
+}
+
+/// A batch's gradient in three slices, on three threads where kiln-cpu has them, against the
+/// batch in one pass; and the same slices one after the other on this thread, bit for bit.
+#[test]
+fn sharded_gradients_add_up_to_the_batch_and_do_not_depend_on_the_threads() {
+    use crate::backward_shards;
+    use kiln_kernels::fused::{ShardRunner, register};
+    type Fused = burn::backend::Autodiff<kiln_cpu::KilnCpu<burn::backend::Flex>>;
+    kiln_device::register_cpu_kernels();
+    let dev = Device::<Fused>::default();
+    let wave = |len: usize, k: usize| -> Vec<f32> { (0..len).map(|i| ((i * k % 17) as f32 - 8.0) * 0.1).collect() };
+    let model: Linear<Fused> = LinearConfig::new(5, 3).init(&dev);
+    let x = Tensor::<Fused, 2>::from_data(TensorData::new(wave(35, 13), [7, 5]), &dev);
+    let y = Tensor::<Fused, 2>::from_data(TensorData::new(wave(21, 5), [7, 3]), &dev);
+    let loss = |m: &Linear<Fused>, rows: std::ops::Range<usize>| {
+        let d = m.forward(x.clone().narrow(0, rows.start, rows.len())) - y.clone().narrow(0, rows.start, rows.len());
+        ((d.clone() * d).mean(), rows.len())
+    };
+    // With ε ≫ |g|, Adam's first update is lr·g/(|g| + ε) ≈ g·lr/ε: the weights move by the
+    // gradient itself, so comparing weights compares gradients.
+    let config = OptimConfig { lr: 1e3, eps: 1e3, ..OptimConfig::default() };
+    let step = |shards: usize| -> Vec<f32> {
+        let mut optim = Optim::<Fused>::new(config.clone(), 10).unwrap();
+        let done = backward_shards(&model, 7, shards, loss);
+        assert_eq!(
+            done.iter().map(|s| s.out).collect::<Vec<_>>(),
+            crate::shard_ranges(7, shards).iter().map(|r| r.len()).collect::<Vec<_>>()
+        );
+        let m = optim.step_shards(model.clone(), &done);
+        m.weight.val().inner().into_data().to_vec::<f32>().unwrap()
+    };
+    let before = model.weight.val().inner().into_data().to_vec::<f32>().unwrap();
+    let whole = step(1);
+    let three = step(3);
+    assert!(whole.iter().zip(&before).any(|(a, b)| (a - b).abs() > 1e-3), "the update moved the weights");
+    close(&three, &whole.iter().map(|&v| v as f64).collect::<Vec<_>>(), 1e-5);
+
+    register(ShardRunner::<Fused>::new(|k, f| (0..k).for_each(f)));
+    let serial = step(3);
+    kiln_device::register_cpu_kernels();
+    assert_eq!(
+        serial.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        three.iter().map(|v| v.to_bits()).collect::<Vec<_>>(),
+        "the shards give the same bits on any thread"
+    );
+}

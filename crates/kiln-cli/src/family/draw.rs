@@ -51,6 +51,14 @@ struct Spec {
     targets: Option<TargetsName>,
 }
 
+/// `[train.draw]`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TrainSpec {
+    /// Slices of each batch stepped at the same time (`DrawTaskConfig::shards`).
+    shards: Option<usize>,
+}
+
 /// Attention kinds by name.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "kebab-case")]
@@ -119,17 +127,26 @@ impl Family for Draw {
     type Resolved = Resolved;
 
     fn resolve(exp: &Experiment, _data: Option<&DataInfo>) -> Result<Resolved> {
-        anyhow::ensure!(
-            exp.family_settings()?.is_none(),
-            "[train.draw]: DRAW is trained by [train.optim] and [train] ema_decay; it has no table of its own"
-        );
         let spec: Spec = strict(&exp.model_settings(), "model")?;
         let model = spec.config()?;
+        let own: TrainSpec = match exp.family_settings()? {
+            Some(t) => strict(t, "train.draw")?,
+            None => TrainSpec::default(),
+        };
+        let defaults = DrawTaskConfig::default();
         let train = DrawTaskConfig {
             optim: exp.train.optim.clone().unwrap_or_default(),
             ema_decay: exp.train.ema_decay,
-            ..Default::default()
+            shards: own.shards.unwrap_or(defaults.shards),
+            ..defaults
         };
+        if train.shards == 0 || train.shards > exp.train.batch_size {
+            bail!(
+                "train.draw.shards = {}: must be from 1 to the batch size ({}); each shard takes a slice of the batch",
+                train.shards,
+                exp.train.batch_size
+            );
+        }
         Ok(Resolved { model, train })
     }
 
