@@ -94,6 +94,18 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         B::float_add(lhs, rhs)
     }
 
+    // Zeros for f32 as a zeroed `Vec<f32>`: flex allocates them as bytes (`Vec<u8>`, alignment 1)
+    // and then copies the zeros into a buffer aligned for any element type. autodiff asks for a
+    // full-size zero tensor for every `narrow`'s gradient (then writes the slice into it): that
+    // copy was 2.0 % of W4's training step on the Intel Xeon in perf (memmove 9.4 → 7.6 % of the
+    // step with this); throughput pairs 1.02×, 0.98×, 1.05×, inside the noise.
+    fn float_zeros(shape: Shape, device: &Device<Self>, dtype: FloatDType) -> FloatTensor<Self> {
+        match dtype {
+            FloatDType::F32 => B::f32_tensor(vec![0.0; shape.num_elements()], shape),
+            _ => B::float_zeros(shape, device, dtype),
+        }
+    }
+
     // The LSTM cells' tanh, likewise (see `crate::activation`).
     fn float_tanh(tensor: FloatTensor<Self>) -> FloatTensor<Self> {
         crate::activation::tanh::<B>(tensor)
@@ -103,7 +115,6 @@ impl<B: CpuInner> FloatTensorOps<Self> for KilnCpu<B> {
         B;
         fn float_from_data(data: TensorData, device: &Device<Self>) -> FloatTensor<Self>;
         fn float_random(shape: Shape, distribution: Distribution, device: &Device<Self>, dtype: FloatDType) -> FloatTensor<Self>;
-        fn float_zeros(shape: Shape, device: &Device<Self>, dtype: FloatDType) -> FloatTensor<Self>;
         fn float_ones(shape: Shape, device: &Device<Self>, dtype: FloatDType) -> FloatTensor<Self>;
         fn float_full(shape: Shape, fill_value: Scalar, device: &Device<Self>, dtype: FloatDType) -> FloatTensor<Self>;
         fn float_into_data(tensor: FloatTensor<Self>) -> impl Future<Output = Result<TensorData, ExecutionError>> + Send;
