@@ -30,7 +30,8 @@
 //!   U-Net kiln's emoji experiment trains: levels 32/16/8 at 32/64/64 channels, one residual
 //!   block per level, GroupNorm 8, attention at 8×8, time MLP of 128; DDPM with the cosine
 //!   schedule and v-prediction, uniform weights), unconditional, Adam 10⁻⁴ and the EMA update
-//!   (decay 0.999) that `kiln train` does every step, batch 64 of 3×32×32.
+//!   (decay 0.999) that `kiln train` does every step, batch 64 of 3×32×32, in two shards as the
+//!   diffusion experiments train it (one per core where kiln-cpu has two threads).
 //! - **W6** kernels from kiln-kernels, the shapes of `crates/kiln-kernels/benches/kernels.rs`:
 //!   antialiased bilinear and bicubic (PIL's a = −0.5) resizes 64×3×256×256 → 64×64, plain
 //!   bilinear and bicubic (a = −0.75) 64×3×64×64 → 256×256 (antialiasing changes nothing when
@@ -437,6 +438,7 @@ pub fn run<B: AutodiffBackend>(
             let settings = DiffusionTaskConfig {
                 optim: OptimConfig { lr: 1e-4, decay: Decay::Constant, ..OptimConfig::default() },
                 ema_decay: Some(0.999),
+                shards: 2,
                 ..DiffusionTaskConfig::default()
             };
             let mut task = DiffusionTask::<B>::new(config.clone(), &settings, 1_000_000, device)

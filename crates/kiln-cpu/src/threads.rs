@@ -90,8 +90,10 @@ static SHARD_POOLS: std::sync::Mutex<Option<ShardPools>> = std::sync::Mutex::new
 /// pools of their own each shard's ops run where the shard runs. What it buys is the model's
 /// business. Measured on the 2-core Intel Xeon: `kiln train experiments/draw-mnist.toml` (the small
 /// preset, 150 steps, two interleaved pairs) 1,051 → 1,204 and 995 → 1,225 img/s with two shards;
-/// kiln-bench's W5 (the paper's DRAW, batch 64) 0.97×, 1.07×, 1.32× in three pairs. Less than two
-/// cores' worth: at 32 images a shard, burn-autodiff's bookkeeping (one graph node per op, hash
+/// kiln-bench's W5 (the paper's DRAW, batch 64) 0.97×, 1.07×, 1.32× in three pairs; W7 (the emoji
+/// diffusion U-Net, batch 64) 1.32×, 1.23×, 1.20×; the diffusion experiments' `kiln train` about
+/// 1.3× (ddpm-emoji 1.33, 1.02, 1.40, 1.34 over 80 steps). DRAW gains less than two cores'
+/// worth: at 32 images a shard, burn-autodiff's bookkeeping (one graph node per op, hash
 /// maps behind one global lock) is most of a step, and two shards one after the other take 1.33×
 /// the time of the batch in one pass. GEMM-bound steps (DCGAN-64, the VQ-VAE) have nothing to gain:
 /// their GEMMs already fill both cores.

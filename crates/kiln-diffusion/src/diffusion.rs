@@ -30,7 +30,7 @@ use std::path::{Path, PathBuf};
 use burn::config::Config;
 use burn::module::Module;
 use burn::tensor::backend::Backend;
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Shape, Tensor, TensorData};
 use kiln_core::{Generative, ModelCard, ModelManifest, SampleError, SampleOption, SampleRequest, Samples, SplitMix64};
 
 use crate::schedule::{BetaSchedule, NoiseSchedule};
@@ -238,6 +238,23 @@ impl DiffusionConfig {
     }
 }
 
+/// The random draws of one training loss ([`Diffusion::loss_draws`]).
+#[derive(Debug, Clone)]
+pub struct LossDraws<B: Backend> {
+    /// A uniform draw in `[0, 1)` per image that picks its time, `[B]`.
+    pub u: Tensor<B, 1>,
+    /// Standard normal noise, `[B, C, H, W]`.
+    pub noise: Tensor<B, 4>,
+}
+
+impl<B: Backend> LossDraws<B> {
+    /// The draws of images `rows` of the batch.
+    pub fn rows(&self, rows: std::ops::Range<usize>) -> Self {
+        let (start, len) = (rows.start, rows.len());
+        Self { u: self.u.clone().narrow(0, start, len), noise: self.noise.clone().narrow(0, start, len) }
+    }
+}
+
 /// One evaluation of the training objective on a batch.
 #[derive(Debug, Clone)]
 pub struct DiffusionLoss<B: Backend> {
@@ -413,10 +430,28 @@ impl<B: Backend> Diffusion<B> {
     /// for a conditional model (the null label `classes()` for dropped ones). Times and noise
     /// are drawn from the backend's generator (seeded per step by the trainer).
     pub fn loss(&self, x0: Tensor<B, 4>, labels: Option<Tensor<B, 1, Int>>) -> DiffusionLoss<B> {
-        let [b, ..] = x0.dims();
-        let device = x0.device();
-        let u = Tensor::<B, 1>::random([b], Distribution::Default, &device); // [B] in [0, 1)
-        let noise = Tensor::random(x0.shape(), Distribution::Normal(0.0, 1.0), &device);
+        let draws = self.loss_draws(x0.dims()[0], x0.shape(), &x0.device());
+        self.loss_with(x0, labels, draws)
+    }
+
+    /// What [`Diffusion::loss`] draws from the backend's generator for a batch of images of
+    /// `shape`: a uniform time `u` per image and standard normal noise, in that order.
+    pub fn loss_draws(&self, n: usize, shape: Shape, device: &B::Device) -> LossDraws<B> {
+        let u = Tensor::<B, 1>::random([n], Distribution::Default, device); // [B] in [0, 1)
+        let noise = Tensor::random(shape, Distribution::Normal(0.0, 1.0), device); // [B, C, H, W]
+        LossDraws { u, noise }
+    }
+
+    /// [`Diffusion::loss`] with its random draws given, so a batch can be cut into slices that
+    /// run on different threads and still see the draws one pass would have (`DiffusionTask`'s
+    /// shards).
+    pub fn loss_with(
+        &self,
+        x0: Tensor<B, 4>,
+        labels: Option<Tensor<B, 1, Int>>,
+        draws: LossDraws<B>,
+    ) -> DiffusionLoss<B> {
+        let LossDraws { u, noise } = draws;
         let n = self.noised(x0, u, noise);
         let out = self.unet.forward(n.x_t, n.time, labels); // [B, C, H, W]
         let per_image = (out - n.target).square().flatten::<2>(1, 3).mean_dim(1).squeeze_dim::<1>(1); // [B]

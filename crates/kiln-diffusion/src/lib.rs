@@ -28,8 +28,8 @@ mod task;
 pub(crate) mod unet;
 
 pub use diffusion::{
-    CONFIG_FILE, Diffusion, DiffusionConfig, DiffusionError, DiffusionLoss, FAMILY, FORMAT, Noised, Prediction,
-    Process, Sampler, SamplerConfig, Sampling, WEIGHTS_FILE, Weighting,
+    CONFIG_FILE, Diffusion, DiffusionConfig, DiffusionError, DiffusionLoss, FAMILY, FORMAT, LossDraws, Noised,
+    Prediction, Process, Sampler, SamplerConfig, Sampling, WEIGHTS_FILE, Weighting,
 };
 pub use schedule::{BetaSchedule, MAX_BETA, NoiseSchedule};
 pub use task::{DiffusionTask, DiffusionTaskConfig};

@@ -2,13 +2,14 @@
 //! weights (what every diffusion paper samples from), and label dropout for classifier-free
 //! guidance when the model is conditional.
 
+use std::ops::Range;
 use std::path::Path;
 
 use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use kiln_core::{ImageBatch, LoadError, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, load_train_state, save_train_state};
+use kiln_optim::{Ema, Optim, OptimConfig, OptimError, backward_shards, load_train_state, save_train_state};
 use serde::{Deserialize, Serialize};
 
 use crate::{Diffusion, DiffusionConfig, SamplerConfig};
@@ -29,6 +30,12 @@ pub struct DiffusionTaskConfig {
     pub preview_samples: usize,
     /// Sampler steps of the previews (fewer than `kiln sample`'s default, since they recur).
     pub preview_steps: usize,
+    /// Slices each batch is cut into for its gradient, stepped at the same time where the
+    /// backend can (kiln-cpu: each on its own share of the cores; see
+    /// [`kiln_optim::backward_shards`]). The U-Net's GroupNorm and attention work image by image,
+    /// so the update is the batch's up to float rounding; a run's numbers depend on this setting,
+    /// never on the machine's cores.
+    pub shards: usize,
 }
 
 impl Default for DiffusionTaskConfig {
@@ -39,6 +46,7 @@ impl Default for DiffusionTaskConfig {
             label_dropout: 0.1,
             preview_samples: 64,
             preview_steps: 20,
+            shards: 1,
         }
     }
 }
@@ -104,6 +112,13 @@ impl<B: AutodiffBackend> DiffusionTask<B> {
             let ids: Vec<i64> = (0..n).map(|i| ((i / 8) % classes) as i64).collect();
             Tensor::from_data(TensorData::new(ids, [n]), &inner)
         });
+        if task.shards == 0 {
+            return Err(OptimError::Config {
+                field: "train.diffusion.shards",
+                value: "0".into(),
+                reason: "must be at least 1 (1: the whole batch in one pass)",
+            });
+        }
         let optim = Optim::new(task.optim.clone(), total_steps / task.optim.accumulate.max(1))?;
         let ema = task.ema_decay.map(|d| Ema::new(model.valid(), d).map(Ema::with_warmup)).transpose()?;
         Ok(Self { config, task: task.clone(), model, optim, ema, noise, labels, device })
@@ -137,15 +152,36 @@ impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
     type Batch = ImageBatch<B>;
 
     fn step(&mut self, batch: ImageBatch<B>, _step: usize) -> StepOutput {
-        let examples = batch.images.dims()[0];
+        let n = batch.images.dims()[0];
         let labels = (self.model.classes() > 0).then(|| self.drop_labels(batch.labels));
-        let out = self.model.loss(batch.images, labels);
-        let grads = out.loss.backward();
-        self.model = self.optim.step(self.model.clone(), &grads);
+        // Every random draw of the step made here, in the order an unsharded loss makes them:
+        // shards on other threads would reach burn's one generator in no fixed order.
+        let draws = self.model.loss_draws(n, batch.images.shape(), &batch.images.device());
+        let images = &batch.images;
+        let shards = backward_shards(&self.model, n, self.task.shards, |model: &Diffusion<B>, rows: Range<usize>| {
+            let x = images.clone().narrow(0, rows.start, rows.len()); // [n_s, C, H, W]
+            let y = labels.as_ref().map(|l| l.clone().narrow(0, rows.start, rows.len())); // [n_s]
+            let out = model.loss_with(x, y, draws.rows(rows));
+            (out.loss.clone(), [out.loss, out.mse].map(|t| t.inner()))
+        });
+        // Each shard's terms are means over its slice: weighted by its share they sum to the batch's.
+        let mut terms: [Option<Tensor<B::InnerBackend, 1>>; 2] = [None, None];
+        for shard in &shards {
+            let w = shard.weight(n);
+            for (sum, t) in terms.iter_mut().zip(shard.out.clone()) {
+                let t = if w == 1.0 { t } else { t * w };
+                *sum = Some(match sum.take() {
+                    Some(s) => s + t,
+                    None => t,
+                });
+            }
+        }
+        self.model = self.optim.step_shards(self.model.clone(), &shards);
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model.valid());
         }
-        StepOutput { metrics: read_scalars(vec![("loss", out.loss.inner()), ("mse", out.mse.inner())]), examples }
+        let [loss, mse] = terms.map(|t| t.expect("backward_shards runs at least one shard"));
+        StepOutput { metrics: read_scalars(vec![("loss", loss), ("mse", mse)]), examples: n }
     }
 
     /// `samples`: the fixed noise denoised by the default sampler at `preview_steps`, 8 to a row

@@ -504,3 +504,45 @@ fn flow_learns_real_digits() {
     assert!(last < 0.6 * first, "loss fell only from {first:.3} to {last:.3}");
     assert!(pixel < -0.3, "samples' mean pixel {pixel:.2} has not moved towards the data's");
 }
+
+/// A conditional step with the batch in two shards (here one after the other: no shard runner on
+/// this backend; kiln-optim's tests run them at the same time on kiln-cpu) gives the batch's
+/// update up to float rounding: the same label dropout, times and noise reach every image.
+#[test]
+fn a_sharded_step_gives_the_whole_batch_update() {
+    let _rng = rng(12);
+    let config = tiny(ddpm(100, Prediction::V), 3);
+    // Every parameter read once, so the lazily drawn ones are drawn here, not in the steps.
+    let model = Diffusion::<TestAutodiff>::from_inner(config.init::<TestAutodiff>(&device()).valid());
+    // With ε ≫ |g| Adam's first update is g·lr/(|g| + ε) ≈ g: comparing outputs compares gradients.
+    let optim = kiln_optim::OptimConfig { lr: 1e4, eps: 1e4, ..Default::default() };
+    let x = Tensor::<TestBackend, 4>::random([3, 1, 8, 8], Distribution::Uniform(-1.0, 1.0), &device());
+    let t = Tensor::<TestBackend, 1>::from_data(TensorData::new(vec![10.0f32, 500.0, 900.0], [3]), &device());
+    let y = Tensor::<TestBackend, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2], [3]), &device());
+    let probe = |m: &Diffusion<TestBackend>| values(m.unet().forward(x.clone(), t.clone(), Some(y.clone())));
+    let before = probe(&model.valid());
+    let step = |shards: usize| -> Vec<f32> {
+        let settings = DiffusionTaskConfig {
+            optim: optim.clone(),
+            ema_decay: None,
+            preview_samples: 1,
+            shards,
+            ..Default::default()
+        };
+        let mut task = DiffusionTask::<TestAutodiff>::from_model(config.clone(), model.clone(), &settings, 10).unwrap();
+        TestBackend::seed(&device(), 12); // the same images, dropout, times and noise for both
+        let images = Tensor::<TestAutodiff, 4>::random([5, 1, 8, 8], Distribution::Uniform(-1.0, 1.0), &device());
+        let labels = Tensor::<TestAutodiff, 1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 0, 1], [5]), &device());
+        task.step(kiln_core::ImageBatch { images, labels }, 0);
+        probe(&task.model().valid())
+    };
+    let (whole, two) = (step(1), step(2));
+    let moved = max_diff(&whole, &before);
+    let err = max_diff(&two, &whole);
+    assert!(moved > 1e-3, "the update moved the outputs ({moved:e})");
+    assert!(err <= 1e-3 * moved, "two shards' update is {err:e} from the batch's (which moved {moved:e})");
+
+    let settings = DiffusionTaskConfig { shards: 0, ..DiffusionTaskConfig::default() };
+    let err = DiffusionTask::<TestAutodiff>::from_model(config, model, &settings, 10).unwrap_err().to_string();
+    assert!(err.starts_with("train.diffusion.shards = 0: must be at least 1"), "{err}");
+}

@@ -1,8 +1,8 @@
 //! One batch's gradient computed in slices ("shards"), at the same time where the backend can.
 //!
 //! A step of a model built from many small ops — DRAW's 64 LSTM steps at batch 64, where every
-//! op is a few thousand floats — cannot use a second core op by op: waking another thread costs
-//! more than the op. Cut the batch in two instead and step each half through the whole network
+//! op is a few thousand floats, or a small diffusion U-Net — cannot keep a second core busy op by
+//! op: waking another thread costs about as much as the op. Cut the batch in two instead and step each half through the whole network
 //! on its own core, and both cores are busy for the whole step. The halves' losses are weighted
 //! by their share of the batch, so their gradients add up to the whole batch's (up to float
 //! rounding: the sums are grouped differently), and [`crate::Optim::step_shards`] folds them in

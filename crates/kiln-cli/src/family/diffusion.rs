@@ -83,6 +83,8 @@ struct TrainSpec {
     label_dropout: Option<f64>,
     preview_steps: Option<usize>,
     preview_samples: Option<usize>,
+    /// Slices of each batch stepped at the same time (`DiffusionTaskConfig::shards`).
+    shards: Option<usize>,
 }
 
 /// What a diffusion run trains from.
@@ -180,7 +182,15 @@ impl Family for Diffusion {
             label_dropout: own.label_dropout.unwrap_or(defaults.label_dropout),
             preview_steps: own.preview_steps.unwrap_or(defaults.preview_steps),
             preview_samples: own.preview_samples.unwrap_or(defaults.preview_samples),
+            shards: own.shards.unwrap_or(defaults.shards),
         };
+        if train.shards == 0 || train.shards > exp.train.batch_size {
+            bail!(
+                "train.diffusion.shards = {}: must be from 1 to the batch size ({}); each shard takes a slice of the batch",
+                train.shards,
+                exp.train.batch_size
+            );
+        }
         if !(0.0..1.0).contains(&train.label_dropout) {
             bail!("train.diffusion.label_dropout = {}: must be in [0, 1) (0.1 is usual)", train.label_dropout);
         }
