@@ -9,7 +9,9 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use kiln_core::{ImageBatch, LoadError, PixelRange, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, backward_shards, load_train_state, save_train_state};
+use kiln_optim::{
+    Ema, Optim, OptimConfig, OptimError, backward_shards, batch_means, load_train_state, save_train_state,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Diffusion, DiffusionConfig, SamplerConfig};
@@ -164,23 +166,11 @@ impl<B: AutodiffBackend> Task<B> for DiffusionTask<B> {
             let out = model.loss_with(x, y, draws.rows(rows));
             (out.loss.clone(), [out.loss, out.mse].map(|t| t.inner()))
         });
-        // Each shard's terms are means over its slice: weighted by its share they sum to the batch's.
-        let mut terms: [Option<Tensor<B::InnerBackend, 1>>; 2] = [None, None];
-        for shard in &shards {
-            let w = shard.weight(n);
-            for (sum, t) in terms.iter_mut().zip(shard.out.clone()) {
-                let t = if w == 1.0 { t } else { t * w };
-                *sum = Some(match sum.take() {
-                    Some(s) => s + t,
-                    None => t,
-                });
-            }
-        }
         self.model = self.optim.step_shards(self.model.clone(), &shards);
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model.valid());
         }
-        let [loss, mse] = terms.map(|t| t.expect("backward_shards runs at least one shard"));
+        let [loss, mse] = batch_means(&shards);
         StepOutput { metrics: read_scalars(vec![("loss", loss), ("mse", mse)]), examples: n }
     }
 

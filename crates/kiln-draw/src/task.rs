@@ -9,7 +9,9 @@ use burn::module::{AutodiffModule, Module};
 use burn::tensor::backend::AutodiffBackend;
 use burn::tensor::{Device, Tensor};
 use kiln_core::{ImageBatch, LoadError, Preview, SaveError, StepOutput, Task, read_scalars};
-use kiln_optim::{Ema, Optim, OptimConfig, OptimError, backward_shards, load_train_state, save_train_state};
+use kiln_optim::{
+    Ema, Optim, OptimConfig, OptimError, backward_shards, batch_means, load_train_state, save_train_state,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::{Draw, DrawConfig};
@@ -129,24 +131,11 @@ impl<B: AutodiffBackend> Task<B> for DrawTask<B> {
             let out = model.loss_with_noise(x, eps);
             (out.loss.clone(), [out.loss, out.recon, out.kl].map(|t| t.inner()))
         });
-        // Each shard's terms are means over its slice: weighted by its share, they sum to the
-        // batch's means.
-        let mut terms: [Option<Tensor<B::InnerBackend, 1>>; 3] = [None, None, None];
-        for shard in &shards {
-            let w = shard.weight(n);
-            for (sum, t) in terms.iter_mut().zip(shard.out.clone()) {
-                let t = if w == 1.0 { t } else { t * w };
-                *sum = Some(match sum.take() {
-                    Some(s) => s + t,
-                    None => t,
-                });
-            }
-        }
         self.model = self.optim.step_shards(self.model.clone(), &shards);
         if let Some(ema) = &mut self.ema {
             ema.update(&self.model.valid());
         }
-        let [loss, recon, kl] = terms.map(|t| t.expect("backward_shards runs at least one shard"));
+        let [loss, recon, kl] = batch_means(&shards);
         let metrics = read_scalars(vec![("loss", loss), ("recon", recon), ("kl", kl)]);
         StepOutput { metrics, examples: n }
     }

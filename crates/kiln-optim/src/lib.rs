@@ -40,7 +40,7 @@ pub use error::OptimError;
 pub use optim::{Optim, OptimConfig, OptimKind};
 pub use params::{param_paths, zip_map_params};
 pub use schedule::{Decay, Schedule};
-pub use shard::{Shard, backward_shards, shard_ranges};
+pub use shard::{Shard, backward_shards, batch_means, shard_ranges};
 pub use state::{TensorFile, load_module, load_module_bytes, save_module};
 pub use sync::{GradSync, SyncError};
 pub use train_state::{EMA_FILE, LIVE_FILE, ModelEma, OPTIM_FILE, load_train_state, save_train_state};

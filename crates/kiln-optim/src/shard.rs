@@ -24,7 +24,7 @@ use std::sync::Mutex;
 
 use burn::module::AutodiffModule;
 use burn::tensor::Tensor;
-use burn::tensor::backend::AutodiffBackend;
+use burn::tensor::backend::{AutodiffBackend, Backend};
 use kiln_kernels::fused::{self, ShardRunner};
 
 /// What one shard gave back: its slice of the batch, the model it ran, its gradients (of its loss
@@ -47,6 +47,31 @@ impl<B: AutodiffBackend, M, T> Shard<B, M, T> {
     pub fn weight(&self, n: usize) -> f64 {
         self.range.len() as f64 / n as f64
     }
+}
+
+/// The batch's means of per-shard means `out` (loss terms, say): each weighted by its shard's
+/// share of the batch and added in shard order. With one shard, its terms as they are.
+///
+/// # Panics
+/// If `shards` is empty ([`backward_shards`] never returns no shard).
+pub fn batch_means<B, M, T, const K: usize>(shards: &[Shard<B, M, [Tensor<T, 1>; K]>]) -> [Tensor<T, 1>; K]
+where
+    B: AutodiffBackend,
+    T: Backend,
+{
+    let n: usize = shards.iter().map(|s| s.range.len()).sum();
+    let mut sums: [Option<Tensor<T, 1>>; K] = std::array::from_fn(|_| None);
+    for shard in shards {
+        let w = shard.weight(n);
+        for (sum, t) in sums.iter_mut().zip(shard.out.clone()) {
+            let t = if shards.len() == 1 { t } else { t * w };
+            *sum = Some(match sum.take() {
+                Some(s) => s + t,
+                None => t,
+            });
+        }
+    }
+    sums.map(|s| s.expect("batch_means of no shard"))
 }
 
 /// The batch `0..n` cut into `shards` contiguous slices (at most `n`, at least one) that differ in
